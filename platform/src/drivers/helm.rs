@@ -1,0 +1,1 @@
+//! helm driver (in progress)

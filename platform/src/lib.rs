@@ -1,0 +1,11 @@
+//! The Opus Deploy engine.
+//!
+//! The modules follow the pipeline: [`model`] (types) -> [`load`] (TOML with spans) ->
+//! [`compile`] (verify, render, build the plan) -> [`plan`] (the DAG value) -> [`exec`]
+//! (scheduler, journal, progress trait) -> [`drivers`] (helm, kube, postgres, directory), with
+//! the cross-cutting [`secrets`], [`sensitive`] and [`template`] modules. This crate never
+//! prints and knows nothing of terminals or flags: the `xtask` binary does that.
+
+pub mod drivers;
+pub mod secrets;
+pub mod sensitive;

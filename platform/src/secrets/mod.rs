@@ -1,0 +1,1 @@
+//! SOPS-compatible secrets files encrypted with age (in progress)
