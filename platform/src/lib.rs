@@ -6,6 +6,9 @@
 //! the cross-cutting [`secrets`], [`sensitive`] and [`template`] modules. This crate never
 //! prints and knows nothing of terminals or flags: the `xtask` binary does that.
 
+pub mod diagnostic;
 pub mod drivers;
+pub mod load;
 pub mod secrets;
 pub mod sensitive;
+pub mod source;

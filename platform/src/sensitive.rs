@@ -106,6 +106,9 @@ mod tests {
         redactor.add(&SecretString::new("abc"));
         redactor.add(&SecretString::new("abcdef"));
         redactor.add(&SecretString::new(""));
-        assert_eq!(redactor.redact("x abcdef y abc"), "x (sensitive) y (sensitive)");
+        assert_eq!(
+            redactor.redact("x abcdef y abc"),
+            "x (sensitive) y (sensitive)"
+        );
     }
 }
