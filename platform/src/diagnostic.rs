@@ -40,18 +40,12 @@ impl Diagnostic {
     }
 
     pub fn at(mut self, span: Span, text: impl Into<String>) -> Diagnostic {
-        self.primary = Some(Label {
-            span,
-            text: text.into(),
-        });
+        self.primary = Some(Label { span, text: text.into() });
         self
     }
 
     pub fn also_at(mut self, span: Span, text: impl Into<String>) -> Diagnostic {
-        self.secondary.push(Label {
-            span,
-            text: text.into(),
-        });
+        self.secondary.push(Label { span, text: text.into() });
         self
     }
 
@@ -73,25 +67,18 @@ impl Diagnostic {
         });
         let mut labels = Vec::new();
         if let Some(label) = &self.primary {
-            labels.push(LabeledSpan::new_primary_with_span(
-                non_empty(&label.text),
-                to_source_span(label.span),
-            ));
+            labels
+                .push(LabeledSpan::new_primary_with_span(non_empty(&label.text), to_source_span(label.span)));
             for extra in &self.secondary {
                 if extra.span.file == label.span.file {
-                    labels.push(LabeledSpan::new_with_span(
-                        non_empty(&extra.text),
-                        to_source_span(extra.span),
-                    ));
+                    labels
+                        .push(LabeledSpan::new_with_span(non_empty(&extra.text), to_source_span(extra.span)));
                 }
             }
         }
         RenderedDiagnostic {
             message: self.message.clone(),
-            location: self
-                .primary
-                .as_ref()
-                .map(|label| sources.location(label.span)),
+            location: self.primary.as_ref().map(|label| sources.location(label.span)),
             source,
             labels,
             help: self.help.clone(),
@@ -130,9 +117,7 @@ impl std::error::Error for RenderedDiagnostic {}
 
 impl miette::Diagnostic for RenderedDiagnostic {
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -140,20 +125,14 @@ impl miette::Diagnostic for RenderedDiagnostic {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        if self.labels.is_empty() {
-            None
-        } else {
-            Some(Box::new(self.labels.iter().cloned()))
-        }
+        if self.labels.is_empty() { None } else { Some(Box::new(self.labels.iter().cloned())) }
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
         if self.related.is_empty() {
             None
         } else {
-            Some(Box::new(
-                self.related.iter().map(|r| r as &dyn miette::Diagnostic),
-            ))
+            Some(Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic)))
         }
     }
 }
@@ -161,16 +140,13 @@ impl miette::Diagnostic for RenderedDiagnostic {
 /// Renders diagnostics as plain text (no colors, fixed width): used by tests and when output
 /// is not a terminal.
 pub fn render_plain(diagnostics: &[Diagnostic], sources: &SourceMap) -> String {
-    let handler =
-        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
-            .with_width(100)
-            .with_links(false);
+    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        .with_width(100)
+        .with_links(false);
     let mut out = String::new();
     for diagnostic in diagnostics {
         let rendered = diagnostic.render(sources);
-        handler
-            .render_report(&mut out, &rendered)
-            .expect("writing to a String cannot fail");
+        handler.render_report(&mut out, &rendered).expect("writing to a String cannot fail");
     }
     out
 }

@@ -6,9 +6,13 @@
 //! the cross-cutting [`secrets`], [`sensitive`] and [`template`] modules. This crate never
 //! prints and knows nothing of terminals or flags: the `xtask` binary does that.
 
+pub mod catalog;
+pub mod check;
 pub mod diagnostic;
 pub mod drivers;
 pub mod load;
+pub mod model;
 pub mod secrets;
 pub mod sensitive;
 pub mod source;
+pub mod verify;

@@ -66,8 +66,7 @@ impl Redactor {
         if !secret.expose().is_empty() && !self.secrets.contains(secret) {
             self.secrets.push(secret.clone());
             // Longest first, so a secret that contains another is replaced whole.
-            self.secrets
-                .sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
         }
     }
 
@@ -106,9 +105,6 @@ mod tests {
         redactor.add(&SecretString::new("abc"));
         redactor.add(&SecretString::new("abcdef"));
         redactor.add(&SecretString::new(""));
-        assert_eq!(
-            redactor.redact("x abcdef y abc"),
-            "x (sensitive) y (sensitive)"
-        );
+        assert_eq!(redactor.redact("x abcdef y abc"), "x (sensitive) y (sensitive)");
     }
 }

@@ -17,11 +17,7 @@ pub struct Span {
 
 impl Span {
     pub fn new(file: FileId, range: std::ops::Range<usize>) -> Span {
-        Span {
-            file,
-            start: range.start,
-            end: range.end,
-        }
+        Span { file, start: range.start, end: range.end }
     }
 
     pub fn len(&self) -> usize {
@@ -53,10 +49,7 @@ impl SourceMap {
 
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
         let id = FileId(u32::try_from(self.files.len()).expect("fewer than 4 billion files"));
-        self.files.push(SourceFile {
-            name: name.into(),
-            text: Arc::new(text.into()),
-        });
+        self.files.push(SourceFile { name: name.into(), text: Arc::new(text.into()) });
         id
     }
 

@@ -1,1 +1,48 @@
-fn main() {}
+//! `cargo xtask`: the command-line interface of Opus Deploy. It parses flags, calls into
+//! `platform`, renders diagnostics and progress, and sets the exit code. Nothing else in the
+//! workspace prints.
+
+mod check;
+mod flags;
+mod repo;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// How a command ended, as the exit code documents it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 0: success.
+    Success,
+    /// 1: the command ran and the work failed.
+    Failed,
+    /// 2: the command could not start.
+    CouldNotStart,
+}
+
+fn main() -> ExitCode {
+    let flags = match flags::Flags::try_parse() {
+        Ok(flags) => flags,
+        Err(e) => {
+            // clap prints help and version to stdout with code 0, usage errors with code 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let outcome = match repo::Repo::find(flags.root.as_deref()) {
+        Ok(repo) => match flags.command {
+            flags::Command::Check(cmd) => check::run(&repo, &cmd),
+        },
+        Err(e) => {
+            ui::error(&e);
+            Outcome::CouldNotStart
+        }
+    };
+    ExitCode::from(match outcome {
+        Outcome::Success => 0,
+        Outcome::Failed => 1,
+        Outcome::CouldNotStart => 2,
+    })
+}

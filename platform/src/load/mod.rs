@@ -2,5 +2,7 @@
 //! TOML files, keeps every value's span, checks each file against the schema of its Rust type
 //! and deep-merges the levels. Loading never touches the network.
 
+pub mod environment;
 pub mod node;
 pub mod schema_check;
+pub mod tree;

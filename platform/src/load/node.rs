@@ -52,10 +52,7 @@ impl Value {
 
 impl Node {
     pub fn empty_table(span: Span) -> Node {
-        Node {
-            value: Value::Table(Table::new()),
-            span,
-        }
+        Node { value: Value::Table(Table::new()), span }
     }
 
     pub fn as_table(&self) -> Option<&Table> {
@@ -76,11 +73,7 @@ impl Node {
     pub fn entry_at(&self, path: &[&str]) -> Option<&Entry> {
         let (first, rest) = path.split_first()?;
         let entry = self.as_table()?.get(*first)?;
-        if rest.is_empty() {
-            Some(entry)
-        } else {
-            entry.node.entry_at(rest)
-        }
+        if rest.is_empty() { Some(entry) } else { entry.node.entry_at(rest) }
     }
 
     /// The span of the value at a path, or of the nearest table that exists on the way.
@@ -97,8 +90,7 @@ impl Node {
 
     /// The span of the key of the entry at a path (falls back like [`Node::span_at`]).
     pub fn key_span_at(&self, path: &[&str]) -> Span {
-        self.entry_at(path)
-            .map_or_else(|| self.span_at(path), |e| e.key_span)
+        self.entry_at(path).map_or_else(|| self.span_at(path), |e| e.key_span)
     }
 
     /// This tree as JSON, for typed deserialization and template contexts.
@@ -106,18 +98,14 @@ impl Node {
         match &self.value {
             Value::String(s) | Value::Datetime(s) => serde_json::Value::String(s.clone()),
             Value::Integer(i) => serde_json::Value::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f)
-                .map_or(serde_json::Value::Null, serde_json::Value::Number),
-            Value::Boolean(b) => serde_json::Value::Bool(*b),
-            Value::Array(items) => {
-                serde_json::Value::Array(items.iter().map(Node::to_json).collect())
+            Value::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number)
             }
-            Value::Table(table) => serde_json::Value::Object(
-                table
-                    .iter()
-                    .map(|(k, e)| (k.clone(), e.node.to_json()))
-                    .collect(),
-            ),
+            Value::Boolean(b) => serde_json::Value::Bool(*b),
+            Value::Array(items) => serde_json::Value::Array(items.iter().map(Node::to_json).collect()),
+            Value::Table(table) => {
+                serde_json::Value::Object(table.iter().map(|(k, e)| (k.clone(), e.node.to_json())).collect())
+            }
         }
     }
 
@@ -151,21 +139,15 @@ pub fn parse_toml(file: FileId, text: &str) -> Result<Node, Vec<Diagnostic>> {
             .iter()
             .map(|error| {
                 let range = error.span().unwrap_or(0..0);
-                let range = if range.is_empty() {
-                    range.start..(range.start + 1).min(text.len())
-                } else {
-                    range
-                };
+                let range =
+                    if range.is_empty() { range.start..(range.start + 1).min(text.len()) } else { range };
                 Diagnostic::error(format!("invalid TOML: {}", first_line(error.message())))
                     .at(Span::new(file, range), "here")
             })
             .collect());
     }
     let span = Span::new(file, 0..text.len());
-    Ok(Node {
-        value: Value::Table(convert_table(file, table.get_ref())),
-        span,
-    })
+    Ok(Node { value: Value::Table(convert_table(file, table.get_ref())), span })
 }
 
 fn first_line(message: &str) -> &str {
@@ -245,14 +227,7 @@ mod tests {
         let text = "a = \n";
         let id = sources.add("bad.toml", text);
         let errors = parse_toml(id, text).expect_err("invalid TOML");
-        assert!(
-            errors[0].message.starts_with("invalid TOML"),
-            "{}",
-            errors[0].message
-        );
-        assert_eq!(
-            sources.location(errors[0].primary.as_ref().unwrap().span),
-            "bad.toml:1:5"
-        );
+        assert!(errors[0].message.starts_with("invalid TOML"), "{}", errors[0].message);
+        assert_eq!(sources.location(errors[0].primary.as_ref().unwrap().span), "bad.toml:1:5");
     }
 }

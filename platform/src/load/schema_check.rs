@@ -14,11 +14,14 @@ pub const RESERVED_KEYS: &[&str] = &["values_template"];
 
 /// Checks `node` against `schema`; `context` names what is checked (e.g. `env.toml`).
 pub fn check_schema(node: &Node, schema: &Json) -> Vec<Diagnostic> {
-    let mut checker = Checker {
-        root: schema,
-        diagnostics: Vec::new(),
-    };
-    checker.check(node, schema, &mut Vec::new());
+    check_schema_at(node, schema, &[])
+}
+
+/// Like [`check_schema`] for a node found at `prefix` in its file (e.g. `["inputs"]`), so
+/// messages name the whole path.
+pub fn check_schema_at(node: &Node, schema: &Json, prefix: &[&str]) -> Vec<Diagnostic> {
+    let mut checker = Checker { root: schema, diagnostics: Vec::new() };
+    checker.check(node, schema, &mut prefix.iter().map(|p| (*p).to_owned()).collect());
     checker.diagnostics
 }
 
@@ -28,11 +31,7 @@ struct Checker<'s> {
 }
 
 fn describe_path(path: &[String]) -> String {
-    if path.is_empty() {
-        "the top level".to_owned()
-    } else {
-        format!("`{}`", path.join("."))
-    }
+    if path.is_empty() { "the top level".to_owned() } else { format!("`{}`", path.join(".")) }
 }
 
 impl<'s> Checker<'s> {
@@ -217,17 +216,13 @@ impl<'s> Checker<'s> {
                 _ => {}
             }
         }
-        if schema.get("format").and_then(Json::as_str) == Some("uuid")
-            && uuid::Uuid::parse_str(text).is_err()
+        if schema.get("format").and_then(Json::as_str) == Some("uuid") && uuid::Uuid::parse_str(text).is_err()
         {
             problems.push("must be a UUID".to_owned());
         }
         for problem in problems {
-            let mut d = Diagnostic::error(format!(
-                "invalid value for {}: {problem}",
-                describe_path(path)
-            ))
-            .at(node.span, problem);
+            let mut d = Diagnostic::error(format!("invalid value for {}: {problem}", describe_path(path)))
+                .at(node.span, problem);
             if let Some(description) = description(schema) {
                 d = d.help(description);
             }
@@ -235,22 +230,13 @@ impl<'s> Checker<'s> {
         }
     }
 
-    fn check_array(
-        &mut self,
-        node: &Node,
-        items: &[Node],
-        schema: &'s Json,
-        path: &mut Vec<String>,
-    ) {
+    fn check_array(&mut self, node: &Node, items: &[Node], schema: &'s Json, path: &mut Vec<String>) {
         if let Some(min) = schema.get("minItems").and_then(Json::as_u64)
             && (items.len() as u64) < min
         {
             self.push(
-                Diagnostic::error(format!(
-                    "{} needs at least {min} item(s)",
-                    describe_path(path)
-                ))
-                .at(node.span, "too few items"),
+                Diagnostic::error(format!("{} needs at least {min} item(s)", describe_path(path)))
+                    .at(node.span, "too few items"),
             );
         }
         if let Some(item_schema) = schema.get("items") {
@@ -279,16 +265,13 @@ impl<'s> Checker<'s> {
                             .map(|p| p.keys().map(String::as_str).collect::<Vec<_>>())
                             .unwrap_or_default();
                         path.pop();
-                        let mut d = Diagnostic::error(format!(
-                            "unknown key `{key}` in {}",
-                            describe_path(path)
-                        ))
-                        .at(entry.key_span, "unknown key");
+                        let mut d =
+                            Diagnostic::error(format!("unknown key `{key}` in {}", describe_path(path)))
+                                .at(entry.key_span, "unknown key");
                         if let Some(best) = suggest(key, known.iter().copied()) {
                             d = d.help(format!("did you mean `{best}`?"));
                         } else if !known.is_empty() {
-                            let names: Vec<String> =
-                                known.iter().map(|k| format!("`{k}`")).collect();
+                            let names: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
                             d = d.help(format!("expected one of {}", names.join(", ")));
                         }
                         self.push(d);
@@ -303,15 +286,10 @@ impl<'s> Checker<'s> {
         if let Some(required) = schema.get("required").and_then(Json::as_array) {
             for key in required.iter().filter_map(Json::as_str) {
                 if !table.contains_key(key) {
-                    let mut d = Diagnostic::error(format!(
-                        "missing key `{key}` in {}",
-                        describe_path(path)
-                    ))
-                    .at(header_span(node), format!("`{key}` is required here"));
-                    if let Some(description) = properties
-                        .and_then(|p| p.get(key))
-                        .map(|p| self.resolve(p))
-                        .and_then(description)
+                    let mut d = Diagnostic::error(format!("missing key `{key}` in {}", describe_path(path)))
+                        .at(header_span(node), format!("`{key}` is required here"));
+                    if let Some(description) =
+                        properties.and_then(|p| p.get(key)).map(|p| self.resolve(p)).and_then(description)
                     {
                         d = d.help(format!("`{key}`: {description}"));
                     }
@@ -327,6 +305,13 @@ impl<'s> Checker<'s> {
             .map(|v| self.resolve(v))
             .filter(|v| v.get("type").and_then(Json::as_str) != Some("null"))
             .collect();
+        // A unit enum whose variants carry doc comments: one `const` per variant.
+        let consts: Vec<&Json> = variants.iter().filter_map(|v| v.get("const")).collect();
+        if !consts.is_empty() && consts.len() == variants.len() {
+            let as_enum = serde_json::json!({ "enum": consts });
+            self.check_enum(node, &as_enum, path);
+            return;
+        }
         // A tagged union: pick the variant by its tag's constant.
         if let (Some(table), Some(tag)) = (node.as_table(), tag_of(&variants)) {
             let tags: Vec<&str> = variants.iter().filter_map(|v| tag_value(v, &tag)).collect();
@@ -334,12 +319,9 @@ impl<'s> Checker<'s> {
                 None => {
                     let names: Vec<String> = tags.iter().map(|t| format!("`{t}`")).collect();
                     self.push(
-                        Diagnostic::error(format!(
-                            "missing key `{tag}` in {}",
-                            describe_path(path)
-                        ))
-                        .at(header_span(node), format!("`{tag}` is required here"))
-                        .help(format!("set `{tag}` to one of {}", names.join(", "))),
+                        Diagnostic::error(format!("missing key `{tag}` in {}", describe_path(path)))
+                            .at(header_span(node), format!("`{tag}` is required here"))
+                            .help(format!("set `{tag}` to one of {}", names.join(", "))),
                     );
                 }
                 Some(entry) => {
@@ -350,18 +332,15 @@ impl<'s> Checker<'s> {
                     match chosen {
                         Some(variant) => self.check(node, variant, path),
                         None => {
-                            let names: Vec<String> =
-                                tags.iter().map(|t| format!("`{t}`")).collect();
+                            let names: Vec<String> = tags.iter().map(|t| format!("`{t}`")).collect();
                             let mut d = Diagnostic::error(format!(
                                 "invalid `{tag}` for {}: expected {}",
                                 describe_path(path),
                                 names.join(" or ")
                             ))
                             .at(entry.node.span, "unknown kind");
-                            if let Some(best) = entry
-                                .node
-                                .as_str()
-                                .and_then(|s| suggest(s, tags.iter().copied()))
+                            if let Some(best) =
+                                entry.node.as_str().and_then(|s| suggest(s, tags.iter().copied()))
                             {
                                 d = d.help(format!("did you mean `{best}`?"));
                             }
@@ -375,18 +354,12 @@ impl<'s> Checker<'s> {
         // Otherwise keep the variant that fits best.
         let mut best: Option<Vec<Diagnostic>> = None;
         for variant in &variants {
-            let mut trial = Checker {
-                root: self.root,
-                diagnostics: Vec::new(),
-            };
+            let mut trial = Checker { root: self.root, diagnostics: Vec::new() };
             trial.check(node, variant, path);
             if trial.diagnostics.is_empty() {
                 return;
             }
-            if best
-                .as_ref()
-                .is_none_or(|b| trial.diagnostics.len() < b.len())
-            {
+            if best.as_ref().is_none_or(|b| trial.diagnostics.len() < b.len()) {
                 best = Some(trial.diagnostics);
             }
         }
@@ -396,11 +369,7 @@ impl<'s> Checker<'s> {
 
 /// A table's own span is the whole `[header]` block; point at the start of it.
 fn header_span(node: &Node) -> Span {
-    Span {
-        file: node.span.file,
-        start: node.span.start,
-        end: node.span.start + 1.min(node.span.len()),
-    }
+    Span { file: node.span.file, start: node.span.start, end: node.span.start + 1.min(node.span.len()) }
 }
 
 fn tag_of(variants: &[&Json]) -> Option<String> {
@@ -445,11 +414,7 @@ fn one_of(names: &[String]) -> String {
 }
 
 fn fmt_num(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
-    }
+    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { format!("{n}") }
 }
 
 /// The closest candidate to `name`, if any is close enough to be a likely typo.
@@ -519,8 +484,7 @@ mod tests {
 
     #[test]
     fn a_valid_file_has_no_problems() {
-        let (_, d) =
-            check("[database]\nhost = 'db'\nport = 5432\n[target]\nkind = 'kube'\ncontext = 'c'\n");
+        let (_, d) = check("[database]\nhost = 'db'\nport = 5432\n[target]\nkind = 'kube'\ncontext = 'c'\n");
         assert!(d.is_empty(), "{d:#?}");
     }
 
@@ -530,12 +494,7 @@ mod tests {
         let (sources, d) = check(text);
         let found: Vec<(String, String)> = d
             .iter()
-            .map(|d| {
-                (
-                    sources.location(d.primary.as_ref().unwrap().span),
-                    d.message.clone(),
-                )
-            })
+            .map(|d| (sources.location(d.primary.as_ref().unwrap().span), d.message.clone()))
             .collect();
         assert_eq!(
             found,
@@ -555,16 +514,9 @@ mod tests {
 
     #[test]
     fn tagged_variants_check_their_own_fields() {
-        let (_, d) = check(
-            "[database]\nhost = 'db'\nport = 1\n[target]\nkind = 'directory'\ncontext = 'x'\n",
-        );
+        let (_, d) =
+            check("[database]\nhost = 'db'\nport = 1\n[target]\nkind = 'directory'\ncontext = 'x'\n");
         let messages: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
-        assert_eq!(
-            messages,
-            [
-                "unknown key `context` in `target`",
-                "missing key `path` in `target`"
-            ]
-        );
+        assert_eq!(messages, ["unknown key `context` in `target`", "missing key `path` in `target`"]);
     }
 }

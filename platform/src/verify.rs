@@ -1,0 +1,401 @@
+//! Verification of a loaded environment beyond what the schemas say: dependencies between
+//! component instances (typed in the catalog, or named in `depends_on`), cycles, and the
+//! platform's domain rules (brand id, directory environment, cert-manager in production,
+//! database identifiers, application versions, age recipients).
+
+use std::collections::BTreeMap;
+use std::panic::Location;
+
+use crate::catalog::{Catalog, Kind};
+use crate::diagnostic::Diagnostic;
+use crate::load::environment::start_span;
+use crate::load::schema_check::suggest;
+use crate::load::tree::SourceTree;
+use crate::model::{ComponentInstance, DirectoryEnvironment, Environment, names};
+use crate::source::{SourceMap, Span};
+
+/// Where a dependency edge was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    /// In a `depends_on` list of a `component.toml`.
+    Client(Span),
+    /// In the core catalog's Rust code.
+    Catalog(&'static Location<'static>),
+}
+
+/// `from` must wait for `to`. Ids are `<namespace>/<component>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+    pub declared: Declared,
+}
+
+/// The verified dependencies of an environment's enabled components.
+#[derive(Debug, Clone, Default)]
+pub struct Dependencies {
+    pub edges: Vec<Edge>,
+}
+
+impl Dependencies {
+    /// Ids a component depends on directly, sorted and without duplicates.
+    pub fn of(&self, id: &str) -> Vec<&str> {
+        let mut deps: Vec<&str> = self.edges.iter().filter(|e| e.from == id).map(|e| e.to.as_str()).collect();
+        deps.sort_unstable();
+        deps.dedup();
+        deps
+    }
+}
+
+/// Checks an environment; returns its dependencies and every problem found. `tree` is used to
+/// quote the catalog's Rust code when a cycle runs through it.
+pub fn verify(
+    env: &mut Environment,
+    catalog: &Catalog,
+    tree: &dyn SourceTree,
+) -> (Dependencies, Vec<Diagnostic>) {
+    let mut out = Vec::new();
+    check_identity(env, &mut out);
+    check_directory(env, &mut out);
+    check_recipients(env, &mut out);
+    for component in env.components() {
+        check_component(env, catalog, component, &mut out);
+    }
+    let deps = resolve_dependencies(env, catalog, &mut out);
+    let mut sources = env.sources.clone();
+    check_cycles(&deps, &mut sources, tree, &mut out);
+    env.sources = sources;
+    (deps, out)
+}
+
+fn check_identity(env: &Environment, out: &mut Vec<Diagnostic>) {
+    let brand = &env.client.client.brand_id;
+    if !names::is_brand_id(brand) {
+        out.push(
+            Diagnostic::error(format!("invalid brand id `{brand}`"))
+                .at(env.client_node.span_at(&["client", "brand_id"]), "not lowercase letters and hyphens, at most 36 characters")
+                .help("the brand id is baked into the platform's databases: use lowercase letters and hyphens, at most 36 characters"),
+        );
+    }
+    if !names::is_dns_label(&env.client.client.name) {
+        out.push(
+            Diagnostic::error(format!("invalid client name `{}`", env.client.client.name))
+                .at(env.client_node.span_at(&["client", "name"]), "not a DNS-1123 label")
+                .help("use lowercase letters, digits and `-`, at most 63 characters"),
+        );
+    }
+}
+
+fn check_directory(env: &Environment, out: &mut Vec<Diagnostic>) {
+    let span = env.env_node.span_at(&["directory", "environment"]);
+    match (env.env.protected, env.env.directory.environment) {
+        (true, DirectoryEnvironment::Sandbox) => out.push(
+            Diagnostic::error("a protected environment must use the production directory")
+                .at(span, "the sandbox directory")
+                .also_at(env.env_node.span_at(&["protected"]), "protected here")
+                .help("set `directory.environment = \"production\"` with the organisation id registered in production"),
+        ),
+        (false, DirectoryEnvironment::Production) => out.push(
+            Diagnostic::error("only a protected environment may use the production directory")
+                .at(span, "the production directory")
+                .help("set `protected = true` for production, or use `directory.environment = \"sandbox\"`"),
+        ),
+        _ => {}
+    }
+}
+
+fn check_recipients(env: &Environment, out: &mut Vec<Diagnostic>) {
+    for (idx, recipient) in env.env.secrets.age_recipients.iter().enumerate() {
+        if recipient.parse::<age::x25519::Recipient>().is_err() {
+            let span = match env.env_node.entry_at(&["secrets", "age_recipients"]).map(|e| &e.node.value) {
+                Some(crate::load::node::Value::Array(items)) if idx < items.len() => items[idx].span,
+                _ => env.env_node.span_at(&["secrets", "age_recipients"]),
+            };
+            out.push(
+                Diagnostic::error(format!("invalid age recipient `{recipient}`"))
+                    .at(span, "not an age public key")
+                    .help("an age recipient looks like `age1...`; `age-keygen -y KEYFILE` prints the one of a key"),
+            );
+        }
+    }
+}
+
+fn check_component(
+    env: &Environment,
+    catalog: &Catalog,
+    component: &ComponentInstance,
+    out: &mut Vec<Diagnostic>,
+) {
+    let Some(template) = catalog.get(&component.template) else { return };
+    let definition = &template.definition;
+    if !component.file.enabled {
+        return;
+    }
+    if env.env.protected
+        && let Some(reason) = definition.protected_reason()
+    {
+        let span = component
+            .node
+            .entry_at(&["template"])
+            .map_or_else(|| start_span(&component.node), |e| e.node.span);
+        out.push(
+            Diagnostic::error(format!("`{}` is not allowed in a protected environment", definition.name()))
+                .at(span, format!("{} in protected environment `{}`", component.id(), env.name))
+                .help(reason),
+        );
+    }
+    if let Some(spec) = definition.database_spec() {
+        let overrides = component.file.database.clone().unwrap_or_default();
+        for (what, key, value, from_template) in [
+            (
+                "database name",
+                "name",
+                overrides.name.clone().unwrap_or(spec.name.to_owned()),
+                overrides.name.is_none(),
+            ),
+            (
+                "database user",
+                "user",
+                overrides.user.clone().unwrap_or(spec.user.to_owned()),
+                overrides.user.is_none(),
+            ),
+        ] {
+            if !names::is_pg_identifier(&value) {
+                let span = if from_template {
+                    start_span(&component.node)
+                } else {
+                    component.node.span_at(&["database", key])
+                };
+                out.push(
+                    Diagnostic::error(format!("invalid {what} `{value}` for {}", component.id()))
+                        .at(
+                            span,
+                            if from_template {
+                                "from the component template"
+                            } else {
+                                "not a PostgreSQL identifier"
+                            },
+                        )
+                        .help(
+                            "use lowercase letters, digits and `_`, starting with a letter, at most 63 bytes",
+                        ),
+                );
+            }
+        }
+    } else if let Some(entry) = component.node.entry_at(&["database"]) {
+        out.push(
+            Diagnostic::error(format!("`{}` has no database", definition.name()))
+                .at(entry.key_span, "nothing to override")
+                .help("remove the `[database]` table"),
+        );
+    }
+    if let Some(app) = definition.app_name()
+        && !env.env.versions.contains_key(app)
+    {
+        let span =
+            env.env_node.entry_at(&["versions"]).map_or_else(|| start_span(&env.env_node), |e| e.key_span);
+        out.push(
+            Diagnostic::error(format!("no version of `{app}` for {}", component.id()))
+                .at(span, format!("`{app}` missing here"))
+                .help(format!("add `{app} = \"X.Y.Z\"` to `[versions]` in env.toml")),
+        );
+    }
+    if definition.kind() == Kind::KeyStore && matches!(env.env.target, crate::model::Target::Directory { .. })
+    {
+        // Fine: the directory target keeps the key in the bundle's local key store.
+    }
+}
+
+/// Resolves catalog dependencies and `depends_on` names to component instances.
+fn resolve_dependencies(env: &Environment, catalog: &Catalog, out: &mut Vec<Diagnostic>) -> Dependencies {
+    let enabled: Vec<&ComponentInstance> = env.components().filter(|c| c.file.enabled).collect();
+    let mut by_template: BTreeMap<&str, Vec<&ComponentInstance>> = BTreeMap::new();
+    for component in &enabled {
+        by_template.entry(component.template.as_str()).or_default().push(component);
+    }
+    let mut edges = Vec::new();
+    for component in &enabled {
+        let Some(template) = catalog.get(&component.template) else { continue };
+        for dependency in template.definition.dependencies() {
+            let Some(candidates) = by_template.get(dependency.name) else {
+                out.push(
+                    Diagnostic::error(format!(
+                        "{} needs `{}`, which environment `{}` does not deploy",
+                        component.id(),
+                        dependency.name,
+                        env.name
+                    ))
+                    .at(start_span(&component.node), format!("`{}` depends on `{}`", component.template, dependency.name))
+                    .help(format!(
+                        "add a `{}` component (environments/{}/<namespace>/{}/component.toml); the dependency is declared at {}:{}",
+                        dependency.name,
+                        env.name,
+                        dependency.name,
+                        dependency.declared_at.file(),
+                        dependency.declared_at.line()
+                    )),
+                );
+                continue;
+            };
+            // Prefer an instance in the same namespace; otherwise every instance.
+            let same_ns: Vec<&&ComponentInstance> =
+                candidates.iter().filter(|c| c.namespace == component.namespace).collect();
+            let targets: Vec<&ComponentInstance> =
+                if same_ns.is_empty() { candidates.clone() } else { same_ns.into_iter().copied().collect() };
+            for target in targets {
+                edges.push(Edge {
+                    from: component.id(),
+                    to: target.id(),
+                    declared: Declared::Catalog(dependency.declared_at),
+                });
+            }
+        }
+        let spans: Vec<Span> = match component.node.entry_at(&["depends_on"]).map(|e| &e.node.value) {
+            Some(crate::load::node::Value::Array(items)) => items.iter().map(|i| i.span).collect(),
+            _ => Vec::new(),
+        };
+        for (idx, name) in component.file.depends_on.iter().enumerate() {
+            let span = spans.get(idx).copied().unwrap_or_else(|| start_span(&component.node));
+            let found: Vec<&ComponentInstance> = match name.split_once('/') {
+                Some((ns, comp)) => {
+                    enabled.iter().copied().filter(|c| c.namespace == ns && c.name == comp).collect()
+                }
+                None => {
+                    let same: Vec<&ComponentInstance> = enabled
+                        .iter()
+                        .copied()
+                        .filter(|c| c.name == *name && c.namespace == component.namespace)
+                        .collect();
+                    if same.is_empty() {
+                        enabled.iter().copied().filter(|c| c.name == *name).collect()
+                    } else {
+                        same
+                    }
+                }
+            };
+            match found.as_slice() {
+                [target] => edges.push(Edge {
+                    from: component.id(),
+                    to: target.id(),
+                    declared: Declared::Client(span),
+                }),
+                [] => {
+                    let ids: Vec<String> = enabled.iter().map(|c| c.id()).collect();
+                    let names: Vec<&str> = enabled
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .chain(ids.iter().map(String::as_str))
+                        .collect();
+                    let mut d = Diagnostic::error(format!(
+                        "{} depends on unknown component `{name}`",
+                        component.id()
+                    ))
+                    .at(span, "no such component in this environment");
+                    if let Some(best) = suggest(name, names) {
+                        d = d.help(format!("did you mean `{best}`?"));
+                    }
+                    out.push(d);
+                }
+                many => out.push(
+                    Diagnostic::error(format!("`{name}` is ambiguous in {}", component.id()))
+                        .at(span, "more than one namespace has this component")
+                        .help(format!(
+                            "name it with its namespace: {}",
+                            many.iter().map(|c| format!("`{}`", c.id())).collect::<Vec<_>>().join(" or ")
+                        )),
+                ),
+            }
+        }
+    }
+    for component in env.components().filter(|c| !c.file.enabled) {
+        for edge in edges.iter().filter(|e| e.to == component.id()) {
+            out.push(
+                Diagnostic::error(format!("{} depends on {}, which is disabled", edge.from, edge.to))
+                    .at(start_span(&component.node), "disabled here (`enabled = false`)"),
+            );
+        }
+    }
+    edges.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+    edges.dedup_by(|a, b| a.from == b.from && a.to == b.to);
+    Dependencies { edges }
+}
+
+/// Reports every dependency cycle, naming the whole cycle and where each edge is declared.
+fn check_cycles(
+    deps: &Dependencies,
+    sources: &mut SourceMap,
+    tree: &dyn SourceTree,
+    out: &mut Vec<Diagnostic>,
+) {
+    let mut graph = petgraph::graphmap::DiGraphMap::<&str, ()>::new();
+    for edge in &deps.edges {
+        graph.add_edge(edge.from.as_str(), edge.to.as_str(), ());
+    }
+    for scc in petgraph::algo::tarjan_scc(&graph) {
+        let is_cycle = scc.len() > 1 || scc.first().is_some_and(|n| graph.contains_edge(n, n));
+        if !is_cycle {
+            continue;
+        }
+        // Walk the cycle from its smallest id, following edges inside the component.
+        let mut members: Vec<&str> = scc.clone();
+        members.sort_unstable();
+        let start = members[0];
+        let mut path = vec![start];
+        let mut current = start;
+        loop {
+            let next = graph
+                .neighbors(current)
+                .filter(|n| members.contains(n))
+                .filter(|n| *n == start || !path.contains(n))
+                .min_by_key(|n| (*n != start, *n))
+                .expect("a strongly connected component has a way back");
+            if next == start || path.len() > members.len() {
+                break;
+            }
+            path.push(next);
+            current = next;
+        }
+        path.push(start);
+        let mut diagnostic = Diagnostic::error(format!("dependency cycle: {}", path.join(" -> ")))
+            .help("remove one of these dependencies; components are deployed in dependency order");
+        for pair in path.windows(2) {
+            let edge =
+                deps.edges.iter().find(|e| e.from == pair[0] && e.to == pair[1]).expect("edge of the graph");
+            let label = format!("{} depends on {}", edge.from, edge.to);
+            let related = match edge.declared {
+                Declared::Client(span) => {
+                    Diagnostic::error(format!("{label}, declared here")).at(span, "declared here")
+                }
+                Declared::Catalog(location) => match rust_span(location, sources, tree) {
+                    Some(span) => Diagnostic::error(format!("{label}, declared in the core catalog"))
+                        .at(span, "declared here"),
+                    None => Diagnostic::error(format!(
+                        "{label}, declared in the core catalog at {}:{}:{}",
+                        location.file(),
+                        location.line(),
+                        location.column()
+                    )),
+                },
+            };
+            diagnostic = diagnostic.related(related);
+        }
+        if diagnostic.primary.is_none()
+            && let Some(first) = diagnostic.related.first().and_then(|r| r.primary.clone())
+        {
+            diagnostic.primary = Some(first);
+        }
+        out.push(diagnostic);
+    }
+}
+
+/// The span of a catalog declaration, when the Rust source is in the tree.
+fn rust_span(location: &Location<'_>, sources: &mut SourceMap, tree: &dyn SourceTree) -> Option<Span> {
+    let text = tree.read(location.file()).ok()??;
+    let line_start: usize = text.split_inclusive('\n').take(location.line() as usize - 1).map(str::len).sum();
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let col = line.char_indices().nth(location.column() as usize - 1).map_or(0, |(i, _)| i);
+    let start = line_start + col;
+    let end = line_start + line.len();
+    let file = sources.add(location.file(), text.clone());
+    Some(Span::new(file, start..end.max(start + 1)))
+}

@@ -1,0 +1,64 @@
+//! `cargo xtask check`.
+
+use platform::check::check_environment;
+use platform::load::environment::{LoadError, list_environments};
+
+use crate::flags::CheckCmd;
+use crate::repo::Repo;
+use crate::{Outcome, ui};
+
+pub fn run(repo: &Repo, cmd: &CheckCmd) -> Outcome {
+    let tree = repo.tree();
+    let catalog = components::catalog();
+    let names = if cmd.environments.is_empty() {
+        match list_environments(&tree) {
+            Ok(names) if names.is_empty() => {
+                ui::error(&format!("no environments in {}/environments", repo.root.display()));
+                return Outcome::CouldNotStart;
+            }
+            Ok(names) => names,
+            Err(e) => {
+                ui::error_chain(&e);
+                return Outcome::CouldNotStart;
+            }
+        }
+    } else {
+        cmd.environments.clone()
+    };
+    let mut outcome = Outcome::Success;
+    for name in &names {
+        match check_environment(&tree, &catalog, name) {
+            Ok(report) if report.diagnostics.is_empty() => {
+                let n = report.checked.as_ref().map_or(0, |c| c.environment.components().count());
+                ui::status("Checked", &format!("`{name}` ({n} components)"));
+            }
+            Ok(report) => {
+                ui::diagnostics(&report.diagnostics, &report.sources);
+                let n = report.diagnostics.len();
+                eprintln!(
+                    "error: could not check `{name}` due to {n} previous error{}",
+                    if n == 1 { "" } else { "s" }
+                );
+                outcome = worst(outcome, Outcome::Failed);
+            }
+            Err(e @ LoadError::UnknownEnvironment { .. }) => {
+                ui::error(&e);
+                outcome = worst(outcome, Outcome::CouldNotStart);
+            }
+            Err(e) => {
+                ui::error_chain(&e);
+                outcome = worst(outcome, Outcome::CouldNotStart);
+            }
+        }
+    }
+    outcome
+}
+
+fn worst(a: Outcome, b: Outcome) -> Outcome {
+    use Outcome::*;
+    match (a, b) {
+        (CouldNotStart, _) | (_, CouldNotStart) => CouldNotStart,
+        (Failed, _) | (_, Failed) => Failed,
+        _ => Success,
+    }
+}

@@ -1,0 +1,61 @@
+//! Terminal output: diagnostics, errors and notes on stderr, with colors only on a terminal
+//! and never when `NO_COLOR` is set.
+
+use std::io::IsTerminal;
+
+use platform::diagnostic::Diagnostic;
+use platform::source::SourceMap;
+
+/// Whether stderr gets colors.
+pub fn color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+fn handler() -> miette::GraphicalReportHandler {
+    let theme =
+        if color() { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
+    let width = if std::io::stderr().is_terminal() { terminal_width() } else { 100 };
+    miette::GraphicalReportHandler::new_themed(theme).with_width(width).with_links(false)
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100)
+}
+
+/// Prints diagnostics to stderr.
+pub fn diagnostics(diagnostics: &[Diagnostic], sources: &SourceMap) {
+    let handler = handler();
+    for diagnostic in diagnostics {
+        let rendered = diagnostic.render(sources);
+        let mut out = String::new();
+        if handler.render_report(&mut out, &rendered).is_ok() {
+            eprint!("{out}");
+        } else {
+            eprintln!("error: {}", diagnostic.message);
+        }
+    }
+}
+
+/// Prints an error that stopped a command, with its chain of causes.
+pub fn error(error: &dyn std::fmt::Display) {
+    eprintln!("error: {error}");
+}
+
+/// Prints an error value and its `source()` chain.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) {
+    eprintln!("error: {error}");
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        eprintln!("  caused by: {inner}");
+        cause = inner.source();
+    }
+}
+
+/// A status line on stderr (`checked `prod``).
+pub fn status(verb: &str, rest: &str) {
+    if color() {
+        eprintln!("\x1b[1;32m{verb:>12}\x1b[0m {rest}");
+    } else {
+        eprintln!("{verb:>12} {rest}");
+    }
+}
