@@ -772,6 +772,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn generic_manifest_of_an_unknown_kind_is_resolved_through_discovery() {
+        let (client, mut server) = MockServer::start();
+        let manifest = json!({
+            "apiVersion": "gateway.example.com/v1",
+            "kind": "Route",
+            "metadata": { "name": "payments", "namespace": "kong" },
+            "spec": { "path": "/open-banking/payments" },
+        });
+        let apply = tokio::spawn(async move {
+            apply_manifest(&client, &manifest, &ApplyOptions::default()).await
+        });
+
+        server
+            .expect("GET", "/apis/gateway.example.com/v1")
+            .await
+            .respond(json_response(
+                200,
+                json!({
+                    "kind": "APIResourceList",
+                    "apiVersion": "v1",
+                    "groupVersion": "gateway.example.com/v1",
+                    "resources": [{
+                        "name": "routes", "singularName": "route", "namespaced": true,
+                        "kind": "Route", "verbs": ["get", "list", "patch", "create"],
+                    }],
+                }),
+            ));
+        let path = "/apis/gateway.example.com/v1/namespaces/kong/routes/payments";
+        server.expect("GET", path).await.respond(json_response(
+            200,
+            json!({ "metadata": { "resourceVersion": "4" } }),
+        ));
+        let patch = server.expect("PATCH", path).await;
+        assert_eq!(patch.json_body()["spec"]["path"], "/open-banking/payments");
+        patch.respond(json_response(
+            200,
+            json!({ "metadata": { "resourceVersion": "6" } }),
+        ));
+
+        assert_eq!(server.finish(apply).await.unwrap(), ApplyOutcome::Changed);
+    }
+
+    #[tokio::test]
     async fn namespaced_manifest_without_namespace_is_rejected_before_any_request() {
         let (client, server) = MockServer::start();
         let manifest =

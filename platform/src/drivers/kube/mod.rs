@@ -324,3 +324,91 @@ pub(crate) fn client_error(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KUBECONFIG: &str = r#"
+apiVersion: v1
+kind: Config
+current-context: staging
+clusters:
+- name: staging
+  cluster: { server: "https://staging.example:6443" }
+- name: prod
+  cluster: { server: "https://prod.example:6443" }
+contexts:
+- name: staging
+  context: { cluster: staging, user: deployer, namespace: oob-staging }
+- name: prod
+  context: { cluster: prod, user: deployer, namespace: oob }
+users:
+- name: deployer
+  user: { token: canary-token-4d2 }
+"#;
+
+    fn kubeconfig_file() -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), KUBECONFIG).unwrap();
+        file
+    }
+
+    #[tokio::test]
+    async fn connect_uses_the_named_context() {
+        let file = kubeconfig_file();
+        let options = ClientOptions {
+            kubeconfig: Some(file.path().to_owned()),
+            context: Some("prod".to_owned()),
+        };
+        let client = connect(&options).await.unwrap();
+        assert_eq!(client.default_namespace(), "oob");
+    }
+
+    #[tokio::test]
+    async fn connect_defaults_to_the_current_context() {
+        let file = kubeconfig_file();
+        let options = ClientOptions {
+            kubeconfig: Some(file.path().to_owned()),
+            context: None,
+        };
+        let client = connect(&options).await.unwrap();
+        assert_eq!(client.default_namespace(), "oob-staging");
+    }
+
+    #[tokio::test]
+    async fn unknown_context_is_named_in_the_error() {
+        let file = kubeconfig_file();
+        let options = ClientOptions {
+            kubeconfig: Some(file.path().to_owned()),
+            context: Some("qa".to_owned()),
+        };
+        let Err(error) = connect(&options).await else {
+            panic!("connect succeeded")
+        };
+        let message = error.to_string();
+        assert_eq!(
+            message,
+            format!(
+                "could not load context `qa` from the kubeconfig at {}",
+                file.path().display()
+            )
+        );
+        assert!(!format!("{error:?}").contains("canary-token-4d2"));
+    }
+
+    #[tokio::test]
+    async fn missing_kubeconfig_file_is_named_in_the_error() {
+        let options = ClientOptions {
+            kubeconfig: Some(PathBuf::from("/nonexistent/kubeconfig")),
+            context: None,
+        };
+        let Err(error) = connect(&options).await else {
+            panic!("connect succeeded")
+        };
+        assert_eq!(
+            error.to_string(),
+            "could not read the kubeconfig from /nonexistent/kubeconfig"
+        );
+    }
+}
