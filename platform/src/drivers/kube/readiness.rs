@@ -123,13 +123,26 @@ fn deployment_not_ready(deployment: &Deployment) -> Option<String> {
             "generation {generation} not yet observed by the controller (at {observed})"
         ));
     }
+    // The controller gives up on a rollout after spec.progressDeadlineSeconds; say so rather
+    // than only counting replicas, as `kubectl rollout status` does.
+    let stuck = status.conditions.iter().flatten().any(|condition| {
+        condition.type_ == "Progressing"
+            && condition.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    let stuck = if stuck {
+        " (rollout stuck: progress deadline exceeded)"
+    } else {
+        ""
+    };
     let updated = status.updated_replicas.unwrap_or(0);
     if updated != replicas {
-        return Some(format!("{updated} of {replicas} replicas updated"));
+        return Some(format!("{updated} of {replicas} replicas updated{stuck}"));
     }
     let available = status.available_replicas.unwrap_or(0);
     if available < replicas {
-        return Some(format!("{available} of {replicas} replicas available"));
+        return Some(format!(
+            "{available} of {replicas} replicas available{stuck}"
+        ));
     }
     None
 }
@@ -366,6 +379,19 @@ mod tests {
                  statefulset oob/oob-cache: rolling update to revision r2 in progress"
             ),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn deployment_past_its_progress_deadline_says_the_rollout_is_stuck() {
+        let mut value = deployment("api", 2, 1);
+        value["status"]["conditions"] = json!([{
+            "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+        }]);
+        let deployment: Deployment = serde_json::from_value(value).unwrap();
+        assert_eq!(
+            deployment_not_ready(&deployment).as_deref(),
+            Some("1 of 2 replicas available (rollout stuck: progress deadline exceeded)")
         );
     }
 
