@@ -1,1 +1,0 @@
-//! kube driver (in progress)
