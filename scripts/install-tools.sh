@@ -48,7 +48,7 @@ has_version() { # has_version TOOL PREFIX
 }
 
 install_binaries() {
-    local tmp
+    # Global, not local: the EXIT trap may run after this function has returned.
     tmp="$(mktemp -d)"
     # Cleans the temp dir however we leave (error, Ctrl-C, success).
     trap 'rm -rf "$tmp"' EXIT
