@@ -15,42 +15,23 @@ use sha2::{Digest, Sha256};
 const CANARY: &str = "canary-pw-8c41f2e7";
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// The real helm; fails (does not skip) when it is missing, so CI cannot pass without it.
 fn real_helm() -> HelmContext {
     let binary = helm::find_helm(Some(&repo_root()));
-    let works = duct::cmd(&binary, ["version", "--short"])
-        .stdout_null()
-        .stderr_null()
-        .run()
-        .is_ok();
-    assert!(
-        works,
-        "helm not found at {}: run scripts/install-tools.sh --no-apt",
-        binary.display()
-    );
+    let works = duct::cmd(&binary, ["version", "--short"]).stdout_null().stderr_null().run().is_ok();
+    assert!(works, "helm not found at {}: run scripts/install-tools.sh --no-apt", binary.display());
     HelmContext::new(binary)
 }
 
 fn local_chart(name: &str) -> ChartRef {
-    ChartRef {
-        source: ChartSource::Local {
-            path: repo_root().join("charts").join(name),
-        },
-        version: None,
-    }
+    ChartRef { source: ChartSource::Local { path: repo_root().join("charts").join(name) }, version: None }
 }
 
 fn release(name: &str) -> Release {
-    Release {
-        name: name.into(),
-        namespace: "opus-test".into(),
-    }
+    Release { name: name.into(), namespace: "opus-test".into() }
 }
 
 fn redactor() -> Redactor {
@@ -169,8 +150,7 @@ fn opus_service_chart_puts_the_password_in_its_secret_only() {
 fn failed_helm_output_is_redacted_in_the_error() {
     let context = real_helm();
     // The gateway chart fails on an unknown feature and quotes it: here, a secret.
-    let values: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&format!("features: [{CANARY}]\n")).unwrap();
+    let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&format!("features: [{CANARY}]\n")).unwrap();
     let error = helm::template(
         &context,
         &release("routes"),
@@ -191,12 +171,7 @@ fn failed_helm_output_is_redacted_in_the_error() {
 fn upgrade_sends_values_on_stdin_and_never_on_the_command_line() {
     let fake = FakeHelm::new();
     fake.answer("status", "", "Error: release: not found\n", 1);
-    fake.answer(
-        "upgrade",
-        "Release \"oob-consent\" has been upgraded.\n",
-        "",
-        0,
-    );
+    fake.answer("upgrade", "Release \"oob-consent\" has been upgraded.\n", "", 0);
     let values = values_of(&merged_values());
     let chart = ChartRef {
         source: ChartSource::Repository {
@@ -205,10 +180,7 @@ fn upgrade_sends_values_on_stdin_and_never_on_the_command_line() {
         },
         version: Some("1.4.0".into()),
     };
-    let options = UpgradeOptions {
-        timeout: Duration::from_secs(60),
-        create_namespace: true,
-    };
+    let options = UpgradeOptions { timeout: Duration::from_secs(60), create_namespace: true };
     let out = helm::upgrade_install(
         &fake.context(),
         &release("oob-consent"),
@@ -270,14 +242,10 @@ fn pending_upgrade_is_reported_with_rollback_to_last_deployed_revision() {
 
 #[test]
 fn pending_install_is_recovered_by_uninstall_and_deployed_needs_nothing() {
-    let mut status = helm::parse_release_status(
-        &PENDING_UPGRADE_STATUS.replace("pending-upgrade", "pending-install"),
-    )
-    .unwrap();
-    assert_eq!(
-        helm::recovery_command(&status, &[]).as_deref(),
-        Some("helm uninstall oob-consent -n oob")
-    );
+    let mut status =
+        helm::parse_release_status(&PENDING_UPGRADE_STATUS.replace("pending-upgrade", "pending-install"))
+            .unwrap();
+    assert_eq!(helm::recovery_command(&status, &[]).as_deref(), Some("helm uninstall oob-consent -n oob"));
     status.state = "deployed".into();
     assert!(!status.is_pending());
     assert_eq!(helm::recovery_command(&status, &[]), None);
@@ -290,10 +258,7 @@ fn upgrade_of_a_stuck_release_stops_before_running_helm_upgrade() {
     fake.answer("history", HISTORY, "", 0);
     let error = helm::upgrade_install(
         &fake.context(),
-        &Release {
-            name: "oob-consent".into(),
-            namespace: "oob".into(),
-        },
+        &Release { name: "oob-consent".into(), namespace: "oob".into() },
         &local_chart("opus-service"),
         &values_of(&merged_values()),
         &UpgradeOptions::default(),
@@ -329,10 +294,7 @@ fn failure_of_status_check_is_redacted() {
     )
     .unwrap_err();
     let message = error.to_string();
-    assert!(
-        message.contains("helm status of release `oob-consent`"),
-        "{message}"
-    );
+    assert!(message.contains("helm status of release `oob-consent`"), "{message}");
     assert!(message.contains("cluster unreachable"), "{message}");
     assert!(!message.contains(CANARY), "{message}");
     assert_eq!(fake.cmdline("upgrade"), None);
@@ -349,8 +311,5 @@ fn missing_helm_binary_names_the_binary_and_the_release() {
         &redactor(),
     )
     .unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        "could not run helm (/nonexistent/helm) for template of release `infra`"
-    );
+    assert_eq!(error.to_string(), "could not run helm (/nonexistent/helm) for template of release `infra`");
 }

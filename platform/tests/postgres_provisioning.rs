@@ -4,8 +4,7 @@
 mod pg;
 
 use platform::drivers::postgres::{
-    self, AdminOptions, Identifier, PostgresError, ProvisionChange, Provisioning, ScramVerifier,
-    SslMode,
+    self, AdminOptions, Identifier, PostgresError, ProvisionChange, Provisioning, ScramVerifier, SslMode,
 };
 use platform::sensitive::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
@@ -17,11 +16,7 @@ const CANARY: &str = "canary-pw-41d9b0c3";
 const CANARY_NEW: &str = "canary-pw-new-7e22aa15";
 
 fn admin(server: &PgServer) -> AdminOptions {
-    let mut options = AdminOptions::new(
-        "127.0.0.1",
-        pg::ADMIN_USER,
-        SecretString::new(pg::ADMIN_PASSWORD),
-    );
+    let mut options = AdminOptions::new("127.0.0.1", pg::ADMIN_USER, SecretString::new(pg::ADMIN_PASSWORD));
     options.port = server.port();
     options.sslmode = SslMode::Disable;
     options
@@ -57,23 +52,13 @@ async fn provisioning_from_nothing_creates_a_role_that_owns_its_database() {
     let Some(server) = PgServer::try_start() else {
         return;
     };
-    let outcome = postgres::provision(&admin(&server), &provisioning(CANARY))
-        .await
-        .unwrap();
-    assert!(
-        outcome.changes.contains(&ProvisionChange::CreatedRole),
-        "{outcome:?}"
-    );
-    assert!(
-        outcome.changes.contains(&ProvisionChange::CreatedDatabase),
-        "{outcome:?}"
-    );
+    let outcome = postgres::provision(&admin(&server), &provisioning(CANARY)).await.unwrap();
+    assert!(outcome.changes.contains(&ProvisionChange::CreatedRole), "{outcome:?}");
+    assert!(outcome.changes.contains(&ProvisionChange::CreatedDatabase), "{outcome:?}");
     assert!(!outcome.changes.contains(&ProvisionChange::ChangedPassword));
 
     // The application's role can log in and create its tables in schema public.
-    let mut connection = log_in(&server, "api_consent", CANARY, "api_consent_db")
-        .await
-        .unwrap();
+    let mut connection = log_in(&server, "api_consent", CANARY, "api_consent_db").await.unwrap();
     sqlx::raw_sql("CREATE TABLE public.consents (id int primary key); DROP TABLE public.consents")
         .execute(&mut connection)
         .await
@@ -86,13 +71,9 @@ async fn rerun_with_the_same_password_changes_nothing() {
         return;
     };
     let admin = admin(&server);
-    let first = postgres::provision(&admin, &provisioning(CANARY))
-        .await
-        .unwrap();
+    let first = postgres::provision(&admin, &provisioning(CANARY)).await.unwrap();
     assert!(!first.is_unchanged());
-    let second = postgres::provision(&admin, &provisioning(CANARY))
-        .await
-        .unwrap();
+    let second = postgres::provision(&admin, &provisioning(CANARY)).await.unwrap();
     assert!(second.is_unchanged(), "{second:?}");
     assert!(server.log_contents().matches("ALTER ROLE").count() == 0);
 }
@@ -103,26 +84,14 @@ async fn changed_password_is_applied_and_the_old_one_stops_working() {
         return;
     };
     let admin = admin(&server);
-    postgres::provision(&admin, &provisioning(CANARY))
-        .await
-        .unwrap();
-    let outcome = postgres::provision(&admin, &provisioning(CANARY_NEW))
-        .await
-        .unwrap();
+    postgres::provision(&admin, &provisioning(CANARY)).await.unwrap();
+    let outcome = postgres::provision(&admin, &provisioning(CANARY_NEW)).await.unwrap();
     assert_eq!(outcome.changes, [ProvisionChange::ChangedPassword]);
 
-    log_in(&server, "api_consent", CANARY_NEW, "api_consent_db")
-        .await
-        .unwrap()
-        .close()
-        .await
-        .unwrap();
+    log_in(&server, "api_consent", CANARY_NEW, "api_consent_db").await.unwrap().close().await.unwrap();
     let refused = log_in(&server, "api_consent", CANARY, "api_consent_db").await;
     let error = refused.expect_err("the old password is refused");
-    assert!(
-        error.to_string().contains("password authentication failed"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("password authentication failed"), "{error}");
 }
 
 #[tokio::test]
@@ -131,22 +100,12 @@ async fn cleartext_passwords_never_reach_the_server_log() {
         return;
     };
     let admin = admin(&server);
-    postgres::provision(&admin, &provisioning(CANARY))
-        .await
-        .unwrap();
-    postgres::provision(&admin, &provisioning(CANARY_NEW))
-        .await
-        .unwrap();
+    postgres::provision(&admin, &provisioning(CANARY)).await.unwrap();
+    postgres::provision(&admin, &provisioning(CANARY_NEW)).await.unwrap();
     let log = server.log_contents();
     // The log does record our statements, verifiers included: the check below can fail.
-    assert!(
-        log.contains("CREATE ROLE \"api_consent\" LOGIN PASSWORD 'SCRAM-SHA-256$4096:"),
-        "{log}"
-    );
-    assert!(
-        log.contains("ALTER ROLE \"api_consent\" WITH PASSWORD 'SCRAM-SHA-256$4096:"),
-        "{log}"
-    );
+    assert!(log.contains("CREATE ROLE \"api_consent\" LOGIN PASSWORD 'SCRAM-SHA-256$4096:"), "{log}");
+    assert!(log.contains("ALTER ROLE \"api_consent\" WITH PASSWORD 'SCRAM-SHA-256$4096:"), "{log}");
     assert!(!log.contains(CANARY), "{log}");
     assert!(!log.contains(CANARY_NEW), "{log}");
 }
@@ -167,9 +126,7 @@ async fn connection_errors_name_host_and_user_but_not_the_password() {
     };
     let mut admin = admin(&server);
     admin.password = SecretString::new(CANARY);
-    let error = postgres::provision(&admin, &provisioning(CANARY_NEW))
-        .await
-        .unwrap_err();
+    let error = postgres::provision(&admin, &provisioning(CANARY_NEW)).await.unwrap_err();
     assert!(matches!(error, PostgresError::Connect { .. }), "{error}");
     let message = error.to_string();
     assert_eq!(
@@ -181,10 +138,7 @@ async fn connection_errors_name_host_and_user_but_not_the_password() {
         )
     );
     let chain = format!("{error:?}");
-    assert!(
-        !chain.contains(CANARY) && !chain.contains(CANARY_NEW),
-        "{chain}"
-    );
+    assert!(!chain.contains(CANARY) && !chain.contains(CANARY_NEW), "{chain}");
 }
 
 #[tokio::test]
@@ -203,17 +157,13 @@ async fn our_verify_accepts_verifiers_made_by_postgresql() {
         .execute(&mut connection)
         .await
         .unwrap();
-        let stored: String =
-            sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
-                .bind(&role)
-                .fetch_one(&mut connection)
-                .await
-                .unwrap();
+        let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+            .bind(&role)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
         let verifier = ScramVerifier::parse(&stored).expect("a SCRAM-SHA-256 verifier");
-        assert!(
-            verifier.verifies(&SecretString::new(password)),
-            "{password}"
-        );
+        assert!(verifier.verifies(&SecretString::new(password)), "{password}");
         assert!(!verifier.verifies(&SecretString::new(format!("{password}x"))));
     }
 }
@@ -228,12 +178,7 @@ fn run_psql(server: &PgServer, script: &str) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "psql failed: {stderr}");
@@ -256,12 +201,7 @@ async fn provisioning_sql_runs_twice_in_psql_and_matches_the_driver() {
         let stderr = run_psql(&server, &script);
         assert!(!stderr.contains("ERROR"), "{stderr}");
     }
-    log_in(&server, "api_consent", CANARY, "api_consent_db")
-        .await
-        .unwrap()
-        .close()
-        .await
-        .unwrap();
+    log_in(&server, "api_consent", CANARY, "api_consent_db").await.unwrap().close().await.unwrap();
     // The driver finds everything in place.
     let outcome = postgres::provision(&admin(&server), &wanted).await.unwrap();
     assert!(outcome.is_unchanged(), "{outcome:?}");

@@ -48,35 +48,16 @@ pub enum HelmError {
         #[source]
         source: io::Error,
     },
-    #[error(
-        "helm {action} of release `{release}` in namespace `{namespace}` failed ({status})\n{output}"
-    )]
-    Failed {
-        action: &'static str,
-        release: String,
-        namespace: String,
-        status: String,
-        output: String,
-    },
+    #[error("helm {action} of release `{release}` in namespace `{namespace}` failed ({status})\n{output}")]
+    Failed { action: &'static str, release: String, namespace: String, status: String, output: String },
     #[error(
         "helm {action} of release `{release}` in namespace `{namespace}` did not finish within {waited_secs}s and was killed; the release may be left pending"
     )]
-    TimedOut {
-        action: &'static str,
-        release: String,
-        namespace: String,
-        waited_secs: u64,
-    },
+    TimedOut { action: &'static str, release: String, namespace: String, waited_secs: u64 },
     #[error(
         "release `{release}` in namespace `{namespace}` is stuck in {state} (revision {revision}); recover with `{recovery}`"
     )]
-    PendingRelease {
-        release: String,
-        namespace: String,
-        state: String,
-        revision: u64,
-        recovery: String,
-    },
+    PendingRelease { release: String, namespace: String, state: String, revision: u64, recovery: String },
     #[error("could not read the output of helm {action} for release `{release}`")]
     Parse {
         action: &'static str,
@@ -99,11 +80,7 @@ pub struct HelmContext {
 impl HelmContext {
     /// A context with helm's default cluster settings.
     pub fn new(binary: impl Into<PathBuf>) -> HelmContext {
-        HelmContext {
-            binary: binary.into(),
-            kube_context: None,
-            kubeconfig: None,
-        }
+        HelmContext { binary: binary.into(), kube_context: None, kubeconfig: None }
     }
 }
 
@@ -181,10 +158,7 @@ pub struct UpgradeOptions {
 
 impl Default for UpgradeOptions {
     fn default() -> UpgradeOptions {
-        UpgradeOptions {
-            timeout: Duration::from_secs(300),
-            create_namespace: false,
-        }
+        UpgradeOptions { timeout: Duration::from_secs(300), create_namespace: false }
     }
 }
 
@@ -285,10 +259,7 @@ fn chart_args(chart: &ChartRef, args: &mut Vec<OsString>) {
         ChartSource::Oci { reference } => args.push(reference.into()),
         ChartSource::Local { path } => args.push(path.into()),
     }
-    if let (false, Some(version)) = (
-        matches!(chart.source, ChartSource::Local { .. }),
-        &chart.version,
-    ) {
+    if let (false, Some(version)) = (matches!(chart.source, ChartSource::Local { .. }), &chart.version) {
         args.push("--version".into());
         args.push(version.into());
     }
@@ -302,8 +273,7 @@ pub fn upgrade_install_args(
     chart: &ChartRef,
     options: &UpgradeOptions,
 ) -> Vec<OsString> {
-    let mut args: Vec<OsString> =
-        vec!["upgrade".into(), "--install".into(), (&release.name).into()];
+    let mut args: Vec<OsString> = vec!["upgrade".into(), "--install".into(), (&release.name).into()];
     chart_args(chart, &mut args);
     args.extend(
         [
@@ -372,24 +342,14 @@ struct Invocation<'a> {
 }
 
 fn run_helm(invocation: Invocation<'_>) -> Result<Captured, HelmError> {
-    let Invocation {
-        context,
-        action,
-        release,
-        args,
-        stdin,
-        wait_limit,
-    } = invocation;
+    let Invocation { context, action, release, args, stdin, wait_limit } = invocation;
     let spawn_error = |source: io::Error| HelmError::Spawn {
         binary: context.binary.clone(),
         action,
         release: release.name.clone(),
         source,
     };
-    let expression = duct::cmd(&context.binary, args)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked();
+    let expression = duct::cmd(&context.binary, args).stdout_capture().stderr_capture().unchecked();
     // Always a pipe of our own: helm never reads the terminal, and the values never touch
     // the disk or the argument list.
     let expression = match stdin {
@@ -445,12 +405,7 @@ fn output_for_error(captured: &Captured, redactor: &Redactor) -> String {
     format!("[... output cut ...]\n{}", &text[start..])
 }
 
-fn failed(
-    action: &'static str,
-    release: &Release,
-    captured: &Captured,
-    redactor: &Redactor,
-) -> HelmError {
+fn failed(action: &'static str, release: &Release, captured: &Captured, redactor: &Redactor) -> HelmError {
     HelmError::Failed {
         action,
         release: release.name.clone(),
@@ -481,13 +436,11 @@ pub fn release_status(
         }
         return Err(failed(action, release, &captured, redactor));
     }
-    parse_release_status(&captured.stdout)
-        .map(Some)
-        .map_err(|source| HelmError::Parse {
-            action,
-            release: release.name.clone(),
-            source,
-        })
+    parse_release_status(&captured.stdout).map(Some).map_err(|source| HelmError::Parse {
+        action,
+        release: release.name.clone(),
+        source,
+    })
 }
 
 /// Fails with [`HelmError::PendingRelease`] when the release is stuck in a pending state.
@@ -588,10 +541,7 @@ mod tests {
     use super::*;
 
     fn release() -> Release {
-        Release {
-            name: "oob-consent".into(),
-            namespace: "oob".into(),
-        }
+        Release { name: "oob-consent".into(), namespace: "oob".into() }
     }
 
     fn strings(args: &[OsString]) -> Vec<&str> {
@@ -610,10 +560,7 @@ mod tests {
             },
             version: Some("1.2.3".into()),
         };
-        let options = UpgradeOptions {
-            timeout: Duration::from_secs(600),
-            create_namespace: true,
-        };
+        let options = UpgradeOptions { timeout: Duration::from_secs(600), create_namespace: true };
         let args = upgrade_install_args(&context, &release(), &chart, &options);
         assert_eq!(
             strings(&args),
@@ -645,9 +592,7 @@ mod tests {
     #[test]
     fn oci_charts_are_passed_as_references_and_local_charts_ignore_version() {
         let oci = ChartRef {
-            source: ChartSource::Oci {
-                reference: "oci://registry.example.invalid/opus/oob-consent".into(),
-            },
+            source: ChartSource::Oci { reference: "oci://registry.example.invalid/opus/oob-consent".into() },
             version: Some("2.0.0".into()),
         };
         assert_eq!(
@@ -665,17 +610,11 @@ mod tests {
             ]
         );
         let local = ChartRef {
-            source: ChartSource::Local {
-                path: "charts/opus-service".into(),
-            },
+            source: ChartSource::Local { path: "charts/opus-service".into() },
             version: Some("9.9.9".into()),
         };
-        let args = upgrade_install_args(
-            &HelmContext::new("helm"),
-            &release(),
-            &local,
-            &UpgradeOptions::default(),
-        );
+        let args =
+            upgrade_install_args(&HelmContext::new("helm"), &release(), &local, &UpgradeOptions::default());
         assert!(!strings(&args).contains(&"--version"));
         assert_eq!(strings(&args)[3], "charts/opus-service");
     }
@@ -688,14 +627,8 @@ mod tests {
         std::fs::create_dir_all(local.parent().unwrap()).unwrap();
         std::fs::write(&local, "").unwrap();
         assert_eq!(choose_helm(None, Some(root.path())), local);
-        assert_eq!(
-            choose_helm(Some(OsStr::new("/opt/helm")), Some(root.path())),
-            PathBuf::from("/opt/helm")
-        );
-        assert_eq!(
-            choose_helm(Some(OsStr::new("")), None),
-            PathBuf::from("helm")
-        );
+        assert_eq!(choose_helm(Some(OsStr::new("/opt/helm")), Some(root.path())), PathBuf::from("/opt/helm"));
+        assert_eq!(choose_helm(Some(OsStr::new("")), None), PathBuf::from("helm"));
     }
 
     #[test]

@@ -58,11 +58,7 @@ pub enum PostgresError {
     #[error("PostgreSQL at {host} is version {found}; the platform needs PostgreSQL 14 or newer")]
     ServerTooOld { host: String, found: String },
     #[error("invalid {what} `{name}`: {reason}")]
-    InvalidIdentifier {
-        what: &'static str,
-        name: String,
-        reason: &'static str,
-    },
+    InvalidIdentifier { what: &'static str, name: String, reason: &'static str },
     #[error("malformed SCRAM-SHA-256 verifier stored for role `{role}`")]
     MalformedVerifier { role: String },
 }
@@ -129,16 +125,10 @@ async fn connect_to(options: &AdminOptions, database: &str) -> Result<PgConnecti
         .application_name("opus-deploy")
         // Our statements hold no secret, but they are the server's business, not our logs'.
         .disable_statement_logging();
-    match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        PgConnection::connect_with(&connect_options),
-    )
-    .await
-    {
-        Err(_elapsed) => Err(PostgresError::ConnectTimeout {
-            host: options.host.clone(),
-            port: options.port,
-        }),
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&connect_options)).await {
+        Err(_elapsed) => {
+            Err(PostgresError::ConnectTimeout { host: options.host.clone(), port: options.port })
+        }
         Ok(Err(source)) => Err(PostgresError::Connect {
             host: options.host.clone(),
             port: options.port,
@@ -157,11 +147,7 @@ pub fn check_server_version(host: &str, server_version_num: u32) -> Result<(), P
     }
     // 10 and newer: major * 10000 + minor; older: major * 10000 + minor * 100 + patch.
     let found = if server_version_num >= 100_000 {
-        format!(
-            "{}.{}",
-            server_version_num / 10_000,
-            server_version_num % 10_000
-        )
+        format!("{}.{}", server_version_num / 10_000, server_version_num % 10_000)
     } else {
         format!(
             "{}.{}.{}",
@@ -170,10 +156,7 @@ pub fn check_server_version(host: &str, server_version_num: u32) -> Result<(), P
             server_version_num % 100
         )
     };
-    Err(PostgresError::ServerTooOld {
-        host: host.to_owned(),
-        found,
-    })
+    Err(PostgresError::ServerTooOld { host: host.to_owned(), found })
 }
 
 /// Preflight: the server answers and is PostgreSQL 14 or newer. Returns `server_version_num`.
@@ -187,10 +170,7 @@ pub async fn preflight(options: &AdminOptions) -> Result<u32, PostgresError> {
     let version_num = version
         .trim()
         .parse::<u32>()
-        .map_err(|_| PostgresError::ServerTooOld {
-            host: options.host.clone(),
-            found: version.clone(),
-        })?;
+        .map_err(|_| PostgresError::ServerTooOld { host: options.host.clone(), found: version.clone() })?;
     check_server_version(&options.host, version_num)?;
     Ok(version_num)
 }
@@ -210,24 +190,15 @@ pub struct Identifier(String);
 impl Identifier {
     /// Validates `name`; `what` ("role", "database") names it in the error.
     pub fn new(what: &'static str, name: &str) -> Result<Identifier, PostgresError> {
-        let invalid = |reason| PostgresError::InvalidIdentifier {
-            what,
-            name: name.to_owned(),
-            reason,
-        };
+        let invalid = |reason| PostgresError::InvalidIdentifier { what, name: name.to_owned(), reason };
         if name.is_empty() {
             return Err(invalid("it is empty"));
         }
         if name.len() > 63 {
             return Err(invalid("it is longer than 63 bytes"));
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(invalid(
-                "use only lowercase letters, digits and underscores",
-            ));
+        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(invalid("use only lowercase letters, digits and underscores"));
         }
         if name.as_bytes()[0].is_ascii_digit() {
             return Err(invalid("it must start with a letter or an underscore"));
@@ -341,8 +312,7 @@ fn parse_verifier(text: &str) -> Option<VerifierParts> {
         server_key: BASE64.decode(server_key).ok()?,
     };
     let is_key = |key: &[u8]| key.len() == 32;
-    (is_key(&parts.stored_key) && is_key(&parts.server_key) && !parts.salt.is_empty())
-        .then_some(parts)
+    (is_key(&parts.stored_key) && is_key(&parts.server_key) && !parts.salt.is_empty()).then_some(parts)
 }
 
 /// StoredKey and ServerKey of RFC 5802 for a password, salt and iteration count.
@@ -352,12 +322,7 @@ fn scram_keys(password: &SecretString, salt: &[u8], iterations: u32) -> ([u8; 32
         .map(|p| zeroize::Zeroizing::new(p.into_owned()))
         .unwrap_or_else(|_| zeroize::Zeroizing::new(password.expose().to_owned()));
     let mut salted_password = zeroize::Zeroizing::new([0u8; 32]);
-    pbkdf2::pbkdf2_hmac::<Sha256>(
-        prepared.as_bytes(),
-        salt,
-        iterations,
-        salted_password.as_mut(),
-    );
+    pbkdf2::pbkdf2_hmac::<Sha256>(prepared.as_bytes(), salt, iterations, salted_password.as_mut());
     let hmac = |message: &[u8]| -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(salted_password.as_ref())
             .expect("HMAC takes keys of any length");
@@ -371,11 +336,7 @@ fn scram_keys(password: &SecretString, salt: &[u8], iterations: u32) -> ([u8; 32
 }
 
 /// A verifier with a given salt; [`scram_verifier`] picks a random one.
-pub fn scram_verifier_with_salt(
-    password: &SecretString,
-    salt: &[u8],
-    iterations: u32,
-) -> ScramVerifier {
+pub fn scram_verifier_with_salt(password: &SecretString, salt: &[u8], iterations: u32) -> ScramVerifier {
     let (stored_key, server_key) = scram_keys(password, salt, iterations);
     ScramVerifier(format!(
         "SCRAM-SHA-256${iterations}:{}${}:{}",
@@ -398,8 +359,7 @@ pub fn scram_verifier(password: &SecretString) -> ScramVerifier {
 fn verifier_literal(verifier: &ScramVerifier) -> String {
     let text = verifier.as_str();
     assert!(
-        text.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+/=$:-".contains(&b)),
+        text.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=$:-".contains(&b)),
         "a SCRAM verifier holds only base64, `$`, `:` and `-`"
     );
     format!("'{text}'")
@@ -442,17 +402,8 @@ pub async fn provision(
     match existing {
         None => {
             let verifier = scram_verifier(&provisioning.password);
-            let sql = format!(
-                "CREATE ROLE {role} LOGIN PASSWORD {}",
-                verifier_literal(&verifier)
-            );
-            execute(
-                &mut connection,
-                host,
-                &sql,
-                format!("create role `{}`", role.name()),
-            )
-            .await?;
+            let sql = format!("CREATE ROLE {role} LOGIN PASSWORD {}", verifier_literal(&verifier));
+            execute(&mut connection, host, &sql, format!("create role `{}`", role.name())).await?;
             outcome.changes.push(ProvisionChange::CreatedRole);
         }
         Some((stored, can_login)) => {
@@ -464,10 +415,7 @@ pub async fn provision(
             };
             if !up_to_date {
                 let verifier = scram_verifier(&provisioning.password);
-                let sql = format!(
-                    "ALTER ROLE {role} WITH PASSWORD {}",
-                    verifier_literal(&verifier)
-                );
+                let sql = format!("ALTER ROLE {role} WITH PASSWORD {}", verifier_literal(&verifier));
                 let step = format!("set the password of role `{}`", role.name());
                 execute(&mut connection, host, &sql, step).await?;
                 outcome.changes.push(ProvisionChange::ChangedPassword);
@@ -481,16 +429,12 @@ pub async fn provision(
         }
     }
 
-    let owner: Option<String> = sqlx::query_scalar(
-        "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
-    )
-    .bind(database.name())
-    .fetch_optional(&mut connection)
-    .await
-    .map_err(query_error(
-        host,
-        format!("look up database `{}`", database.name()),
-    ))?;
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1")
+            .bind(database.name())
+            .fetch_optional(&mut connection)
+            .await
+            .map_err(query_error(host, format!("look up database `{}`", database.name())))?;
     match owner {
         // CREATE DATABASE cannot run inside a transaction: each statement here is its own.
         None => {
@@ -501,11 +445,7 @@ pub async fn provision(
         }
         Some(owner) if owner != role.name() => {
             let sql = format!("ALTER DATABASE {database} OWNER TO {role}");
-            let step = format!(
-                "give database `{}` to role `{}`",
-                database.name(),
-                role.name()
-            );
+            let step = format!("give database `{}` to role `{}`", database.name(), role.name());
             execute(&mut connection, host, &sql, step).await?;
             outcome.changes.push(ProvisionChange::ChangedDatabaseOwner);
         }
@@ -517,17 +457,10 @@ pub async fn provision(
         .bind(database.name())
         .fetch_one(&mut connection)
         .await
-        .map_err(query_error(
-            host,
-            format!("check CONNECT on `{}`", database.name()),
-        ))?;
+        .map_err(query_error(host, format!("check CONNECT on `{}`", database.name())))?;
     if !can_connect {
         let sql = format!("GRANT CONNECT ON DATABASE {database} TO {role}");
-        let step = format!(
-            "grant CONNECT on `{}` to `{}`",
-            database.name(),
-            role.name()
-        );
+        let step = format!("grant CONNECT on `{}` to `{}`", database.name(), role.name());
         execute(&mut connection, host, &sql, step).await?;
         outcome.changes.push(ProvisionChange::GrantedConnect);
     }
@@ -543,24 +476,15 @@ pub async fn provision(
     )
     .fetch_optional(&mut connection)
     .await
-    .map_err(query_error(
-        host,
-        format!("look up schema public of `{}`", database.name()),
-    ))?;
+    .map_err(query_error(host, format!("look up schema public of `{}`", database.name())))?;
     if let Some(schema_owner) = schema_owner
         && schema_owner != role.name()
         && schema_owner != "pg_database_owner"
     {
         let sql = format!("ALTER SCHEMA public OWNER TO {role}");
-        let step = format!(
-            "give schema public of `{}` to `{}`",
-            database.name(),
-            role.name()
-        );
+        let step = format!("give schema public of `{}` to `{}`", database.name(), role.name());
         execute(&mut connection, host, &sql, step).await?;
-        outcome
-            .changes
-            .push(ProvisionChange::ChangedPublicSchemaOwner);
+        outcome.changes.push(ProvisionChange::ChangedPublicSchemaOwner);
     }
     let _ = connection.close().await;
     Ok(outcome)
@@ -572,21 +496,13 @@ async fn execute(
     sql: &str,
     step: String,
 ) -> Result<(), PostgresError> {
-    sqlx::raw_sql(sql)
-        .execute(connection)
-        .await
-        .map(|_| ())
-        .map_err(query_error(host, step))
+    sqlx::raw_sql(sql).execute(connection).await.map(|_| ()).map_err(query_error(host, step))
 }
 
 /// The provisioning of one component as a psql script, for the `directory` target. It carries
 /// the verifier, never the password, and is idempotent like [`provision`] (it always resets the
 /// password to the same one, which is harmless).
-pub fn provisioning_sql(
-    role: &Identifier,
-    database: &Identifier,
-    verifier: &ScramVerifier,
-) -> String {
+pub fn provisioning_sql(role: &Identifier, database: &Identifier, verifier: &ScramVerifier) -> String {
     let role_name = role.name();
     let database_name = database.name();
     let password = verifier_literal(verifier);
@@ -612,26 +528,17 @@ mod tests {
 
     #[test]
     fn identifiers_follow_our_naming_rules() {
-        assert_eq!(
-            Identifier::new("role", "api_consent").unwrap().to_string(),
-            "\"api_consent\""
-        );
+        assert_eq!(Identifier::new("role", "api_consent").unwrap().to_string(), "\"api_consent\"");
         assert!(Identifier::new("role", "_x9").is_ok());
         assert!(Identifier::new("role", &"a".repeat(63)).is_ok());
         for bad in ["", "Api", "a-b", "9a", "pg_admin", "a\"b", "a b", "é"] {
             let error = Identifier::new("role", bad).unwrap_err();
-            assert!(
-                matches!(error, PostgresError::InvalidIdentifier { what: "role", .. }),
-                "{bad}: {error}"
-            );
+            assert!(matches!(error, PostgresError::InvalidIdentifier { what: "role", .. }), "{bad}: {error}");
         }
         let error = Identifier::new("database", &"a".repeat(64)).unwrap_err();
         assert_eq!(
             error.to_string(),
-            format!(
-                "invalid database `{}`: it is longer than 63 bytes",
-                "a".repeat(64)
-            )
+            format!("invalid database `{}`: it is longer than 63 bytes", "a".repeat(64))
         );
     }
 
@@ -664,9 +571,7 @@ mod tests {
         assert!(check_server_version("db", 140_000).is_ok());
         assert!(check_server_version("db", 170_002).is_ok());
         assert_eq!(
-            check_server_version("db.internal", 130_011)
-                .unwrap_err()
-                .to_string(),
+            check_server_version("db.internal", 130_011).unwrap_err().to_string(),
             "PostgreSQL at db.internal is version 13.11; the platform needs PostgreSQL 14 or newer"
         );
         assert_eq!(
@@ -685,10 +590,9 @@ mod tests {
             &verifier,
         );
         assert!(!sql.contains("canary-77e1"));
-        assert!(sql.contains(&format!(
-            "ALTER ROLE \"api_consent\" WITH LOGIN PASSWORD '{}';",
-            verifier.as_str()
-        )));
+        assert!(
+            sql.contains(&format!("ALTER ROLE \"api_consent\" WITH LOGIN PASSWORD '{}';", verifier.as_str()))
+        );
         assert!(sql.contains("CREATE DATABASE \"api_consent_db\" OWNER \"api_consent\""));
         assert!(sql.contains("\\connect \"api_consent_db\"\n"));
     }

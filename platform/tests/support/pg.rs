@@ -42,11 +42,7 @@ fn find_bin_dir() -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// uid and gid of the `postgres` system user.
@@ -55,10 +51,7 @@ fn postgres_user() -> (libc::uid_t, libc::gid_t) {
     // SAFETY: getpwnam with a valid C string; the result is read at once, before any other
     // call that could overwrite the static buffer.
     let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-    assert!(
-        !entry.is_null(),
-        "no `postgres` system user to run the server as"
-    );
+    assert!(!entry.is_null(), "no `postgres` system user to run the server as");
     unsafe { ((*entry).pw_uid, (*entry).pw_gid) }
 }
 
@@ -102,14 +95,7 @@ impl PgServer {
         if run_as_postgres {
             chown(&password_file, postgres_user());
         }
-        let mut server = PgServer {
-            bin_dir,
-            data_dir,
-            log_file,
-            port: 0,
-            run_as_postgres,
-            _temp: temp,
-        };
+        let mut server = PgServer { bin_dir, data_dir, log_file, port: 0, run_as_postgres, _temp: temp };
         server.run(
             "initdb",
             &[
@@ -165,10 +151,9 @@ impl PgServer {
             );
             match started {
                 Ok(()) => return server,
-                Err(message) if attempt == 3 => panic!(
-                    "could not start PostgreSQL: {message}\n{}",
-                    server.log_contents()
-                ),
+                Err(message) if attempt == 3 => {
+                    panic!("could not start PostgreSQL: {message}\n{}", server.log_contents())
+                }
                 Err(_) => continue,
             }
         }
@@ -189,10 +174,8 @@ impl PgServer {
     }
 
     fn try_run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
-        let output = self
-            .command(program, args)
-            .output()
-            .map_err(|e| format!("could not run {program}: {e}"))?;
+        let output =
+            self.command(program, args).output().map_err(|e| format!("could not run {program}: {e}"))?;
         if output.status.success() {
             Ok(())
         } else {
@@ -213,10 +196,7 @@ impl PgServer {
 
     /// `postgres://ADMIN_USER:ADMIN_PASSWORD@127.0.0.1:PORT/postgres`
     pub fn admin_url(&self) -> String {
-        format!(
-            "postgres://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{}/postgres",
-            self.port
-        )
+        format!("postgres://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{}/postgres", self.port)
     }
 
     /// A PostgreSQL client program of the server's version (`psql`, `pg_dump`).

@@ -85,18 +85,11 @@ pub enum KafkaAuth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaprComponentType {
     /// `pubsub.kafka`.
-    KafkaPubSub {
-        brokers: Vec<String>,
-        auth: KafkaAuth,
-        consumer_group: Option<String>,
-    },
+    KafkaPubSub { brokers: Vec<String>, auth: KafkaAuth, consumer_group: Option<String> },
     /// `pubsub.rabbitmq`, connection string from a Secret.
     RabbitMqPubSub { connection_string: SecretKeyRef },
     /// `state.postgresql`, connection string from a Secret.
-    PostgresStateStore {
-        connection_string: SecretKeyRef,
-        actor_state_store: bool,
-    },
+    PostgresStateStore { connection_string: SecretKeyRef, actor_state_store: bool },
 }
 
 /// A Dapr `Component` (dapr.io/v1alpha1), namespaced.
@@ -184,8 +177,8 @@ pub async fn apply_dapr_component(
     options: &ApplyOptions,
 ) -> Result<ApplyOutcome, KubeError> {
     let body = dapr_component_manifest(component);
-    let target = known_kind("dapr.io/v1alpha1", "Component")
-        .expect("Dapr Component is in the table of known kinds");
+    let target =
+        known_kind("dapr.io/v1alpha1", "Component").expect("Dapr Component is in the table of known kinds");
     apply_object(client, &target, &body, options, &Redactor::new()).await
 }
 
@@ -221,75 +214,33 @@ const KNOWN_KINDS: &[(&str, &str, &str, bool)] = &[
     ("v1", "ConfigMap", "configmaps", true),
     ("v1", "Service", "services", true),
     ("v1", "ServiceAccount", "serviceaccounts", true),
-    (
-        "v1",
-        "PersistentVolumeClaim",
-        "persistentvolumeclaims",
-        true,
-    ),
+    ("v1", "PersistentVolumeClaim", "persistentvolumeclaims", true),
     ("apps/v1", "Deployment", "deployments", true),
     ("apps/v1", "StatefulSet", "statefulsets", true),
     ("apps/v1", "DaemonSet", "daemonsets", true),
     ("batch/v1", "Job", "jobs", true),
     ("batch/v1", "CronJob", "cronjobs", true),
     ("networking.k8s.io/v1", "Ingress", "ingresses", true),
-    (
-        "networking.k8s.io/v1",
-        "NetworkPolicy",
-        "networkpolicies",
-        true,
-    ),
-    (
-        "policy/v1",
-        "PodDisruptionBudget",
-        "poddisruptionbudgets",
-        true,
-    ),
-    (
-        "autoscaling/v2",
-        "HorizontalPodAutoscaler",
-        "horizontalpodautoscalers",
-        true,
-    ),
+    ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", true),
+    ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", true),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true),
     ("rbac.authorization.k8s.io/v1", "Role", "roles", true),
-    (
-        "rbac.authorization.k8s.io/v1",
-        "RoleBinding",
-        "rolebindings",
-        true,
-    ),
-    (
-        "rbac.authorization.k8s.io/v1",
-        "ClusterRole",
-        "clusterroles",
-        false,
-    ),
-    (
-        "rbac.authorization.k8s.io/v1",
-        "ClusterRoleBinding",
-        "clusterrolebindings",
-        false,
-    ),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", true),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", false),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", false),
     ("dapr.io/v1alpha1", "Component", "components", true),
     ("dapr.io/v1alpha1", "Configuration", "configurations", true),
     ("dapr.io/v1alpha1", "Subscription", "subscriptions", true),
     ("dapr.io/v2alpha1", "Subscription", "subscriptions", true),
     ("cert-manager.io/v1", "Certificate", "certificates", true),
     ("cert-manager.io/v1", "Issuer", "issuers", true),
-    (
-        "cert-manager.io/v1",
-        "ClusterIssuer",
-        "clusterissuers",
-        false,
-    ),
+    ("cert-manager.io/v1", "ClusterIssuer", "clusterissuers", false),
 ];
 
 pub(crate) fn known_kind(api_version: &str, kind: &str) -> Option<Target> {
     KNOWN_KINDS
         .iter()
-        .find(|(known_version, known_kind, _, _)| {
-            *known_version == api_version && *known_kind == kind
-        })
+        .find(|(known_version, known_kind, _, _)| *known_version == api_version && *known_kind == kind)
         .map(|(_, _, plural, namespaced)| Target {
             resource: ApiResource::from_gvk_with_plural(&gvk(api_version, kind), plural),
             namespaced: *namespaced,
@@ -303,11 +254,7 @@ fn gvk(api_version: &str, kind: &str) -> GroupVersionKind {
     }
 }
 
-async fn discover_kind(
-    client: &Client,
-    api_version: &str,
-    kind: &str,
-) -> Result<Target, KubeError> {
+async fn discover_kind(client: &Client, api_version: &str, kind: &str) -> Result<Target, KubeError> {
     let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk(api_version, kind))
         .await
         .map_err(|source| KubeError::UnknownKind {
@@ -315,32 +262,21 @@ async fn discover_kind(
             kind: kind.to_owned(),
             source: Box::new(source),
         })?;
-    Ok(Target {
-        resource,
-        namespaced: capabilities.scope == kube::discovery::Scope::Namespaced,
-    })
+    Ok(Target { resource, namespaced: capabilities.scope == kube::discovery::Scope::Namespaced })
 }
 
 fn manifest_str<'a>(manifest: &'a Value, pointer: &str, field: &str) -> Result<&'a str, KubeError> {
-    manifest
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|value| !value.is_empty())
-        .ok_or_else(|| KubeError::InvalidManifest {
+    manifest.pointer(pointer).and_then(Value::as_str).filter(|value| !value.is_empty()).ok_or_else(|| {
+        KubeError::InvalidManifest {
             what: describe_manifest(manifest),
             problem: format!("`{field}` is missing or not a string"),
-        })
+        }
+    })
 }
 
 fn describe_manifest(manifest: &Value) -> String {
-    let kind = manifest
-        .pointer("/kind")
-        .and_then(Value::as_str)
-        .unwrap_or("(no kind)");
-    let name = manifest
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("(no name)");
+    let kind = manifest.pointer("/kind").and_then(Value::as_str).unwrap_or("(no kind)");
+    let name = manifest.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("(no name)");
     format!("{} {name}", kind.to_lowercase())
 }
 
@@ -349,11 +285,7 @@ fn dapr_component_manifest(component: &DaprComponentSpec) -> Value {
     let secret_ref = |name: &str, reference: &SecretKeyRef| json!({ "name": name, "secretKeyRef": { "name": reference.name, "key": reference.key } });
     let value = |name: &str, value: &str| json!({ "name": name, "value": value });
     let (component_type, metadata) = match &component.component {
-        DaprComponentType::KafkaPubSub {
-            brokers,
-            auth,
-            consumer_group,
-        } => {
+        DaprComponentType::KafkaPubSub { brokers, auth, consumer_group } => {
             let mut metadata = vec![value("brokers", &brokers.join(","))];
             match auth {
                 KafkaAuth::None => metadata.push(value("authType", "none")),
@@ -368,14 +300,10 @@ fn dapr_component_manifest(component: &DaprComponentSpec) -> Value {
             }
             ("pubsub.kafka", metadata)
         }
-        DaprComponentType::RabbitMqPubSub { connection_string } => (
-            "pubsub.rabbitmq",
-            vec![secret_ref("connectionString", connection_string)],
-        ),
-        DaprComponentType::PostgresStateStore {
-            connection_string,
-            actor_state_store,
-        } => {
+        DaprComponentType::RabbitMqPubSub { connection_string } => {
+            ("pubsub.rabbitmq", vec![secret_ref("connectionString", connection_string)])
+        }
+        DaprComponentType::PostgresStateStore { connection_string, actor_state_store } => {
             let mut metadata = vec![secret_ref("connectionString", connection_string)];
             if *actor_state_store {
                 metadata.push(value("actorStateStore", "true"));
@@ -427,9 +355,8 @@ pub(crate) async fn apply_object(
     let patch = request
         .patch(name, &params, &Patch::Apply(body))
         .map_err(|error| invalid_request("apply", &object, error))?;
-    let response = send_raw(client, patch)
-        .await
-        .map_err(|source| client_error("apply", &object, source, redactor))?;
+    let response =
+        send_raw(client, patch).await.map_err(|source| client_error("apply", &object, source, redactor))?;
     if response.status == http::StatusCode::CONFLICT {
         return Err(conflict_error(&object, &response.body, redactor)
             .unwrap_or_else(|| super::status_error("apply", &object, &response, redactor)));
@@ -437,12 +364,11 @@ pub(crate) async fn apply_object(
     if !response.status.is_success() {
         return Err(super::status_error("apply", &object, &response, redactor));
     }
-    let after =
-        resource_version_of(&response.body).ok_or_else(|| KubeError::UnexpectedResponse {
-            action: "apply",
-            object: object.to_string(),
-            detail: "the applied object has no metadata.resourceVersion".to_owned(),
-        })?;
+    let after = resource_version_of(&response.body).ok_or_else(|| KubeError::UnexpectedResponse {
+        action: "apply",
+        object: object.to_string(),
+        detail: "the applied object has no metadata.resourceVersion".to_owned(),
+    })?;
     Ok(match before {
         None => ApplyOutcome::Created,
         Some(before) if before == after => ApplyOutcome::Unchanged,
@@ -460,22 +386,19 @@ async fn read_resource_version(
     let get = request
         .get_metadata(&object.name, &GetParams::default())
         .map_err(|error| invalid_request("read", object, error))?;
-    let response = send_raw(client, get)
-        .await
-        .map_err(|source| client_error("read", object, source, redactor))?;
+    let response =
+        send_raw(client, get).await.map_err(|source| client_error("read", object, source, redactor))?;
     if response.status == http::StatusCode::NOT_FOUND {
         return Ok(None);
     }
     if !response.status.is_success() {
         return Err(super::status_error("read", object, &response, redactor));
     }
-    resource_version_of(&response.body)
-        .map(Some)
-        .ok_or_else(|| KubeError::UnexpectedResponse {
-            action: "read",
-            object: object.to_string(),
-            detail: "the object has no metadata.resourceVersion".to_owned(),
-        })
+    resource_version_of(&response.body).map(Some).ok_or_else(|| KubeError::UnexpectedResponse {
+        action: "read",
+        object: object.to_string(),
+        detail: "the object has no metadata.resourceVersion".to_owned(),
+    })
 }
 
 fn resource_version_of(body: &[u8]) -> Option<String> {
@@ -495,11 +418,7 @@ fn resource_version_of(body: &[u8]) -> Option<String> {
         .filter(|version| !version.is_empty())
 }
 
-fn invalid_request(
-    action: &'static str,
-    object: &ObjectRef,
-    error: kube::core::request::Error,
-) -> KubeError {
+fn invalid_request(action: &'static str, object: &ObjectRef, error: kube::core::request::Error) -> KubeError {
     KubeError::UnexpectedResponse {
         action,
         object: object.to_string(),
@@ -511,10 +430,7 @@ fn invalid_request(
 /// conflict (for example an `AlreadyExists` race).
 fn conflict_error(object: &ObjectRef, body: &[u8], redactor: &Redactor) -> Option<KubeError> {
     let status: Status = serde_json::from_slice(body).ok()?;
-    let causes = status
-        .details
-        .map(|details| details.causes)
-        .unwrap_or_default();
+    let causes = status.details.map(|details| details.causes).unwrap_or_default();
     let conflicts: Vec<FieldConflict> = causes
         .iter()
         .filter(|cause| cause.reason == "FieldManagerConflict")
@@ -526,10 +442,7 @@ fn conflict_error(object: &ObjectRef, body: &[u8], redactor: &Redactor) -> Optio
     if conflicts.is_empty() {
         return None;
     }
-    Some(KubeError::Conflict {
-        object: object.clone(),
-        conflicts,
-    })
+    Some(KubeError::Conflict { object: object.clone(), conflicts })
 }
 
 /// The manager in a cause message like `conflict with "kubectl-client-side-apply" using v1`.
@@ -545,10 +458,7 @@ mod tests {
     use crate::drivers::kube::mock::{MockServer, json_response, status_response};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-            .collect()
+        pairs.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect()
     }
 
     #[tokio::test]
@@ -559,30 +469,19 @@ mod tests {
             labels: labels(&[("app.kubernetes.io/managed-by", "opus-deploy")]),
             annotations: labels(&[("opus.dev/owner", "payments")]),
         };
-        let apply = tokio::spawn(async move {
-            apply_namespace(&client, &namespace, &ApplyOptions::default()).await
-        });
+        let apply =
+            tokio::spawn(async move { apply_namespace(&client, &namespace, &ApplyOptions::default()).await });
 
         let get = server.expect("GET", "/api/v1/namespaces/oob").await;
-        get.respond(status_response(
-            404,
-            "NotFound",
-            "namespaces \"oob\" not found",
-        ));
+        get.respond(status_response(404, "NotFound", "namespaces \"oob\" not found"));
         let patch = server.expect("PATCH", "/api/v1/namespaces/oob").await;
         assert_eq!(patch.query("fieldManager").as_deref(), Some("opus-deploy"));
         assert_eq!(patch.query("force"), None);
         assert_eq!(patch.content_type(), "application/apply-patch+yaml");
         let body = patch.json_body();
         assert_eq!(body["kind"], "Namespace");
-        assert_eq!(
-            body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
-            "opus-deploy"
-        );
-        assert_eq!(
-            body["metadata"]["annotations"]["opus.dev/owner"],
-            "payments"
-        );
+        assert_eq!(body["metadata"]["labels"]["app.kubernetes.io/managed-by"], "opus-deploy");
+        assert_eq!(body["metadata"]["annotations"]["opus.dev/owner"], "payments");
         patch.respond(json_response(200, with_version(body, "11")));
 
         assert_eq!(server.finish(apply).await.unwrap(), ApplyOutcome::Created);
@@ -598,20 +497,15 @@ mod tests {
             secret_type: None,
             data: [("password".to_owned(), SecretString::new("canary-db-5e1"))].into(),
         };
-        let apply = tokio::spawn(async move {
-            apply_secret(&client, &secret, &ApplyOptions { force: true }).await
-        });
+        let apply =
+            tokio::spawn(async move { apply_secret(&client, &secret, &ApplyOptions { force: true }).await });
 
-        let get = server
-            .expect("GET", "/api/v1/namespaces/oob/secrets/oob-consent-db")
-            .await;
+        let get = server.expect("GET", "/api/v1/namespaces/oob/secrets/oob-consent-db").await;
         get.respond(json_response(
             200,
             json!({ "metadata": { "name": "oob-consent-db", "resourceVersion": "7" } }),
         ));
-        let patch = server
-            .expect("PATCH", "/api/v1/namespaces/oob/secrets/oob-consent-db")
-            .await;
+        let patch = server.expect("PATCH", "/api/v1/namespaces/oob/secrets/oob-consent-db").await;
         assert_eq!(patch.query("fieldManager").as_deref(), Some("opus-deploy"));
         assert_eq!(patch.query("force").as_deref(), Some("true"));
         let body = patch.json_body();
@@ -634,16 +528,14 @@ mod tests {
             labels: BTreeMap::new(),
             data: labels(&[("brandId", "acme-bank")]),
         };
-        let apply = tokio::spawn(async move {
-            apply_config_map(&client, &config_map, &ApplyOptions::default()).await
-        });
+        let apply =
+            tokio::spawn(
+                async move { apply_config_map(&client, &config_map, &ApplyOptions::default()).await },
+            );
 
         let path = "/api/v1/namespaces/oob/configmaps/oob-consent-settings";
         let get = server.expect("GET", path).await;
-        get.respond(json_response(
-            200,
-            json!({ "metadata": { "resourceVersion": "42" } }),
-        ));
+        get.respond(json_response(200, json!({ "metadata": { "resourceVersion": "42" } })));
         let patch = server.expect("PATCH", path).await;
         let body = patch.json_body();
         assert_eq!(body["data"]["brandId"], "acme-bank");
@@ -672,15 +564,13 @@ mod tests {
             },
             scopes: vec!["oob-consent".to_owned()],
         };
-        let apply = tokio::spawn(async move {
-            apply_dapr_component(&client, &component, &ApplyOptions::default()).await
-        });
+        let apply =
+            tokio::spawn(
+                async move { apply_dapr_component(&client, &component, &ApplyOptions::default()).await },
+            );
 
         let path = "/apis/dapr.io/v1alpha1/namespaces/oob/components/pubsub";
-        server
-            .expect("GET", path)
-            .await
-            .respond(status_response(404, "NotFound", "not found"));
+        server.expect("GET", path).await.respond(status_response(404, "NotFound", "not found"));
         let patch = server.expect("PATCH", path).await;
         let body = patch.json_body();
         assert_eq!(body["apiVersion"], "dapr.io/v1alpha1");
@@ -688,14 +578,8 @@ mod tests {
         assert_eq!(body["spec"]["type"], "pubsub.kafka");
         assert_eq!(body["spec"]["version"], "v1");
         let metadata = &body["spec"]["metadata"];
-        assert_eq!(
-            metadata[0],
-            json!({ "name": "brokers", "value": "kafka-0:9092,kafka-1:9092" })
-        );
-        assert_eq!(
-            metadata[1],
-            json!({ "name": "authType", "value": "password" })
-        );
+        assert_eq!(metadata[0], json!({ "name": "brokers", "value": "kafka-0:9092,kafka-1:9092" }));
+        assert_eq!(metadata[1], json!({ "name": "authType", "value": "password" }));
         assert_eq!(
             metadata[3],
             json!({ "name": "saslPassword", "secretKeyRef": { "name": "kafka-credentials", "key": "password" } })
@@ -708,16 +592,11 @@ mod tests {
 
     #[test]
     fn dapr_rabbitmq_and_postgres_take_connection_strings_from_secrets() {
-        let reference = SecretKeyRef {
-            name: "broker".to_owned(),
-            key: "url".to_owned(),
-        };
+        let reference = SecretKeyRef { name: "broker".to_owned(), key: "url".to_owned() };
         let rabbit = dapr_component_manifest(&DaprComponentSpec {
             namespace: "oof".to_owned(),
             name: "pubsub".to_owned(),
-            component: DaprComponentType::RabbitMqPubSub {
-                connection_string: reference.clone(),
-            },
+            component: DaprComponentType::RabbitMqPubSub { connection_string: reference.clone() },
             scopes: vec![],
         });
         assert_eq!(rabbit["spec"]["type"], "pubsub.rabbitmq");
@@ -737,10 +616,7 @@ mod tests {
             scopes: vec![],
         });
         assert_eq!(state["spec"]["type"], "state.postgresql");
-        assert_eq!(
-            state["spec"]["metadata"][1],
-            json!({ "name": "actorStateStore", "value": "true" })
-        );
+        assert_eq!(state["spec"]["metadata"][1], json!({ "name": "actorStateStore", "value": "true" }));
     }
 
     #[tokio::test]
@@ -752,21 +628,14 @@ mod tests {
             "metadata": { "name": "opus-reader" },
             "rules": [],
         });
-        let apply = tokio::spawn(async move {
-            apply_manifest(&client, &manifest, &ApplyOptions::default()).await
-        });
+        let apply =
+            tokio::spawn(async move { apply_manifest(&client, &manifest, &ApplyOptions::default()).await });
 
         let path = "/apis/rbac.authorization.k8s.io/v1/clusterroles/opus-reader";
-        server
-            .expect("GET", path)
-            .await
-            .respond(status_response(404, "NotFound", "not found"));
+        server.expect("GET", path).await.respond(status_response(404, "NotFound", "not found"));
         let patch = server.expect("PATCH", path).await;
         assert_eq!(patch.json_body()["rules"], json!([]));
-        patch.respond(json_response(
-            201,
-            json!({ "metadata": { "resourceVersion": "1" } }),
-        ));
+        patch.respond(json_response(201, json!({ "metadata": { "resourceVersion": "1" } })));
 
         assert_eq!(server.finish(apply).await.unwrap(), ApplyOutcome::Created);
     }
@@ -780,36 +649,29 @@ mod tests {
             "metadata": { "name": "payments", "namespace": "kong" },
             "spec": { "path": "/open-banking/payments" },
         });
-        let apply = tokio::spawn(async move {
-            apply_manifest(&client, &manifest, &ApplyOptions::default()).await
-        });
+        let apply =
+            tokio::spawn(async move { apply_manifest(&client, &manifest, &ApplyOptions::default()).await });
 
-        server
-            .expect("GET", "/apis/gateway.example.com/v1")
-            .await
-            .respond(json_response(
-                200,
-                json!({
-                    "kind": "APIResourceList",
-                    "apiVersion": "v1",
-                    "groupVersion": "gateway.example.com/v1",
-                    "resources": [{
-                        "name": "routes", "singularName": "route", "namespaced": true,
-                        "kind": "Route", "verbs": ["get", "list", "patch", "create"],
-                    }],
-                }),
-            ));
-        let path = "/apis/gateway.example.com/v1/namespaces/kong/routes/payments";
-        server.expect("GET", path).await.respond(json_response(
+        server.expect("GET", "/apis/gateway.example.com/v1").await.respond(json_response(
             200,
-            json!({ "metadata": { "resourceVersion": "4" } }),
+            json!({
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": "gateway.example.com/v1",
+                "resources": [{
+                    "name": "routes", "singularName": "route", "namespaced": true,
+                    "kind": "Route", "verbs": ["get", "list", "patch", "create"],
+                }],
+            }),
         ));
+        let path = "/apis/gateway.example.com/v1/namespaces/kong/routes/payments";
+        server
+            .expect("GET", path)
+            .await
+            .respond(json_response(200, json!({ "metadata": { "resourceVersion": "4" } })));
         let patch = server.expect("PATCH", path).await;
         assert_eq!(patch.json_body()["spec"]["path"], "/open-banking/payments");
-        patch.respond(json_response(
-            200,
-            json!({ "metadata": { "resourceVersion": "6" } }),
-        ));
+        patch.respond(json_response(200, json!({ "metadata": { "resourceVersion": "6" } })));
 
         assert_eq!(server.finish(apply).await.unwrap(), ApplyOutcome::Changed);
     }
@@ -817,11 +679,8 @@ mod tests {
     #[tokio::test]
     async fn namespaced_manifest_without_namespace_is_rejected_before_any_request() {
         let (client, server) = MockServer::start();
-        let manifest =
-            json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "api" } });
-        let error = apply_manifest(&client, &manifest, &ApplyOptions::default())
-            .await
-            .unwrap_err();
+        let manifest = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "api" } });
+        let error = apply_manifest(&client, &manifest, &ApplyOptions::default()).await.unwrap_err();
         assert_eq!(
             error.to_string(),
             "invalid manifest service api: `metadata.namespace` is required for a namespaced kind"
@@ -839,15 +698,16 @@ mod tests {
             labels: BTreeMap::new(),
             data: labels(&[("foo", "bar")]),
         };
-        let apply = tokio::spawn(async move {
-            apply_config_map(&client, &config_map, &ApplyOptions::default()).await
-        });
+        let apply =
+            tokio::spawn(
+                async move { apply_config_map(&client, &config_map, &ApplyOptions::default()).await },
+            );
 
         let path = "/api/v1/namespaces/oob/configmaps/settings";
-        server.expect("GET", path).await.respond(json_response(
-            200,
-            json!({ "metadata": { "resourceVersion": "5" } }),
-        ));
+        server
+            .expect("GET", path)
+            .await
+            .respond(json_response(200, json!({ "metadata": { "resourceVersion": "5" } })));
         server.expect("PATCH", path).await.respond(json_response(
             409,
             json!({
@@ -898,15 +758,10 @@ mod tests {
             data: [("tls.key".to_owned(), SecretString::new("canary-key-91c"))].into(),
         };
         let apply =
-            tokio::spawn(
-                async move { apply_secret(&client, &secret, &ApplyOptions::default()).await },
-            );
+            tokio::spawn(async move { apply_secret(&client, &secret, &ApplyOptions::default()).await });
 
         let path = "/api/v1/namespaces/oob/secrets/tls";
-        server
-            .expect("GET", path)
-            .await
-            .respond(status_response(404, "NotFound", "not found"));
+        server.expect("GET", path).await.respond(status_response(404, "NotFound", "not found"));
         server.expect("PATCH", path).await.respond(status_response(
             422,
             "Invalid",

@@ -37,10 +37,7 @@ pub struct KeyStoreLocation {
 
 impl Default for KeyStoreLocation {
     fn default() -> KeyStoreLocation {
-        KeyStoreLocation {
-            namespace: "opus-system".to_owned(),
-            name: "opus-age-keys".to_owned(),
-        }
+        KeyStoreLocation { namespace: "opus-system".to_owned(), name: "opus-age-keys".to_owned() }
     }
 }
 
@@ -97,28 +94,15 @@ pub async fn store_current_key(
     let object = location.object();
     let mut redactor = Redactor::new();
     redactor.add(&new.key.private_key);
-    let created = new
-        .created
-        .format(&Rfc3339)
-        .map_err(|error| KubeError::MalformedKeyStore {
-            object: object.clone(),
-            problem: format!("the creation time of the new key cannot be written: {error}"),
-        })?;
+    let created = new.created.format(&Rfc3339).map_err(|error| KubeError::MalformedKeyStore {
+        object: object.clone(),
+        problem: format!("the creation time of the new key cannot be written: {error}"),
+    })?;
 
     let Some(read) = read_secret(client, location).await? else {
         let mut data = Map::new();
-        insert_encoded(
-            &mut data,
-            CURRENT_KEY,
-            new.key.private_key.expose(),
-            &mut redactor,
-        );
-        insert_encoded(
-            &mut data,
-            CURRENT_RECIPIENT,
-            &new.key.recipient,
-            &mut redactor,
-        );
+        insert_encoded(&mut data, CURRENT_KEY, new.key.private_key.expose(), &mut redactor);
+        insert_encoded(&mut data, CURRENT_RECIPIENT, &new.key.recipient, &mut redactor);
         insert_encoded(&mut data, CURRENT_CREATED, &created, &mut redactor);
         let body = json!({
             "apiVersion": "v1",
@@ -147,30 +131,10 @@ pub async fn store_current_key(
         return Err(KubeError::RotationInProgress { object });
     }
     let mut data = read.data;
-    insert_encoded(
-        &mut data,
-        PREVIOUS_KEY,
-        read.keys.current.private_key.expose(),
-        &mut redactor,
-    );
-    insert_encoded(
-        &mut data,
-        PREVIOUS_RECIPIENT,
-        &read.keys.current.recipient,
-        &mut redactor,
-    );
-    insert_encoded(
-        &mut data,
-        CURRENT_KEY,
-        new.key.private_key.expose(),
-        &mut redactor,
-    );
-    insert_encoded(
-        &mut data,
-        CURRENT_RECIPIENT,
-        &new.key.recipient,
-        &mut redactor,
-    );
+    insert_encoded(&mut data, PREVIOUS_KEY, read.keys.current.private_key.expose(), &mut redactor);
+    insert_encoded(&mut data, PREVIOUS_RECIPIENT, &read.keys.current.recipient, &mut redactor);
+    insert_encoded(&mut data, CURRENT_KEY, new.key.private_key.expose(), &mut redactor);
+    insert_encoded(&mut data, CURRENT_RECIPIENT, &new.key.recipient, &mut redactor);
     insert_encoded(&mut data, CURRENT_CREATED, &created, &mut redactor);
     replace(client, location, read.secret, data, &redactor).await?;
     Ok(ApplyOutcome::Changed)
@@ -205,10 +169,7 @@ struct ReadSecret {
     keys: StoredKeys,
 }
 
-async fn read_secret(
-    client: &Client,
-    location: &KeyStoreLocation,
-) -> Result<Option<ReadSecret>, KubeError> {
+async fn read_secret(client: &Client, location: &KeyStoreLocation) -> Result<Option<ReadSecret>, KubeError> {
     let object = location.object();
     let request = secrets_request(location)
         .get(&location.name, &GetParams::default())
@@ -254,11 +215,7 @@ fn decode_keys(object: &ObjectRef, data: &Map<String, Value>) -> Result<StoredKe
             }
         })?),
     };
-    Ok(StoredKeys {
-        current,
-        created,
-        previous,
-    })
+    Ok(StoredKeys { current, created, previous })
 }
 
 /// Both halves of a key pair, or `None` when neither is stored.
@@ -268,14 +225,10 @@ fn decode_pair(
     key_name: &str,
     recipient_name: &str,
 ) -> Result<Option<StoredKey>, KubeError> {
-    match (
-        decode(object, data, key_name)?,
-        decode(object, data, recipient_name)?,
-    ) {
-        (Some(private_key), Some(recipient)) => Ok(Some(StoredKey {
-            private_key,
-            recipient: recipient.expose().trim().to_owned(),
-        })),
+    match (decode(object, data, key_name)?, decode(object, data, recipient_name)?) {
+        (Some(private_key), Some(recipient)) => {
+            Ok(Some(StoredKey { private_key, recipient: recipient.expose().trim().to_owned() }))
+        }
         (None, None) => Ok(None),
         _ => Err(KubeError::MalformedKeyStore {
             object: object.clone(),
@@ -297,9 +250,7 @@ fn decode(
         problem: format!("`{name}` is not base64-encoded UTF-8 text"),
     };
     let encoded = value.as_str().ok_or_else(malformed)?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| malformed())?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| malformed())?;
     let text = String::from_utf8(bytes).map_err(|_| malformed())?;
     Ok(Some(SecretString::new(text)))
 }
@@ -319,11 +270,7 @@ async fn replace(
     redactor: &Redactor,
 ) -> Result<(), KubeError> {
     let object = location.object();
-    if secret
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
+    if secret.pointer("/metadata/resourceVersion").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Err(KubeError::UnexpectedResponse {
             action: "read",
             object: object.to_string(),
@@ -333,14 +280,9 @@ async fn replace(
     if let Some(metadata) = secret.get_mut("metadata").and_then(Value::as_object_mut) {
         // Left out, managedFields stay as the server has them.
         metadata.remove("managedFields");
-        let labels = metadata
-            .entry("labels")
-            .or_insert_with(|| Value::Object(Map::new()));
+        let labels = metadata.entry("labels").or_insert_with(|| Value::Object(Map::new()));
         if let Some(labels) = labels.as_object_mut() {
-            labels.insert(
-                "app.kubernetes.io/managed-by".to_owned(),
-                Value::String("opus-deploy".to_owned()),
-            );
+            labels.insert("app.kubernetes.io/managed-by".to_owned(), Value::String("opus-deploy".to_owned()));
         }
     }
     secret["data"] = Value::Object(data);
@@ -357,13 +299,10 @@ async fn write(
     action: &'static str,
     redactor: &Redactor,
 ) -> Result<(), KubeError> {
-    let response = send_raw(client, request)
-        .await
-        .map_err(|error| client_error(action, object, error, redactor))?;
+    let response =
+        send_raw(client, request).await.map_err(|error| client_error(action, object, error, redactor))?;
     if response.status == http::StatusCode::CONFLICT {
-        return Err(KubeError::ConcurrentUpdate {
-            object: object.clone(),
-        });
+        return Err(KubeError::ConcurrentUpdate { object: object.clone() });
     }
     if !response.status.is_success() {
         return Err(status_error(action, object, &response, redactor));
@@ -379,11 +318,7 @@ fn to_body(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("a JSON value always serializes")
 }
 
-fn build_error(
-    action: &'static str,
-    object: &ObjectRef,
-    error: kube::core::request::Error,
-) -> KubeError {
+fn build_error(action: &'static str, object: &ObjectRef, error: kube::core::request::Error) -> KubeError {
     KubeError::UnexpectedResponse {
         action,
         object: object.to_string(),
@@ -405,12 +340,8 @@ mod tests {
     }
 
     fn unb64(value: &Value) -> String {
-        String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(value.as_str().unwrap())
-                .unwrap(),
-        )
-        .unwrap()
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(value.as_str().unwrap()).unwrap())
+            .unwrap()
     }
 
     fn stored_secret(with_previous: bool) -> Value {
@@ -440,10 +371,7 @@ mod tests {
 
     fn new_key() -> NewKey {
         NewKey {
-            key: StoredKey {
-                private_key: SecretString::new(NEW_KEY),
-                recipient: "age1new".to_owned(),
-            },
+            key: StoredKey { private_key: SecretString::new(NEW_KEY), recipient: "age1new".to_owned() },
             created: OffsetDateTime::parse("2024-06-01T12:00:00Z", &Rfc3339).unwrap(),
         }
     }
@@ -451,8 +379,7 @@ mod tests {
     #[tokio::test]
     async fn missing_key_store_reads_as_none() {
         let (client, mut server) = MockServer::start();
-        let read =
-            tokio::spawn(async move { read_keys(&client, &KeyStoreLocation::default()).await });
+        let read = tokio::spawn(async move { read_keys(&client, &KeyStoreLocation::default()).await });
         server.expect("GET", PATH).await.respond(status_response(
             404,
             "NotFound",
@@ -464,19 +391,12 @@ mod tests {
     #[tokio::test]
     async fn present_key_store_reads_current_and_previous_keys() {
         let (client, mut server) = MockServer::start();
-        let read =
-            tokio::spawn(async move { read_keys(&client, &KeyStoreLocation::default()).await });
-        server
-            .expect("GET", PATH)
-            .await
-            .respond(json_response(200, stored_secret(true)));
+        let read = tokio::spawn(async move { read_keys(&client, &KeyStoreLocation::default()).await });
+        server.expect("GET", PATH).await.respond(json_response(200, stored_secret(true)));
         let keys = server.finish(read).await.unwrap().unwrap();
         assert_eq!(keys.current.private_key.expose(), OLD_KEY);
         assert_eq!(keys.current.recipient, "age1old");
-        assert_eq!(
-            keys.created,
-            Some(OffsetDateTime::parse("2024-05-01T10:00:00Z", &Rfc3339).unwrap())
-        );
+        assert_eq!(keys.created, Some(OffsetDateTime::parse("2024-05-01T10:00:00Z", &Rfc3339).unwrap()));
         let previous = keys.previous.unwrap();
         assert_eq!(previous.private_key.expose(), "AGE-SECRET-KEY-1CANARYOLDER");
         assert_eq!(previous.recipient, "age1older");
@@ -488,24 +408,13 @@ mod tests {
         let store = tokio::spawn(async move {
             store_current_key(&client, &KeyStoreLocation::default(), &new_key()).await
         });
-        server
-            .expect("GET", PATH)
-            .await
-            .respond(status_response(404, "NotFound", "not found"));
-        let create = server
-            .expect("POST", "/api/v1/namespaces/opus-system/secrets")
-            .await;
+        server.expect("GET", PATH).await.respond(status_response(404, "NotFound", "not found"));
+        let create = server.expect("POST", "/api/v1/namespaces/opus-system/secrets").await;
         let body = create.json_body();
-        assert_eq!(
-            body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
-            "opus-deploy"
-        );
+        assert_eq!(body["metadata"]["labels"]["app.kubernetes.io/managed-by"], "opus-deploy");
         assert_eq!(unb64(&body["data"]["current.agekey"]), NEW_KEY);
         assert_eq!(unb64(&body["data"]["current.recipient"]), "age1new");
-        assert_eq!(
-            unb64(&body["data"]["current.created"]),
-            "2024-06-01T12:00:00Z"
-        );
+        assert_eq!(unb64(&body["data"]["current.created"]), "2024-06-01T12:00:00Z");
         assert!(body["data"].get("previous.agekey").is_none());
         create.respond(json_response(201, body));
         assert_eq!(server.finish(store).await.unwrap(), ApplyOutcome::Created);
@@ -517,10 +426,7 @@ mod tests {
         let store = tokio::spawn(async move {
             store_current_key(&client, &KeyStoreLocation::default(), &new_key()).await
         });
-        server
-            .expect("GET", PATH)
-            .await
-            .respond(json_response(200, stored_secret(false)));
+        server.expect("GET", PATH).await.respond(json_response(200, stored_secret(false)));
         let update = server.expect("PUT", PATH).await;
         let body = update.json_body();
         assert_eq!(body["metadata"]["resourceVersion"], "5");
@@ -529,10 +435,7 @@ mod tests {
         assert_eq!(unb64(&body["data"]["previous.recipient"]), "age1old");
         assert_eq!(unb64(&body["data"]["current.agekey"]), NEW_KEY);
         assert_eq!(unb64(&body["data"]["current.recipient"]), "age1new");
-        assert_eq!(
-            unb64(&body["data"]["current.created"]),
-            "2024-06-01T12:00:00Z"
-        );
+        assert_eq!(unb64(&body["data"]["current.created"]), "2024-06-01T12:00:00Z");
         update.respond(json_response(200, body));
         assert_eq!(server.finish(store).await.unwrap(), ApplyOutcome::Changed);
     }
@@ -541,19 +444,14 @@ mod tests {
     async fn storing_the_current_key_again_writes_nothing() {
         let (client, mut server) = MockServer::start();
         let again = NewKey {
-            key: StoredKey {
-                private_key: SecretString::new(OLD_KEY),
-                recipient: "age1old".to_owned(),
-            },
+            key: StoredKey { private_key: SecretString::new(OLD_KEY), recipient: "age1old".to_owned() },
             created: OffsetDateTime::now_utc(),
         };
-        let store = tokio::spawn(async move {
-            store_current_key(&client, &KeyStoreLocation::default(), &again).await
-        });
-        server
-            .expect("GET", PATH)
-            .await
-            .respond(json_response(200, stored_secret(false)));
+        let store =
+            tokio::spawn(
+                async move { store_current_key(&client, &KeyStoreLocation::default(), &again).await },
+            );
+        server.expect("GET", PATH).await.respond(json_response(200, stored_secret(false)));
         assert_eq!(server.finish(store).await.unwrap(), ApplyOutcome::Unchanged);
     }
 
@@ -563,42 +461,25 @@ mod tests {
         let store = tokio::spawn(async move {
             store_current_key(&client, &KeyStoreLocation::default(), &new_key()).await
         });
-        server
-            .expect("GET", PATH)
-            .await
-            .respond(json_response(200, stored_secret(true)));
+        server.expect("GET", PATH).await.respond(json_response(200, stored_secret(true)));
         let error = server.finish(store).await.unwrap_err();
-        assert!(
-            matches!(error, KubeError::RotationInProgress { .. }),
-            "{error:?}"
-        );
-        assert!(
-            error
-                .to_string()
-                .starts_with("secret opus-system/opus-age-keys still holds a previous key")
-        );
+        assert!(matches!(error, KubeError::RotationInProgress { .. }), "{error:?}");
+        assert!(error.to_string().starts_with("secret opus-system/opus-age-keys still holds a previous key"));
     }
 
     #[tokio::test]
     async fn retiring_removes_only_the_previous_key() {
         let (client, mut server) = MockServer::start();
-        let retire = tokio::spawn(async move {
-            retire_previous_key(&client, &KeyStoreLocation::default()).await
-        });
-        server
-            .expect("GET", PATH)
-            .await
-            .respond(json_response(200, stored_secret(true)));
+        let retire =
+            tokio::spawn(async move { retire_previous_key(&client, &KeyStoreLocation::default()).await });
+        server.expect("GET", PATH).await.respond(json_response(200, stored_secret(true)));
         let update = server.expect("PUT", PATH).await;
         let body = update.json_body();
         assert_eq!(body["metadata"]["resourceVersion"], "5");
         let data = body["data"].as_object().unwrap();
         let mut names: Vec<&str> = data.keys().map(String::as_str).collect();
         names.sort_unstable();
-        assert_eq!(
-            names,
-            ["current.agekey", "current.created", "current.recipient"]
-        );
+        assert_eq!(names, ["current.agekey", "current.created", "current.recipient"]);
         assert_eq!(unb64(&data["current.agekey"]), OLD_KEY);
         update.respond(json_response(200, body));
         assert_eq!(server.finish(retire).await.unwrap(), ApplyOutcome::Changed);
@@ -610,20 +491,14 @@ mod tests {
         let store = tokio::spawn(async move {
             store_current_key(&client, &KeyStoreLocation::default(), &new_key()).await
         });
-        server
-            .expect("GET", PATH)
-            .await
-            .respond(json_response(200, stored_secret(false)));
+        server.expect("GET", PATH).await.respond(json_response(200, stored_secret(false)));
         server.expect("PUT", PATH).await.respond(status_response(
             409,
             "Conflict",
             "Operation cannot be fulfilled on secrets \"opus-age-keys\": the object has been modified",
         ));
         let error = server.finish(store).await.unwrap_err();
-        assert!(
-            matches!(error, KubeError::ConcurrentUpdate { .. }),
-            "{error:?}"
-        );
+        assert!(matches!(error, KubeError::ConcurrentUpdate { .. }), "{error:?}");
         assert!(error.to_string().starts_with(
             "secret opus-system/opus-age-keys was changed by someone else while it was being updated"
         ));
@@ -636,10 +511,7 @@ mod tests {
         let store = tokio::spawn(async move {
             store_current_key(&client, &KeyStoreLocation::default(), &new_key()).await
         });
-        server
-            .expect("GET", PATH)
-            .await
-            .respond(json_response(200, stored_secret(false)));
+        server.expect("GET", PATH).await.respond(json_response(200, stored_secret(false)));
         server.expect("PUT", PATH).await.respond(status_response(
             422,
             "Invalid",

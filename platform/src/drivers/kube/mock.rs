@@ -87,20 +87,13 @@ impl MockServer {
         let next = timeout(WAIT, self.handle.next_request())
             .await
             .expect("timed out waiting for the client to go away");
-        assert!(
-            next.is_none(),
-            "unexpected request {:?}",
-            next.map(|(request, _)| request.uri().clone())
-        );
+        assert!(next.is_none(), "unexpected request {:?}", next.map(|(request, _)| request.uri().clone()));
     }
 }
 
 impl Exchange {
     pub fn query(&self, key: &str) -> Option<String> {
-        self.query
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value.clone())
+        self.query.iter().find(|(name, _)| name == key).map(|(_, value)| value.clone())
     }
 
     pub fn content_type(&self) -> String {

@@ -24,16 +24,14 @@ use crate::sensitive::Redactor;
 
 pub use apply::{
     ApplyOptions, ApplyOutcome, ConfigMapSpec, DaprComponentSpec, DaprComponentType, KafkaAuth,
-    NamespaceSpec, SecretKeyRef, SecretSpec, apply_config_map, apply_dapr_component,
-    apply_manifest, apply_namespace, apply_secret,
+    NamespaceSpec, SecretKeyRef, SecretSpec, apply_config_map, apply_dapr_component, apply_manifest,
+    apply_namespace, apply_secret,
 };
 pub use keystore::{
-    KeyStoreLocation, NewKey, StoredKey, StoredKeys, read_keys, retire_previous_key,
-    store_current_key,
+    KeyStoreLocation, NewKey, StoredKey, StoredKeys, read_keys, retire_previous_key, store_current_key,
 };
 pub use preflight::{
-    ClusterVersion, StorageClassFound, check_cluster_version, check_crds_installed,
-    check_storage_class,
+    ClusterVersion, StorageClassFound, check_cluster_version, check_crds_installed, check_storage_class,
 };
 pub use readiness::{ReadinessOptions, wait_for_workloads};
 
@@ -56,11 +54,10 @@ pub async fn connect(options: &ClientOptions) -> Result<Client, KubeError> {
     let (kubeconfig, location) = match &options.kubeconfig {
         Some(path) => {
             let location = path.display().to_string();
-            let kubeconfig =
-                Kubeconfig::read_from(path).map_err(|source| KubeError::Kubeconfig {
-                    location: location.clone(),
-                    source: Box::new(source),
-                })?;
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|source| KubeError::Kubeconfig {
+                location: location.clone(),
+                source: Box::new(source),
+            })?;
             (kubeconfig, location)
         }
         None => {
@@ -72,25 +69,12 @@ pub async fn connect(options: &ClientOptions) -> Result<Client, KubeError> {
             (kubeconfig, location)
         }
     };
-    let context = options
-        .context
-        .clone()
-        .unwrap_or_else(|| "(current-context)".to_owned());
-    let kube_options = KubeConfigOptions {
-        context: options.context.clone(),
-        ..KubeConfigOptions::default()
-    };
-    let config = Config::from_custom_kubeconfig(kubeconfig, &kube_options)
-        .await
-        .map_err(|source| KubeError::Context {
-            context: context.clone(),
-            location,
-            source: Box::new(source),
-        })?;
-    Client::try_from(config).map_err(|source| KubeError::Client {
-        context,
-        source: Box::new(source),
-    })
+    let context = options.context.clone().unwrap_or_else(|| "(current-context)".to_owned());
+    let kube_options = KubeConfigOptions { context: options.context.clone(), ..KubeConfigOptions::default() };
+    let config = Config::from_custom_kubeconfig(kubeconfig, &kube_options).await.map_err(|source| {
+        KubeError::Context { context: context.clone(), location, source: Box::new(source) }
+    })?;
+    Client::try_from(config).map_err(|source| KubeError::Client { context, source: Box::new(source) })
 }
 
 /// The identity of one Kubernetes object, as it appears in messages: `secret oob/db`,
@@ -104,11 +88,7 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     pub fn new(kind: &str, namespace: Option<&str>, name: &str) -> ObjectRef {
-        ObjectRef {
-            kind: kind.to_owned(),
-            namespace: namespace.map(str::to_owned),
-            name: name.to_owned(),
-        }
+        ObjectRef { kind: kind.to_owned(), namespace: namespace.map(str::to_owned), name: name.to_owned() }
     }
 }
 
@@ -161,13 +141,7 @@ pub enum KubeError {
         source: Box<kube::Error>,
     },
     #[error("could not {action} {object}: {message} (reason {reason}, HTTP {code})")]
-    Api {
-        action: &'static str,
-        object: String,
-        code: u16,
-        reason: String,
-        message: String,
-    },
+    Api { action: &'static str, object: String, code: u16, reason: String, message: String },
     #[error("could not {action} {object}: the API server could not be reached")]
     Transport {
         action: &'static str,
@@ -176,20 +150,13 @@ pub enum KubeError {
         source: Box<kube::Error>,
     },
     #[error("could not {action} {object}: unexpected response from the API server: {detail}")]
-    UnexpectedResponse {
-        action: &'static str,
-        object: String,
-        detail: String,
-    },
+    UnexpectedResponse { action: &'static str, object: String, detail: String },
     #[error(
         "could not apply {object}: {} owned by other field managers: {}; change them back or apply with force to take ownership",
         if conflicts.len() == 1 { "1 field is" } else { "some fields are" },
         conflicts.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     )]
-    Conflict {
-        object: ObjectRef,
-        conflicts: Vec<FieldConflict>,
-    },
+    Conflict { object: ObjectRef, conflicts: Vec<FieldConflict> },
     #[error("invalid manifest {what}: {problem}")]
     InvalidManifest { what: String, problem: String },
     #[error("the cluster does not serve kind {kind} of {api_version}")]
@@ -204,20 +171,13 @@ pub enum KubeError {
         display_duration(*timeout),
         not_ready.join("; ")
     )]
-    NotReady {
-        selector: String,
-        timeout: std::time::Duration,
-        not_ready: Vec<String>,
-    },
+    NotReady { selector: String, timeout: std::time::Duration, not_ready: Vec<String> },
     #[error("the cluster runs Kubernetes {found}, newer than the supported maximum {maximum}")]
     ClusterTooNew { found: String, maximum: String },
     #[error("could not understand the cluster's Kubernetes version `{version}`")]
     UnparsableVersion { version: String },
     #[error("{}", storage_class_message(wanted.as_deref(), available))]
-    NoStorageClass {
-        wanted: Option<String>,
-        available: Vec<String>,
-    },
+    NoStorageClass { wanted: Option<String>, available: Vec<String> },
     #[error("the cluster lacks custom resource definitions the plan uses: {}", missing.join(", "))]
     MissingCrds { missing: Vec<String> },
     #[error(
@@ -292,11 +252,7 @@ pub(crate) fn status_error(
             action,
             object: object.to_string(),
             code: response.status.as_u16(),
-            reason: response
-                .status
-                .canonical_reason()
-                .unwrap_or("Unknown")
-                .to_owned(),
+            reason: response.status.canonical_reason().unwrap_or("Unknown").to_owned(),
             message: "the response was not a Kubernetes Status".to_owned(),
         },
     }
@@ -317,11 +273,7 @@ pub(crate) fn client_error(
             reason: response.reason,
             message: redactor.redact(&response.message),
         },
-        source => KubeError::Transport {
-            action,
-            object: object.to_string(),
-            source: Box::new(source),
-        },
+        source => KubeError::Transport { action, object: object.to_string(), source: Box::new(source) },
     }
 }
 
@@ -357,10 +309,8 @@ users:
     #[tokio::test]
     async fn connect_uses_the_named_context() {
         let file = kubeconfig_file();
-        let options = ClientOptions {
-            kubeconfig: Some(file.path().to_owned()),
-            context: Some("prod".to_owned()),
-        };
+        let options =
+            ClientOptions { kubeconfig: Some(file.path().to_owned()), context: Some("prod".to_owned()) };
         let client = connect(&options).await.unwrap();
         assert_eq!(client.default_namespace(), "oob");
     }
@@ -368,10 +318,7 @@ users:
     #[tokio::test]
     async fn connect_defaults_to_the_current_context() {
         let file = kubeconfig_file();
-        let options = ClientOptions {
-            kubeconfig: Some(file.path().to_owned()),
-            context: None,
-        };
+        let options = ClientOptions { kubeconfig: Some(file.path().to_owned()), context: None };
         let client = connect(&options).await.unwrap();
         assert_eq!(client.default_namespace(), "oob-staging");
     }
@@ -379,36 +326,22 @@ users:
     #[tokio::test]
     async fn unknown_context_is_named_in_the_error() {
         let file = kubeconfig_file();
-        let options = ClientOptions {
-            kubeconfig: Some(file.path().to_owned()),
-            context: Some("qa".to_owned()),
-        };
-        let Err(error) = connect(&options).await else {
-            panic!("connect succeeded")
-        };
+        let options =
+            ClientOptions { kubeconfig: Some(file.path().to_owned()), context: Some("qa".to_owned()) };
+        let Err(error) = connect(&options).await else { panic!("connect succeeded") };
         let message = error.to_string();
         assert_eq!(
             message,
-            format!(
-                "could not load context `qa` from the kubeconfig at {}",
-                file.path().display()
-            )
+            format!("could not load context `qa` from the kubeconfig at {}", file.path().display())
         );
         assert!(!format!("{error:?}").contains("canary-token-4d2"));
     }
 
     #[tokio::test]
     async fn missing_kubeconfig_file_is_named_in_the_error() {
-        let options = ClientOptions {
-            kubeconfig: Some(PathBuf::from("/nonexistent/kubeconfig")),
-            context: None,
-        };
-        let Err(error) = connect(&options).await else {
-            panic!("connect succeeded")
-        };
-        assert_eq!(
-            error.to_string(),
-            "could not read the kubeconfig from /nonexistent/kubeconfig"
-        );
+        let options =
+            ClientOptions { kubeconfig: Some(PathBuf::from("/nonexistent/kubeconfig")), context: None };
+        let Err(error) = connect(&options).await else { panic!("connect succeeded") };
+        assert_eq!(error.to_string(), "could not read the kubeconfig from /nonexistent/kubeconfig");
     }
 }

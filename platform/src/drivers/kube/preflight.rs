@@ -22,10 +22,7 @@ pub struct ClusterVersion {
 
 impl ClusterVersion {
     /// The newest Kubernetes version the platform supports today.
-    pub const SUPPORTED_MAXIMUM: ClusterVersion = ClusterVersion {
-        major: 1,
-        minor: 30,
-    };
+    pub const SUPPORTED_MAXIMUM: ClusterVersion = ClusterVersion { major: 1, minor: 30 };
 
     /// Reads the version from the `/version` fields. Providers decorate them (`minor: "30+"`
     /// on EKS and GKE), so only the leading digits count; when `major`/`minor` are unusable,
@@ -49,9 +46,7 @@ impl fmt::Display for ClusterVersion {
 
 fn leading_number(text: &str) -> Option<u32> {
     let text = text.trim();
-    let end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     text[..end].parse().ok()
 }
 
@@ -64,25 +59,21 @@ pub async fn check_cluster_version(
         .apiserver_version()
         .await
         .map_err(|error| client_error("read", "the cluster version", error, &Redactor::new()))?;
-    let version =
-        ClusterVersion::parse(&info.major, &info.minor, &info.git_version).ok_or_else(|| {
-            KubeError::UnparsableVersion {
-                version: format!(
-                    "major {:?}, minor {:?}, gitVersion {:?}",
-                    info.major, info.minor, info.git_version
-                ),
-            }
-        })?;
+    let version = ClusterVersion::parse(&info.major, &info.minor, &info.git_version).ok_or_else(|| {
+        KubeError::UnparsableVersion {
+            version: format!(
+                "major {:?}, minor {:?}, gitVersion {:?}",
+                info.major, info.minor, info.git_version
+            ),
+        }
+    })?;
     if version > maximum {
         let found = if info.git_version.is_empty() {
             version.to_string()
         } else {
             format!("{version} ({})", info.git_version)
         };
-        return Err(KubeError::ClusterTooNew {
-            found,
-            maximum: maximum.to_string(),
-        });
+        return Err(KubeError::ClusterTooNew { found, maximum: maximum.to_string() });
     }
     Ok(version)
 }
@@ -123,19 +114,11 @@ pub async fn check_storage_class(
 }
 
 fn is_default_class(class: &StorageClass) -> bool {
-    const ANNOTATIONS: [&str; 2] = [
-        "storageclass.kubernetes.io/is-default-class",
-        "storageclass.beta.kubernetes.io/is-default-class",
-    ];
-    class
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|annotations| {
-            ANNOTATIONS
-                .iter()
-                .any(|key| annotations.get(*key).map(String::as_str) == Some("true"))
-        })
+    const ANNOTATIONS: [&str; 2] =
+        ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"];
+    class.metadata.annotations.as_ref().is_some_and(|annotations| {
+        ANNOTATIONS.iter().any(|key| annotations.get(*key).map(String::as_str) == Some("true"))
+    })
 }
 
 /// Checks that every named CustomResourceDefinition (`components.dapr.io`) is installed and
@@ -145,22 +128,13 @@ pub async fn check_crds_installed(client: &Client, names: &[&str]) -> Result<(),
     let mut missing = Vec::new();
     for name in names {
         let found = api.get_metadata_opt(name).await.map_err(|error| {
-            client_error(
-                "read",
-                format!("customresourcedefinition {name}"),
-                error,
-                &Redactor::new(),
-            )
+            client_error("read", format!("customresourcedefinition {name}"), error, &Redactor::new())
         })?;
         if found.is_none() {
             missing.push((*name).to_owned());
         }
     }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(KubeError::MissingCrds { missing })
-    }
+    if missing.is_empty() { Ok(()) } else { Err(KubeError::MissingCrds { missing }) }
 }
 
 #[cfg(test)]
@@ -179,10 +153,7 @@ mod tests {
 
     #[test]
     fn provider_decorated_versions_are_parsed() {
-        let v1_30 = Some(ClusterVersion {
-            major: 1,
-            minor: 30,
-        });
+        let v1_30 = Some(ClusterVersion { major: 1, minor: 30 });
         assert_eq!(ClusterVersion::parse("1", "30+", "v1.30.4-gke.1"), v1_30);
         assert_eq!(ClusterVersion::parse("", "", "v1.30.2-eks-1552ad0"), v1_30);
         assert_eq!(ClusterVersion::parse("1", "", "1.30.2"), v1_30);
@@ -192,16 +163,14 @@ mod tests {
     #[tokio::test]
     async fn cluster_newer_than_the_maximum_fails_with_both_versions() {
         let (client, mut server) = MockServer::start();
-        let check = tokio::spawn(async move {
-            check_cluster_version(&client, ClusterVersion::SUPPORTED_MAXIMUM).await
-        });
+        let check =
+            tokio::spawn(
+                async move { check_cluster_version(&client, ClusterVersion::SUPPORTED_MAXIMUM).await },
+            );
         server
             .expect("GET", "/version")
             .await
-            .respond(json_response(
-                200,
-                version_info("1", "31+", "v1.31.1-eks-a737599"),
-            ));
+            .respond(json_response(200, version_info("1", "31+", "v1.31.1-eks-a737599")));
         let error = server.finish(check).await.unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -212,20 +181,15 @@ mod tests {
     #[tokio::test]
     async fn cluster_at_the_maximum_passes() {
         let (client, mut server) = MockServer::start();
-        let check = tokio::spawn(async move {
-            check_cluster_version(&client, ClusterVersion::SUPPORTED_MAXIMUM).await
-        });
+        let check =
+            tokio::spawn(
+                async move { check_cluster_version(&client, ClusterVersion::SUPPORTED_MAXIMUM).await },
+            );
         server
             .expect("GET", "/version")
             .await
             .respond(json_response(200, version_info("1", "30", "v1.30.2")));
-        assert_eq!(
-            server.finish(check).await.unwrap(),
-            ClusterVersion {
-                major: 1,
-                minor: 30
-            }
-        );
+        assert_eq!(server.finish(check).await.unwrap(), ClusterVersion { major: 1, minor: 30 });
     }
 
     fn storage_classes(classes: serde_json::Value) -> serde_json::Value {
@@ -239,43 +203,30 @@ mod tests {
     async fn default_storage_class_is_found_by_its_annotation() {
         let (client, mut server) = MockServer::start();
         let check = tokio::spawn(async move { check_storage_class(&client, None).await });
-        server
-            .expect("GET", "/apis/storage.k8s.io/v1/storageclasses")
-            .await
-            .respond(json_response(
-                200,
-                storage_classes(json!([
-                    { "metadata": { "name": "slow" }, "provisioner": "x" },
-                    { "metadata": { "name": "gp3", "annotations": {
-                        "storageclass.kubernetes.io/is-default-class": "true" } }, "provisioner": "ebs" },
-                ])),
-            ));
+        server.expect("GET", "/apis/storage.k8s.io/v1/storageclasses").await.respond(json_response(
+            200,
+            storage_classes(json!([
+                { "metadata": { "name": "slow" }, "provisioner": "x" },
+                { "metadata": { "name": "gp3", "annotations": {
+                    "storageclass.kubernetes.io/is-default-class": "true" } }, "provisioner": "ebs" },
+            ])),
+        ));
         assert_eq!(
             server.finish(check).await.unwrap(),
-            StorageClassFound {
-                name: "gp3".to_owned(),
-                is_default: true
-            }
+            StorageClassFound { name: "gp3".to_owned(), is_default: true }
         );
     }
 
     #[tokio::test]
     async fn missing_storage_class_names_the_wanted_and_available_ones() {
         let (client, mut server) = MockServer::start();
-        let check =
-            tokio::spawn(async move { check_storage_class(&client, Some("fast-ssd")).await });
-        server
-            .expect("GET", "/apis/storage.k8s.io/v1/storageclasses")
-            .await
-            .respond(json_response(
-                200,
-                storage_classes(json!([{ "metadata": { "name": "slow" }, "provisioner": "x" }])),
-            ));
+        let check = tokio::spawn(async move { check_storage_class(&client, Some("fast-ssd")).await });
+        server.expect("GET", "/apis/storage.k8s.io/v1/storageclasses").await.respond(json_response(
+            200,
+            storage_classes(json!([{ "metadata": { "name": "slow" }, "provisioner": "x" }])),
+        ));
         let error = server.finish(check).await.unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "storage class `fast-ssd` does not exist (available: slow)"
-        );
+        assert_eq!(error.to_string(), "storage class `fast-ssd` does not exist (available: slow)");
     }
 
     #[tokio::test]
@@ -302,18 +253,12 @@ mod tests {
         let check = tokio::spawn(async move {
             check_crds_installed(
                 &client,
-                &[
-                    "components.dapr.io",
-                    "certificates.cert-manager.io",
-                    "issuers.cert-manager.io",
-                ],
+                &["components.dapr.io", "certificates.cert-manager.io", "issuers.cert-manager.io"],
             )
             .await
         });
         let base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
-        let found = server
-            .expect("GET", &format!("{base}/components.dapr.io"))
-            .await;
+        let found = server.expect("GET", &format!("{base}/components.dapr.io")).await;
         assert!(
             found
                 .headers
@@ -328,10 +273,11 @@ mod tests {
                     "metadata": { "name": "components.dapr.io", "resourceVersion": "9" } }),
         ));
         for name in ["certificates.cert-manager.io", "issuers.cert-manager.io"] {
-            server
-                .expect("GET", &format!("{base}/{name}"))
-                .await
-                .respond(status_response(404, "NotFound", "not found"));
+            server.expect("GET", &format!("{base}/{name}")).await.respond(status_response(
+                404,
+                "NotFound",
+                "not found",
+            ));
         }
         let error = server.finish(check).await.unwrap_err();
         assert_eq!(

@@ -73,25 +73,11 @@ async fn not_ready_workloads(
     let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
         .list(&params)
         .await
-        .map_err(|error| {
-            client_error(
-                "list",
-                format!("deployments of {what}"),
-                error,
-                &Redactor::new(),
-            )
-        })?;
+        .map_err(|error| client_error("list", format!("deployments of {what}"), error, &Redactor::new()))?;
     let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace)
         .list(&params)
         .await
-        .map_err(|error| {
-            client_error(
-                "list",
-                format!("statefulsets of {what}"),
-                error,
-                &Redactor::new(),
-            )
-        })?;
+        .map_err(|error| client_error("list", format!("statefulsets of {what}"), error, &Redactor::new()))?;
     let mut not_ready = Vec::new();
     for deployment in &deployments.items {
         if let Some(reason) = deployment_not_ready(deployment) {
@@ -111,38 +97,25 @@ async fn not_ready_workloads(
 /// Why a Deployment is not available yet, following `kubectl rollout status`.
 fn deployment_not_ready(deployment: &Deployment) -> Option<String> {
     let generation = deployment.metadata.generation.unwrap_or(0);
-    let replicas = deployment
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.replicas)
-        .unwrap_or(1);
+    let replicas = deployment.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
     let status = deployment.status.clone().unwrap_or_default();
     let observed = status.observed_generation.unwrap_or(0);
     if observed < generation {
-        return Some(format!(
-            "generation {generation} not yet observed by the controller (at {observed})"
-        ));
+        return Some(format!("generation {generation} not yet observed by the controller (at {observed})"));
     }
     // The controller gives up on a rollout after spec.progressDeadlineSeconds; say so rather
     // than only counting replicas, as `kubectl rollout status` does.
     let stuck = status.conditions.iter().flatten().any(|condition| {
-        condition.type_ == "Progressing"
-            && condition.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        condition.type_ == "Progressing" && condition.reason.as_deref() == Some("ProgressDeadlineExceeded")
     });
-    let stuck = if stuck {
-        " (rollout stuck: progress deadline exceeded)"
-    } else {
-        ""
-    };
+    let stuck = if stuck { " (rollout stuck: progress deadline exceeded)" } else { "" };
     let updated = status.updated_replicas.unwrap_or(0);
     if updated != replicas {
         return Some(format!("{updated} of {replicas} replicas updated{stuck}"));
     }
     let available = status.available_replicas.unwrap_or(0);
     if available < replicas {
-        return Some(format!(
-            "{available} of {replicas} replicas available{stuck}"
-        ));
+        return Some(format!("{available} of {replicas} replicas available{stuck}"));
     }
     None
 }
@@ -150,17 +123,11 @@ fn deployment_not_ready(deployment: &Deployment) -> Option<String> {
 /// Why a StatefulSet is not available yet.
 fn stateful_set_not_ready(stateful_set: &StatefulSet) -> Option<String> {
     let generation = stateful_set.metadata.generation.unwrap_or(0);
-    let replicas = stateful_set
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.replicas)
-        .unwrap_or(1);
+    let replicas = stateful_set.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
     let status = stateful_set.status.clone().unwrap_or_default();
     let observed = status.observed_generation.unwrap_or(0);
     if observed < generation {
-        return Some(format!(
-            "generation {generation} not yet observed by the controller (at {observed})"
-        ));
+        return Some(format!("generation {generation} not yet observed by the controller (at {observed})"));
     }
     let ready = status.ready_replicas.unwrap_or(0);
     if ready != replicas {
@@ -236,24 +203,12 @@ mod tests {
     async fn available_deployment_is_ready_after_one_look() {
         let (client, mut server) = MockServer::start();
         let wait = tokio::spawn(async move {
-            wait_for_workloads(
-                &client,
-                "oob",
-                "app.kubernetes.io/instance=oob-consent",
-                &fast(),
-            )
-            .await
+            wait_for_workloads(&client, "oob", "app.kubernetes.io/instance=oob-consent", &fast()).await
         });
 
         let request = server.expect("GET", DEPLOYMENTS).await;
-        assert_eq!(
-            request.query("labelSelector").as_deref(),
-            Some("app.kubernetes.io/instance=oob-consent")
-        );
-        request.respond(json_response(
-            200,
-            list("DeploymentList", vec![deployment("oob-consent", 2, 2)]),
-        ));
+        assert_eq!(request.query("labelSelector").as_deref(), Some("app.kubernetes.io/instance=oob-consent"));
+        request.respond(json_response(200, list("DeploymentList", vec![deployment("oob-consent", 2, 2)])));
         server
             .expect("GET", STATEFUL_SETS)
             .await
@@ -266,36 +221,18 @@ mod tests {
     async fn unavailable_deployment_becomes_ready_on_the_second_look() {
         let (client, mut server) = MockServer::start();
         let wait = tokio::spawn(async move {
-            wait_for_workloads(
-                &client,
-                "oob",
-                "app.kubernetes.io/instance=oob-consent",
-                &fast(),
-            )
-            .await
+            wait_for_workloads(&client, "oob", "app.kubernetes.io/instance=oob-consent", &fast()).await
         });
 
         for available in [0, 2] {
-            server
-                .expect("GET", DEPLOYMENTS)
-                .await
-                .respond(json_response(
-                    200,
-                    list(
-                        "DeploymentList",
-                        vec![deployment("oob-consent", 2, available)],
-                    ),
-                ));
-            server
-                .expect("GET", STATEFUL_SETS)
-                .await
-                .respond(json_response(
-                    200,
-                    list(
-                        "StatefulSetList",
-                        vec![stateful_set("oob-cache", 1, "r1", "r1")],
-                    ),
-                ));
+            server.expect("GET", DEPLOYMENTS).await.respond(json_response(
+                200,
+                list("DeploymentList", vec![deployment("oob-consent", 2, available)]),
+            ));
+            server.expect("GET", STATEFUL_SETS).await.respond(json_response(
+                200,
+                list("StatefulSetList", vec![stateful_set("oob-cache", 1, "r1", "r1")]),
+            ));
         }
 
         server.finish(wait).await.unwrap();
@@ -307,10 +244,7 @@ mod tests {
         let wait = tokio::spawn(async move {
             wait_for_workloads(&client, "oob", "app.kubernetes.io/instance=none", &fast()).await
         });
-        server
-            .expect("GET", DEPLOYMENTS)
-            .await
-            .respond(json_response(200, list("DeploymentList", vec![])));
+        server.expect("GET", DEPLOYMENTS).await.respond(json_response(200, list("DeploymentList", vec![])));
         server
             .expect("GET", STATEFUL_SETS)
             .await
@@ -321,28 +255,16 @@ mod tests {
     #[tokio::test]
     async fn timeout_lists_every_workload_that_is_not_ready_and_why() {
         let (client, mut server) = MockServer::start();
-        let options = ReadinessOptions {
-            timeout: Duration::from_millis(30),
-            ..fast()
-        };
+        let options = ReadinessOptions { timeout: Duration::from_millis(30), ..fast() };
         let wait = tokio::spawn(async move {
-            wait_for_workloads(
-                &client,
-                "oob",
-                "app.kubernetes.io/instance=oob-consent",
-                &options,
-            )
-            .await
+            wait_for_workloads(&client, "oob", "app.kubernetes.io/instance=oob-consent", &options).await
         });
         // Answer every look the same way until the wait gives up and drops the client.
         let answer = tokio::spawn(async move {
             let mut looks = 0;
             loop {
-                let Ok(Some((request, send))) = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    server.handle_mut().next_request(),
-                )
-                .await
+                let Ok(Some((request, send))) =
+                    tokio::time::timeout(Duration::from_secs(5), server.handle_mut().next_request()).await
                 else {
                     return looks;
                 };
@@ -350,10 +272,7 @@ mod tests {
                     looks += 1;
                     list("DeploymentList", vec![deployment("oob-consent", 2, 0)])
                 } else {
-                    list(
-                        "StatefulSetList",
-                        vec![stateful_set("oob-cache", 1, "r1", "r2")],
-                    )
+                    list("StatefulSetList", vec![stateful_set("oob-cache", 1, "r1", "r2")])
                 };
                 send.send_response(json_response(200, body));
             }
