@@ -380,7 +380,7 @@ fn reencrypt_for_new_recipients_uses_a_fresh_data_key() {
     reencrypt_file(&path, &old.identities, &recipients).unwrap();
     assert_eq!(
         inspect_file(&path).unwrap().recipients,
-        [new.recipient.clone()]
+        std::slice::from_ref(&new.recipient)
     );
     assert_eq!(decrypt_file(&path, &new.identities).unwrap(), sample_tree());
     // The old key can no longer read it: the data key changed, not just its wrapping.

@@ -99,7 +99,7 @@ pub fn decrypt_value(
         .decrypt_in_place_detached(
             GenericArray::from_slice(&value.iv),
             additional_data.as_bytes(),
-            &mut *buffer,
+            &mut buffer,
             GenericArray::from_slice(&value.tag),
         )
         .ok()?;

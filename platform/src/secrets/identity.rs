@@ -402,13 +402,12 @@ pub fn append_identity_to_key_file(
     file.write_all(entry.expose().as_bytes())
         .map_err(key_error)?;
     file.sync_all().map_err(key_error)?;
-    if !existed {
-        if let Some(parent) = path
+    if !existed
+        && let Some(parent) = path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            super::atomic::sync_dir(parent).map_err(key_error)?;
-        }
+    {
+        super::atomic::sync_dir(parent).map_err(key_error)?;
     }
     Ok(AppendOutcome::Added)
 }

@@ -298,6 +298,10 @@ pub fn edit_file(
     let temp = PlaintextFile::create(path, &temp_parent, &plaintext)?;
 
     let edited = {
+        // Signal handlers are process-wide: one edit session at a time.
+        let _session = EDIT_SESSION
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let signals = SignalGuard::install();
         let status = std::process::Command::new(&argv[0])
             .args(&argv[1..])
@@ -423,6 +427,9 @@ impl Drop for PlaintextFile {
         }
     }
 }
+
+/// Held while an editor runs, so concurrent edits in one process do not share handlers.
+static EDIT_SESSION: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The last termination signal received while a [`SignalGuard`] was installed (0: none).
 static RECEIVED_SIGNAL: AtomicI32 = AtomicI32::new(0);
