@@ -1,0 +1,419 @@
+//! The cryptography of a sops file: AES-256-GCM with sops' 32-byte nonces over each value
+//! (the key path, joined with `:` and ending in `:`, as additional data), random data keys,
+//! wrapping a data key for age recipients, and the MAC (SHA-512 over the plaintext values in
+//! document order, its uppercase hex encrypted with the data key and `lastmodified` as
+//! additional data).
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use aes_gcm::aead::consts::U32;
+use aes_gcm::aead::generic_array::GenericArray;
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aes::Aes256;
+use rand::RngCore;
+use serde_yaml_ng::{Mapping, Value};
+use sha2::{Digest, Sha512};
+use zeroize::Zeroizing;
+
+use super::SecretsError;
+use super::format::{AgeStanza, EncryptedValue, RuleMatcher};
+use super::identity::{Identities, Recipient};
+use super::tree::{SecretTree, SecretValue, ValueKind, number_value};
+use crate::sensitive::SecretString;
+
+/// sops uses 32-byte GCM nonces (`aes/cipher.go`), not the usual 12.
+pub const NONCE_LEN: usize = 32;
+pub const TAG_LEN: usize = 16;
+pub const DATA_KEY_LEN: usize = 32;
+
+type SopsAesGcm = aes_gcm::AesGcm<Aes256, U32>;
+
+/// `sops.MACOnlyEncryptedInitialization`: SHA-256 of "sops", fed first to the MAC when the
+/// file sets `mac_only_encrypted`.
+const MAC_ONLY_ENCRYPTED_INIT: [u8; 32] = [
+    0x8a, 0x3f, 0xd2, 0xad, 0x54, 0xce, 0x66, 0x52, 0x7b, 0x10, 0x34, 0xf3, 0xd1, 0x47, 0xbe, 0x0b,
+    0x0b, 0x97, 0x5b, 0x3b, 0xf4, 0x4f, 0x72, 0xc6, 0xfd, 0xad, 0xec, 0x81, 0x76, 0xf2, 0x7d, 0x69,
+];
+
+/// A 256-bit data key, wiped from memory when dropped.
+#[derive(Clone)]
+pub struct DataKey(Zeroizing<[u8; DATA_KEY_LEN]>);
+
+impl DataKey {
+    pub fn generate() -> DataKey {
+        let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        rand::rngs::OsRng.fill_bytes(key.as_mut());
+        DataKey(key)
+    }
+
+    fn cipher(&self) -> SopsAesGcm {
+        SopsAesGcm::new(GenericArray::from_slice(self.0.as_ref()))
+    }
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(")?;
+        f.write_str(crate::sensitive::REDACTED)?;
+        f.write_str(")")
+    }
+}
+
+/// Encrypts one value. `additional_data` is the key path in sops' form (`a:b:`).
+pub fn encrypt_value(
+    key: &DataKey,
+    kind: ValueKind,
+    plaintext: &[u8],
+    additional_data: &str,
+) -> EncryptedValue {
+    let mut iv = vec![0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut iv);
+    let mut buffer = plaintext.to_vec();
+    let tag = key
+        .cipher()
+        .encrypt_in_place_detached(
+            GenericArray::from_slice(&iv),
+            additional_data.as_bytes(),
+            &mut buffer,
+        )
+        // AES-GCM only fails on inputs of more than 64 GiB.
+        .expect("AES-GCM encryption of a value cannot fail");
+    EncryptedValue {
+        data: buffer,
+        iv,
+        tag: tag.to_vec(),
+        kind,
+    }
+}
+
+/// Decrypts one value; `None` when authentication fails (wrong key, tampered data, or the
+/// value was moved from another key path).
+pub fn decrypt_value(
+    key: &DataKey,
+    value: &EncryptedValue,
+    additional_data: &str,
+) -> Option<Zeroizing<Vec<u8>>> {
+    let mut buffer = Zeroizing::new(value.data.clone());
+    key.cipher()
+        .decrypt_in_place_detached(
+            GenericArray::from_slice(&value.iv),
+            additional_data.as_bytes(),
+            &mut buffer,
+            GenericArray::from_slice(&value.tag),
+        )
+        .ok()?;
+    Some(buffer)
+}
+
+/// The additional data sops binds a value to: its key path joined with `:`, plus `:`.
+pub fn key_path_additional_data(key_path: &[String]) -> String {
+    let mut out = key_path.join(":");
+    out.push(':');
+    out
+}
+
+/// The running MAC of a document.
+pub(crate) struct Mac {
+    hasher: Sha512,
+    only_encrypted: bool,
+}
+
+impl Mac {
+    pub(crate) fn new(only_encrypted: bool) -> Mac {
+        let mut hasher = Sha512::new();
+        if only_encrypted {
+            hasher.update(MAC_ONLY_ENCRYPTED_INIT);
+        }
+        Mac {
+            hasher,
+            only_encrypted,
+        }
+    }
+
+    pub(crate) fn add(&mut self, value: &SecretValue, encrypted: bool) {
+        if encrypted || !self.only_encrypted {
+            self.hasher.update(value.mac_bytes());
+        }
+    }
+
+    /// Uppercase hex of the SHA-512 digest, as sops' `fmt.Sprintf("%X", ...)`.
+    pub(crate) fn finish(self) -> String {
+        hex::encode_upper(self.hasher.finalize())
+    }
+}
+
+/// Encrypts a plaintext tree: returns the encrypted data mapping and the MAC (hex).
+pub(crate) fn encrypt_tree(
+    path: &Path,
+    tree: &SecretTree,
+    key: &DataKey,
+    matcher: &RuleMatcher,
+    mac_only_encrypted: bool,
+) -> Result<(Mapping, String), SecretsError> {
+    let SecretTree::Map(_) = tree else {
+        return Err(SecretsError::NotAMapping {
+            path: path.to_owned(),
+        });
+    };
+    let mut mac = Mac::new(mac_only_encrypted);
+    let value = encrypt_node(tree, &mut Vec::new(), key, matcher, &mut mac);
+    let Value::Mapping(mapping) = value else {
+        unreachable!("a map encrypts to a mapping")
+    };
+    Ok((mapping, mac.finish()))
+}
+
+fn encrypt_node(
+    node: &SecretTree,
+    key_path: &mut Vec<String>,
+    key: &DataKey,
+    matcher: &RuleMatcher,
+    mac: &mut Mac,
+) -> Value {
+    match node {
+        SecretTree::Map(entries) => Value::Mapping(
+            entries
+                .iter()
+                .map(|(name, child)| {
+                    key_path.push(name.clone());
+                    let value = encrypt_node(child, key_path, key, matcher, mac);
+                    key_path.pop();
+                    (Value::String(name.clone()), value)
+                })
+                .collect(),
+        ),
+        SecretTree::List(items) => Value::Sequence(
+            items
+                .iter()
+                .map(|item| encrypt_node(item, key_path, key, matcher, mac))
+                .collect(),
+        ),
+        SecretTree::Null => Value::Null,
+        SecretTree::Value(value) => {
+            let encrypted = matcher.should_encrypt(key_path);
+            mac.add(value, encrypted);
+            if !encrypted {
+                value.to_yaml()
+            } else if value.kind == ValueKind::Str && value.text().expose().is_empty() {
+                // sops leaves empty strings as they are (`aes.Cipher.Encrypt`).
+                Value::String(String::new())
+            } else {
+                // sops encrypts booleans as True/False, the Python version's spelling.
+                let plaintext = value.mac_bytes();
+                let aad = key_path_additional_data(key_path);
+                Value::String(encrypt_value(key, value.kind, plaintext, &aad).to_sops_string())
+            }
+        }
+    }
+}
+
+/// Decrypts the data of a document and verifies nothing but the values themselves; the caller
+/// compares the returned MAC with the stored one before using the tree.
+pub(crate) fn decrypt_tree(
+    path: &Path,
+    data: &Mapping,
+    key: &DataKey,
+    matcher: &RuleMatcher,
+    mac_only_encrypted: bool,
+) -> Result<(SecretTree, String), SecretsError> {
+    let mut mac = Mac::new(mac_only_encrypted);
+    // Values are decrypted in document order so the MAC sees them in that order.
+    let tree = decrypt_node(
+        path,
+        &Value::Mapping(data.clone()),
+        &mut Vec::new(),
+        key,
+        matcher,
+        &mut mac,
+    )?;
+    Ok((tree, mac.finish()))
+}
+
+fn decrypt_node(
+    path: &Path,
+    node: &Value,
+    key_path: &mut Vec<String>,
+    key: &DataKey,
+    matcher: &RuleMatcher,
+    mac: &mut Mac,
+) -> Result<SecretTree, SecretsError> {
+    let malformed = |key_path: &[String], reason: &str| SecretsError::MalformedValue {
+        path: path.to_owned(),
+        key_path: key_path.join("."),
+        reason: reason.to_owned(),
+    };
+    Ok(match node {
+        Value::Mapping(mapping) => {
+            let mut entries = Vec::with_capacity(mapping.len());
+            for (name, child) in mapping {
+                let Value::String(name) = name else {
+                    return Err(malformed(key_path, "a key is not a string"));
+                };
+                key_path.push(name.clone());
+                let child = decrypt_node(path, child, key_path, key, matcher, mac)?;
+                key_path.pop();
+                entries.push((name.clone(), child));
+            }
+            SecretTree::Map(entries)
+        }
+        Value::Sequence(items) => SecretTree::List(
+            items
+                .iter()
+                .map(|item| decrypt_node(path, item, key_path, key, matcher, mac))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Null => SecretTree::Null,
+        Value::Tagged(_) => return Err(malformed(key_path, "YAML tags are not supported")),
+        leaf => {
+            let encrypted = matcher.should_encrypt(key_path);
+            let value = if !encrypted {
+                match leaf {
+                    Value::Bool(b) => SecretValue::bool(*b),
+                    Value::Number(number) => number_value(path, number)?,
+                    Value::String(text) => SecretValue::string(SecretString::new(text.clone())),
+                    _ => unreachable!("collections are handled above"),
+                }
+            } else {
+                let Value::String(text) = leaf else {
+                    return Err(malformed(
+                        key_path,
+                        "the value should be encrypted but is stored in clear",
+                    ));
+                };
+                if text.is_empty() {
+                    SecretValue::string(SecretString::new(""))
+                } else {
+                    let encrypted_value = EncryptedValue::parse(text)
+                        .map_err(|reason| malformed(key_path, &reason))?;
+                    let aad = key_path_additional_data(key_path);
+                    let plaintext =
+                        decrypt_value(key, &encrypted_value, &aad).ok_or_else(|| {
+                            SecretsError::ValueAuthentication {
+                                path: path.to_owned(),
+                                key_path: key_path.join("."),
+                            }
+                        })?;
+                    let text = String::from_utf8(plaintext.to_vec())
+                        .map_err(|_| malformed(key_path, "the value is not UTF-8"))?;
+                    SecretValue::from_decrypted(encrypted_value.kind, text)
+                        .map_err(|reason| malformed(key_path, &reason))?
+                }
+            };
+            mac.add(&value, encrypted);
+            SecretTree::Value(value)
+        }
+    })
+}
+
+/// Encrypts the MAC (hex) with the data key, `lastmodified` as additional data.
+pub(crate) fn encrypt_mac(key: &DataKey, mac_hex: &str, last_modified: &str) -> String {
+    encrypt_value(key, ValueKind::Str, mac_hex.as_bytes(), last_modified).to_sops_string()
+}
+
+/// Decrypts the stored MAC; `None` when it fails authentication.
+pub(crate) fn decrypt_mac(key: &DataKey, stored: &str, last_modified: &str) -> Option<String> {
+    let value = EncryptedValue::parse(stored).ok()?;
+    let plaintext = decrypt_value(key, &value, last_modified)?;
+    String::from_utf8(plaintext.to_vec()).ok()
+}
+
+/// Wraps the data key for each recipient as an armored age file (one stanza per recipient,
+/// as sops does).
+pub(crate) fn wrap_data_key(key: &DataKey, recipients: &[Recipient]) -> Vec<AgeStanza> {
+    recipients
+        .iter()
+        .map(|recipient| {
+            let encryptor = age::Encryptor::with_recipients(std::iter::once(
+                recipient.age_recipient() as &dyn age::Recipient,
+            ))
+            .expect("one recipient is always enough for age");
+            let armored =
+                age::armor::ArmoredWriter::wrap_output(Vec::new(), age::armor::Format::AsciiArmor)
+                    .expect("writing to memory cannot fail");
+            let mut writer = encryptor
+                .wrap_output(armored)
+                .expect("writing to memory cannot fail");
+            writer
+                .write_all(key.0.as_ref())
+                .expect("writing to memory cannot fail");
+            let armored = writer.finish().expect("writing to memory cannot fail");
+            let bytes = armored.finish().expect("writing to memory cannot fail");
+            AgeStanza {
+                recipient: recipient.to_string(),
+                enc: String::from_utf8(bytes).expect("armored age output is ASCII"),
+            }
+        })
+        .collect()
+}
+
+/// Unwraps the data key with the first identity that matches a stanza.
+pub(crate) fn unwrap_data_key(
+    path: &Path,
+    stanzas: &[AgeStanza],
+    identities: &Identities,
+) -> Result<DataKey, SecretsError> {
+    let recipients = || stanzas.iter().map(|s| s.recipient.clone()).collect();
+    if identities.is_empty() {
+        return Err(SecretsError::NoIdentity {
+            path: path.to_owned(),
+            recipients: recipients(),
+            locations: identities.locations().to_vec(),
+        });
+    }
+    // Try the stanzas whose recipient we hold a key for first, then every stanza (a
+    // recipient string might be spelled differently from the key that decrypts it).
+    let held = identities.recipients();
+    let mut ordered: Vec<&AgeStanza> = stanzas
+        .iter()
+        .filter(|s| held.contains(&s.recipient))
+        .collect();
+    ordered.extend(stanzas.iter().filter(|s| !held.contains(&s.recipient)));
+    for stanza in ordered {
+        let reader = age::armor::ArmoredReader::new(stanza.enc.as_bytes());
+        let Ok(decryptor) = age::Decryptor::new(reader) else {
+            continue;
+        };
+        let Ok(mut stream) = decryptor.decrypt(identities.age_identities()) else {
+            continue;
+        };
+        let mut bytes = Zeroizing::new(Vec::new());
+        if stream.read_to_end(&mut bytes).is_err() {
+            continue;
+        }
+        if bytes.len() != DATA_KEY_LEN {
+            return Err(SecretsError::MalformedDataKey {
+                path: path.to_owned(),
+                recipient: stanza.recipient.clone(),
+            });
+        }
+        let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        key.copy_from_slice(&bytes);
+        return Ok(DataKey(key));
+    }
+    Err(SecretsError::WrongIdentity {
+        path: path.to_owned(),
+        recipients: recipients(),
+        available: held,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_only_decrypts_under_its_own_key_path() {
+        let key = DataKey::generate();
+        let encrypted = encrypt_value(&key, ValueKind::Str, b"canary-33d1", "db:password:");
+        let plain = decrypt_value(&key, &encrypted, "db:password:").unwrap();
+        assert_eq!(plain.as_slice(), b"canary-33d1");
+        assert!(decrypt_value(&key, &encrypted, "db:user:").is_none());
+        assert!(decrypt_value(&DataKey::generate(), &encrypted, "db:password:").is_none());
+    }
+
+    #[test]
+    fn data_key_debug_is_redacted() {
+        assert_eq!(format!("{:?}", DataKey::generate()), "DataKey((sensitive))");
+    }
+}

@@ -1,0 +1,822 @@
+//! The on-disk sops document: `ENC[AES256_GCM,data:...,iv:...,tag:...,type:...]` values, the
+//! `sops:` metadata block (age recipients with their wrapped data keys, `lastmodified`, `mac`,
+//! the encryption rule, `version`), and a YAML emitter that writes sops' layout (four-space
+//! indents, lists indented under their key, armored keys as literal blocks) so our files diff
+//! cleanly against files written by sops. Parsing and checking need no key.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_yaml_ng::{Mapping, Value};
+
+use super::SecretsError;
+use super::tree::ValueKind;
+
+/// The key of the metadata block at the top level of a sops document.
+pub const SOPS_METADATA_KEY: &str = "sops";
+
+/// The sops release whose file format we write (`version:`); sops 3.x reads it.
+pub const SOPS_FORMAT_VERSION: &str = "3.7.3";
+
+/// The suffix sops leaves unencrypted when a file names no rule.
+pub const DEFAULT_UNENCRYPTED_SUFFIX: &str = "_unencrypted";
+
+/// One encrypted value, decoded from its `ENC[...]` text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptedValue {
+    pub data: Vec<u8>,
+    pub iv: Vec<u8>,
+    pub tag: Vec<u8>,
+    pub kind: ValueKind,
+}
+
+impl EncryptedValue {
+    /// Parses `ENC[AES256_GCM,data:...,iv:...,tag:...,type:...]`; the error says what is wrong
+    /// without echoing the value.
+    pub fn parse(text: &str) -> Result<EncryptedValue, String> {
+        let inner = text
+            .strip_prefix("ENC[AES256_GCM,")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .ok_or_else(|| "not an ENC[AES256_GCM,...] value".to_owned())?;
+        let mut fields = [None; 4];
+        for part in inner.split(',') {
+            let (name, content) = part
+                .split_once(':')
+                .ok_or_else(|| "a field of the ENC[...] value has no name".to_owned())?;
+            let slot = match name {
+                "data" => 0,
+                "iv" => 1,
+                "tag" => 2,
+                "type" => 3,
+                _ => return Err(format!("unknown field `{name}` in ENC[...] value")),
+            };
+            fields[slot] = Some(content);
+        }
+        let [Some(data), Some(iv), Some(tag), Some(kind)] = fields else {
+            return Err("the ENC[...] value lacks one of data, iv, tag, type".to_owned());
+        };
+        let decode = |field: &str, content: &str| {
+            BASE64
+                .decode(content)
+                .map_err(|_| format!("the {field} field is not valid base64"))
+        };
+        let value = EncryptedValue {
+            data: decode("data", data)?,
+            iv: decode("iv", iv)?,
+            tag: decode("tag", tag)?,
+            kind: ValueKind::from_sops_name(kind)
+                .ok_or_else(|| format!("unsupported value type `{kind}`"))?,
+        };
+        if value.iv.len() != super::crypto::NONCE_LEN {
+            return Err(format!(
+                "the iv has {} bytes, expected {}",
+                value.iv.len(),
+                super::crypto::NONCE_LEN
+            ));
+        }
+        if value.tag.len() != super::crypto::TAG_LEN {
+            return Err(format!(
+                "the tag has {} bytes, expected {}",
+                value.tag.len(),
+                super::crypto::TAG_LEN
+            ));
+        }
+        Ok(value)
+    }
+
+    pub fn to_sops_string(&self) -> String {
+        format!(
+            "ENC[AES256_GCM,data:{},iv:{},tag:{},type:{}]",
+            BASE64.encode(&self.data),
+            BASE64.encode(&self.iv),
+            BASE64.encode(&self.tag),
+            self.kind.sops_name()
+        )
+    }
+}
+
+/// The data key wrapped for one age recipient (an armored age file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgeStanza {
+    pub recipient: String,
+    pub enc: String,
+}
+
+/// Which values a file leaves in clear. sops allows exactly one rule per file; a file naming
+/// none behaves as `unencrypted_suffix: _unencrypted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncryptionRule {
+    UnencryptedSuffix(String),
+    EncryptedSuffix(String),
+    UnencryptedRegex(String),
+    EncryptedRegex(String),
+}
+
+impl Default for EncryptionRule {
+    fn default() -> EncryptionRule {
+        EncryptionRule::UnencryptedSuffix(DEFAULT_UNENCRYPTED_SUFFIX.to_owned())
+    }
+}
+
+impl EncryptionRule {
+    fn field_name(&self) -> &'static str {
+        match self {
+            EncryptionRule::UnencryptedSuffix(_) => "unencrypted_suffix",
+            EncryptionRule::EncryptedSuffix(_) => "encrypted_suffix",
+            EncryptionRule::UnencryptedRegex(_) => "unencrypted_regex",
+            EncryptionRule::EncryptedRegex(_) => "encrypted_regex",
+        }
+    }
+
+    fn field_value(&self) -> &str {
+        match self {
+            EncryptionRule::UnencryptedSuffix(text)
+            | EncryptionRule::EncryptedSuffix(text)
+            | EncryptionRule::UnencryptedRegex(text)
+            | EncryptionRule::EncryptedRegex(text) => text,
+        }
+    }
+
+    /// Compiles the rule into a matcher (`sops.Tree.shouldBeEncrypted`).
+    pub(crate) fn matcher(&self, path: &Path) -> Result<RuleMatcher, SecretsError> {
+        let regex = |pattern: &str| {
+            regex::Regex::new(pattern).map_err(|_| SecretsError::NotSops {
+                path: path.to_owned(),
+                reason: format!("`{}` is not a valid regular expression", self.field_name()),
+            })
+        };
+        Ok(match self {
+            EncryptionRule::UnencryptedSuffix(s) => RuleMatcher::UnencryptedSuffix(s.clone()),
+            EncryptionRule::EncryptedSuffix(s) => RuleMatcher::EncryptedSuffix(s.clone()),
+            EncryptionRule::UnencryptedRegex(r) => RuleMatcher::UnencryptedRegex(regex(r)?),
+            EncryptionRule::EncryptedRegex(r) => RuleMatcher::EncryptedRegex(regex(r)?),
+        })
+    }
+}
+
+/// A compiled [`EncryptionRule`].
+#[derive(Debug, Clone)]
+pub(crate) enum RuleMatcher {
+    UnencryptedSuffix(String),
+    EncryptedSuffix(String),
+    UnencryptedRegex(regex::Regex),
+    EncryptedRegex(regex::Regex),
+}
+
+impl RuleMatcher {
+    /// Whether the value at this key path is encrypted: a rule matches when any component of
+    /// the path matches it, as in sops.
+    pub(crate) fn should_encrypt(&self, key_path: &[String]) -> bool {
+        match self {
+            RuleMatcher::UnencryptedSuffix(suffix) => {
+                !key_path.iter().any(|key| key.ends_with(suffix.as_str()))
+            }
+            RuleMatcher::EncryptedSuffix(suffix) => {
+                key_path.iter().any(|key| key.ends_with(suffix.as_str()))
+            }
+            RuleMatcher::UnencryptedRegex(regex) => !key_path.iter().any(|key| regex.is_match(key)),
+            RuleMatcher::EncryptedRegex(regex) => key_path.iter().any(|key| regex.is_match(key)),
+        }
+    }
+}
+
+/// The `sops:` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    pub age: Vec<AgeStanza>,
+    pub last_modified: String,
+    pub mac: String,
+    pub version: String,
+    pub rule: EncryptionRule,
+    pub mac_only_encrypted: bool,
+    /// Names of non-age key groups that hold keys (kms, pgp, ...): readable with age, but we
+    /// cannot re-wrap the data key for them, so rewriting such a file is refused.
+    pub other_key_groups: Vec<String>,
+}
+
+/// A parsed, still encrypted, document: the data (without the `sops` key) and the metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub data: Mapping,
+    pub metadata: Metadata,
+}
+
+/// What can be learned from a secrets file without any key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSummary {
+    pub path: PathBuf,
+    /// The age recipients the data key is wrapped for, in file order.
+    pub recipients: Vec<String>,
+    /// Dotted key paths of every leaf, in document order.
+    pub key_paths: Vec<String>,
+    /// The subset of `key_paths` stored in clear by the encryption rule.
+    pub plaintext_key_paths: Vec<String>,
+    pub rule: EncryptionRule,
+    pub last_modified: String,
+    pub version: String,
+}
+
+/// Reads a file and checks it is well-formed sops without decrypting it.
+pub fn inspect_file(path: &Path) -> Result<FileSummary, SecretsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecretsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    inspect_document(path, &text)
+}
+
+/// [`inspect_file`] on text already read; `path` names it in errors.
+pub fn inspect_document(path: &Path, text: &str) -> Result<FileSummary, SecretsError> {
+    let document = parse_document(path, text)?;
+    let matcher = document.metadata.rule.matcher(path)?;
+    EncryptedValue::parse(&document.metadata.mac).map_err(|reason| SecretsError::NotSops {
+        path: path.to_owned(),
+        reason: format!("the `mac` is malformed: {reason}"),
+    })?;
+    let mut key_paths = Vec::new();
+    let mut plaintext_key_paths = Vec::new();
+    walk_leaves(
+        &Value::Mapping(document.data.clone()),
+        &mut Vec::new(),
+        &mut |key_path, leaf| {
+            let dotted = key_path.join(".");
+            let encrypted = matcher.should_encrypt(key_path);
+            if encrypted {
+                match leaf {
+                    Value::String(text) if text.is_empty() => {}
+                    Value::String(text) => {
+                        EncryptedValue::parse(text).map_err(|reason| {
+                            SecretsError::MalformedValue {
+                                path: path.to_owned(),
+                                key_path: dotted.clone(),
+                                reason,
+                            }
+                        })?;
+                    }
+                    _ => {
+                        return Err(SecretsError::MalformedValue {
+                            path: path.to_owned(),
+                            key_path: dotted,
+                            reason: "the value should be encrypted but is stored in clear"
+                                .to_owned(),
+                        });
+                    }
+                }
+            } else if !plaintext_key_paths.contains(&dotted) {
+                plaintext_key_paths.push(dotted.clone());
+            }
+            if !key_paths.contains(&dotted) {
+                key_paths.push(dotted);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(FileSummary {
+        path: path.to_owned(),
+        recipients: document
+            .metadata
+            .age
+            .iter()
+            .map(|stanza| stanza.recipient.clone())
+            .collect(),
+        key_paths,
+        plaintext_key_paths,
+        rule: document.metadata.rule,
+        last_modified: document.metadata.last_modified,
+        version: document.metadata.version,
+    })
+}
+
+/// Visits every non-null leaf in document order with its key path (list items keep their
+/// list's path, as in sops). Keys must be strings.
+pub(crate) fn walk_leaves<F>(
+    value: &Value,
+    key_path: &mut Vec<String>,
+    visit: &mut F,
+) -> Result<(), SecretsError>
+where
+    F: FnMut(&[String], &Value) -> Result<(), SecretsError>,
+{
+    match value {
+        Value::Mapping(mapping) => {
+            for (key, child) in mapping {
+                key_path.push(key_string(key));
+                walk_leaves(child, key_path, visit)?;
+                key_path.pop();
+            }
+            Ok(())
+        }
+        Value::Sequence(items) => {
+            for item in items {
+                walk_leaves(item, key_path, visit)?;
+            }
+            Ok(())
+        }
+        Value::Null => Ok(()),
+        leaf => visit(key_path, leaf),
+    }
+}
+
+/// A key as text; non-string keys are rejected when parsing, so this is only a fallback.
+pub(crate) fn key_string(key: &Value) -> String {
+    match key {
+        Value::String(text) => text.clone(),
+        other => emit_scalar(other, 0),
+    }
+}
+
+/// Parses an encrypted sops YAML document.
+pub fn parse_document(path: &Path, text: &str) -> Result<Document, SecretsError> {
+    let value: Value = serde_yaml_ng::from_str(text).map_err(|error| {
+        let (line, column) = yaml_error_location(&error);
+        SecretsError::InvalidYaml {
+            path: path.to_owned(),
+            line,
+            column,
+        }
+    })?;
+    let not_sops = |reason: &str| SecretsError::NotSops {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let Value::Mapping(mut data) = value else {
+        return Err(not_sops("the document is not a mapping"));
+    };
+    let metadata = data
+        .shift_remove(SOPS_METADATA_KEY)
+        .ok_or_else(|| not_sops("it has no `sops` metadata block"))?;
+    let Value::Mapping(metadata) = metadata else {
+        return Err(not_sops("the `sops` block is not a mapping"));
+    };
+    check_string_keys(path, &Value::Mapping(data.clone()))?;
+    Ok(Document {
+        data,
+        metadata: parse_metadata(path, &metadata)?,
+    })
+}
+
+fn check_string_keys(path: &Path, value: &Value) -> Result<(), SecretsError> {
+    match value {
+        Value::Mapping(mapping) => {
+            for (key, child) in mapping {
+                if !matches!(key, Value::String(_)) {
+                    return Err(SecretsError::UnsupportedValue {
+                        path: path.to_owned(),
+                        reason: "only string keys are supported (as in sops)".to_owned(),
+                    });
+                }
+                check_string_keys(path, child)?;
+            }
+            Ok(())
+        }
+        Value::Sequence(items) => items
+            .iter()
+            .try_for_each(|item| check_string_keys(path, item)),
+        Value::Tagged(_) => Err(SecretsError::UnsupportedValue {
+            path: path.to_owned(),
+            reason: "YAML tags (`!tag`) are not supported".to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn parse_metadata(path: &Path, block: &Mapping) -> Result<Metadata, SecretsError> {
+    let not_sops = |reason: String| SecretsError::NotSops {
+        path: path.to_owned(),
+        reason,
+    };
+    let unsupported = |feature: &str| SecretsError::Unsupported {
+        path: path.to_owned(),
+        feature: feature.to_owned(),
+    };
+    let string_field = |name: &str| -> Result<Option<String>, SecretsError> {
+        match block.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(Value::Number(number)) => Ok(Some(number.to_string())),
+            Some(_) => Err(not_sops(format!("`sops.{name}` is not a string"))),
+        }
+    };
+    let non_empty_list = |name: &str| match block.get(name) {
+        Some(Value::Sequence(items)) => !items.is_empty(),
+        _ => false,
+    };
+
+    if non_empty_list("key_groups") {
+        return Err(unsupported("key_groups (Shamir secret sharing)"));
+    }
+    for name in ["encrypted_comment_regex", "unencrypted_comment_regex"] {
+        if string_field(name)?.is_some_and(|value| !value.is_empty()) {
+            return Err(unsupported(name));
+        }
+    }
+    let other_key_groups = ["kms", "gcp_kms", "azure_kv", "hc_vault", "pgp"]
+        .into_iter()
+        .filter(|name| non_empty_list(name))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+
+    let mut age = Vec::new();
+    match block.get("age") {
+        None | Some(Value::Null) => {}
+        Some(Value::Sequence(items)) => {
+            for item in items {
+                let field = |name: &str| match item.get(name) {
+                    Some(Value::String(text)) => Ok(text.clone()),
+                    _ => Err(not_sops(format!(
+                        "an entry of `sops.age` has no string `{name}`"
+                    ))),
+                };
+                age.push(AgeStanza {
+                    recipient: field("recipient")?.trim().to_owned(),
+                    enc: field("enc")?,
+                });
+            }
+        }
+        Some(_) => return Err(not_sops("`sops.age` is not a list".to_owned())),
+    }
+    if age.is_empty() {
+        return Err(if other_key_groups.is_empty() {
+            not_sops("no keys found in the `sops` block".to_owned())
+        } else {
+            unsupported(&format!(
+                "data key wrapped only for {} (no age recipient)",
+                other_key_groups.join(", ")
+            ))
+        });
+    }
+
+    let mut rules = Vec::new();
+    for (name, make) in [
+        (
+            "unencrypted_suffix",
+            EncryptionRule::UnencryptedSuffix as fn(String) -> EncryptionRule,
+        ),
+        ("encrypted_suffix", EncryptionRule::EncryptedSuffix),
+        ("unencrypted_regex", EncryptionRule::UnencryptedRegex),
+        ("encrypted_regex", EncryptionRule::EncryptedRegex),
+    ] {
+        if let Some(value) = string_field(name)?.filter(|value| !value.is_empty()) {
+            rules.push(make(value));
+        }
+    }
+    if rules.len() > 1 {
+        return Err(not_sops(
+            "it names more than one of encrypted_suffix, unencrypted_suffix, encrypted_regex, unencrypted_regex"
+                .to_owned(),
+        ));
+    }
+    let last_modified = string_field("lastmodified")?
+        .ok_or_else(|| not_sops("`sops.lastmodified` is missing".to_owned()))?;
+    time::OffsetDateTime::parse(
+        &last_modified,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_err(|_| not_sops("`sops.lastmodified` is not an RFC 3339 time".to_owned()))?;
+    Ok(Metadata {
+        age,
+        last_modified,
+        mac: string_field("mac")?.ok_or_else(|| not_sops("`sops.mac` is missing".to_owned()))?,
+        version: string_field("version")?.unwrap_or_default(),
+        rule: rules.pop().unwrap_or_default(),
+        mac_only_encrypted: matches!(block.get("mac_only_encrypted"), Some(Value::Bool(true))),
+        other_key_groups,
+    })
+}
+
+/// The document as YAML text, with the `sops` block last and its fields in sops 3.7's order
+/// (including the empty key-group lists sops writes).
+pub fn emit_document(document: &Document) -> String {
+    let metadata = &document.metadata;
+    let mut block = Mapping::new();
+    for name in ["kms", "gcp_kms", "azure_kv", "hc_vault"] {
+        block.insert(name.into(), Value::Sequence(Vec::new()));
+    }
+    block.insert(
+        "age".into(),
+        Value::Sequence(
+            metadata
+                .age
+                .iter()
+                .map(|stanza| {
+                    let mut entry = Mapping::new();
+                    entry.insert("recipient".into(), stanza.recipient.clone().into());
+                    entry.insert("enc".into(), stanza.enc.clone().into());
+                    Value::Mapping(entry)
+                })
+                .collect(),
+        ),
+    );
+    block.insert("lastmodified".into(), metadata.last_modified.clone().into());
+    block.insert("mac".into(), metadata.mac.clone().into());
+    block.insert("pgp".into(), Value::Sequence(Vec::new()));
+    block.insert(
+        metadata.rule.field_name().into(),
+        metadata.rule.field_value().into(),
+    );
+    if metadata.mac_only_encrypted {
+        block.insert("mac_only_encrypted".into(), true.into());
+    }
+    block.insert("version".into(), metadata.version.clone().into());
+
+    let mut whole = document.data.clone();
+    whole.insert(SOPS_METADATA_KEY.into(), Value::Mapping(block));
+    emit_yaml(&Value::Mapping(whole))
+}
+
+/// Line and column (1-based) of a YAML error; the error's own message is not used because it
+/// may quote the offending (secret) text.
+pub(crate) fn yaml_error_location(error: &serde_yaml_ng::Error) -> (usize, usize) {
+    error
+        .location()
+        .map(|location| (location.line(), location.column()))
+        .unwrap_or((0, 0))
+}
+
+/// Writes a YAML value in sops' layout (yaml.v3 with a four-space indent).
+pub(crate) fn emit_yaml(value: &Value) -> String {
+    let mut out = String::new();
+    match value {
+        Value::Mapping(mapping) if !mapping.is_empty() => emit_mapping(&mut out, mapping, 0, false),
+        Value::Sequence(items) if !items.is_empty() => emit_sequence(&mut out, items, 0, false),
+        other => {
+            out.push_str(&emit_scalar(other, 0));
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn push_indent(out: &mut String, indent: usize) {
+    out.extend(std::iter::repeat_n(' ', indent));
+}
+
+fn emit_mapping(out: &mut String, mapping: &Mapping, indent: usize, first_inline: bool) {
+    for (position, (key, value)) in mapping.iter().enumerate() {
+        if position > 0 || !first_inline {
+            push_indent(out, indent);
+        }
+        let key_text = match key {
+            Value::String(text) => emit_string(text, indent, false),
+            other => emit_scalar(other, indent),
+        };
+        out.push_str(&key_text);
+        out.push(':');
+        match value {
+            Value::Mapping(child) if !child.is_empty() => {
+                out.push('\n');
+                emit_mapping(out, child, indent + 4, false);
+            }
+            Value::Sequence(items) if !items.is_empty() => {
+                out.push('\n');
+                emit_sequence(out, items, indent + 4, false);
+            }
+            leaf => {
+                out.push(' ');
+                out.push_str(&emit_scalar(leaf, indent + 4));
+                if !out.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+    }
+}
+
+fn emit_sequence(out: &mut String, items: &[Value], indent: usize, first_inline: bool) {
+    for (position, item) in items.iter().enumerate() {
+        if position > 0 || !first_inline {
+            push_indent(out, indent);
+        }
+        out.push_str("- ");
+        match item {
+            Value::Mapping(child) if !child.is_empty() => {
+                emit_mapping(out, child, indent + 2, true)
+            }
+            Value::Sequence(child) if !child.is_empty() => {
+                emit_sequence(out, child, indent + 2, true)
+            }
+            leaf => {
+                out.push_str(&emit_scalar(leaf, indent + 2));
+                if !out.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+    }
+}
+
+/// A scalar (or empty collection) as YAML; block literals end with a newline, everything
+/// else does not. `block_indent` is the indentation of a literal block's lines.
+fn emit_scalar(value: &Value, block_indent: usize) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(number) => {
+            if let Some(int) = number.as_i64() {
+                int.to_string()
+            } else if let Some(unsigned) = number.as_u64() {
+                unsigned.to_string()
+            } else {
+                let float = number.as_f64().unwrap_or(0.0);
+                if float.is_nan() {
+                    ".nan".to_owned()
+                } else if float.is_infinite() {
+                    if float > 0.0 { ".inf" } else { "-.inf" }.to_owned()
+                } else {
+                    // Keep a float a float when read back.
+                    let text = format!("{float}");
+                    if text.contains('.') {
+                        text
+                    } else {
+                        format!("{text}.0")
+                    }
+                }
+            }
+        }
+        Value::String(text) => emit_string(text, block_indent, true),
+        Value::Sequence(_) => "[]".to_owned(),
+        Value::Mapping(_) => "{}".to_owned(),
+        Value::Tagged(tagged) => emit_scalar(&tagged.value, block_indent),
+    }
+}
+
+fn emit_string(text: &str, block_indent: usize, allow_block: bool) -> String {
+    if is_plain_safe(text) {
+        text.to_owned()
+    } else if allow_block && is_literal_block_safe(text) {
+        literal_block(text, block_indent)
+    } else {
+        double_quoted(text)
+    }
+}
+
+/// Whether a string can be written as a plain scalar and read back as the same string, by
+/// serde_yaml_ng and by Go's yaml.v3 (so anything that could resolve to another type, a
+/// number, a date, a YAML 1.1 boolean, is quoted).
+fn is_plain_safe(text: &str) -> bool {
+    let Some(first) = text.chars().next() else {
+        return false;
+    };
+    if text.trim() != text
+        || "-?:,[]{}#&*!|>'\"%@`.+~".contains(first)
+        || first.is_ascii_digit()
+        || text.contains(": ")
+        || text.contains(" #")
+        || text.ends_with(':')
+        || text
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}'))
+    {
+        return false;
+    }
+    let lower = text.to_ascii_lowercase();
+    if [
+        "null", "true", "false", "yes", "no", "on", "off", "y", "n", "nan", "inf",
+    ]
+    .contains(&lower.as_str())
+    {
+        return false;
+    }
+    matches!(serde_yaml_ng::from_str::<Value>(text), Ok(Value::String(back)) if back == text)
+}
+
+fn is_literal_block_safe(text: &str) -> bool {
+    let body = text.trim_end_matches('\n');
+    text.contains('\n')
+        && !body.is_empty()
+        && !body.starts_with(' ')
+        && !body.starts_with('\t')
+        && !text
+            .chars()
+            .any(|c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{feff}')
+        && body
+            .split('\n')
+            .all(|line| line.is_empty() || !line.trim_matches(' ').is_empty())
+        && !body
+            .split('\n')
+            .any(|line| line.ends_with(' ') || line.ends_with('\t'))
+}
+
+fn literal_block(text: &str, indent: usize) -> String {
+    let body = text.trim_end_matches('\n');
+    let trailing = text.len() - body.len();
+    let mut out = String::from(match trailing {
+        0 => "|-",
+        1 => "|",
+        _ => "|+",
+    });
+    out.push('\n');
+    for line in body.split('\n') {
+        if !line.is_empty() {
+            push_indent(&mut out, indent);
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    for _ in 1..trailing {
+        out.push('\n');
+    }
+    out
+}
+
+fn double_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\0' => out.push_str("\\0"),
+            c if c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}') => {
+                let code = c as u32;
+                if code <= 0xff {
+                    out.push_str(&format!("\\x{code:02X}"));
+                } else {
+                    out.push_str(&format!("\\u{code:04X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(text: &str) {
+        let mut mapping = Mapping::new();
+        mapping.insert("k".into(), text.into());
+        let yaml = emit_yaml(&Value::Mapping(mapping.clone()));
+        let back: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(back, Value::Mapping(mapping), "emitted:\n{yaml}");
+    }
+
+    #[test]
+    fn strings_read_back_as_the_same_strings() {
+        for text in [
+            "plain",
+            "",
+            " leading",
+            "trailing ",
+            "123",
+            "1.5",
+            "true",
+            "yes",
+            "null",
+            "~",
+            "2021-04-06T09:07:05Z",
+            "a: b",
+            "a #b",
+            "- x",
+            "[x]",
+            "{x}",
+            "'q'",
+            "\"q\"",
+            "line1\nline2",
+            "line1\nline2\n",
+            "line1\n\n",
+            "\n",
+            "  indented\nx",
+            "tab\there",
+            "bell\u{7}",
+            "é ünïcode",
+            "ENC[AES256_GCM,data:abc=,iv:def+/=,tag:g==,type:str]",
+            "x\n \ny",
+            "trailing space \nnext",
+        ] {
+            round_trip(text);
+        }
+    }
+
+    #[test]
+    fn layout_matches_sops_indentation() {
+        let value: Value = serde_yaml_ng::from_str(
+            "a:\n  b: 1\n  c: [x, {d: 2, e: 3}]\nf: {}\ng: []\nh: 1.0\ni: \"x\\ny\\n\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            emit_yaml(&value),
+            "a:\n    b: 1\n    c:\n        - x\n        - d: 2\n          e: 3\nf: {}\ng: []\nh: 1.0\ni: |\n    x\n    y\n"
+        );
+    }
+
+    #[test]
+    fn enc_values_parse_and_print_back() {
+        let text = "ENC[AES256_GCM,data:RwzrBF8wy16SpfbQoeADeKyz,iv:DuJce2Ebx1Y49DaLCOJ74OOkgiv21roxhz/sZqKCSSs=,tag:Gg9XHapZI5q+rvtgeY6nrg==,type:str]";
+        let value = EncryptedValue::parse(text).unwrap();
+        assert_eq!(value.kind, ValueKind::Str);
+        assert_eq!(value.iv.len(), 32);
+        assert_eq!(value.to_sops_string(), text);
+        assert!(EncryptedValue::parse("ENC[AES256_GCM,data:a,iv:b,tag:c]").is_err());
+        assert!(EncryptedValue::parse("plain").is_err());
+    }
+}

@@ -1,0 +1,306 @@
+//! `edit` with fake editors (shell scripts), key files, and interop with the `age` CLI.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use platform::secrets::{
+    AppendOutcome, EditOptions, EditOutcome, Identities, IdentitySources, SecretTree, SecretsError,
+    append_identity_to_key_file, create_file, decrypt_file, edit_file, generate_identity,
+    load_identities, parse_recipients,
+};
+use platform::sensitive::SecretString;
+
+const CANARY: &str = "canary-edit-4b7e";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    identities: Identities,
+    temp_parent: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = generate_identity();
+    let identities = Identities::from_key_text("test", &generated.key_file_entry()).unwrap();
+    let path = dir.path().join("secrets.enc.yaml");
+    let tree = SecretTree::from_yaml(
+        Path::new("t"),
+        &format!("db:\n  password: {CANARY}\n  user: app\n"),
+    )
+    .unwrap();
+    let recipients = parse_recipients(&[generated.recipient.to_string()]).unwrap();
+    create_file(&path, &recipients, &tree).unwrap();
+    let temp_parent = dir.path().join("tmp");
+    std::fs::create_dir(&temp_parent).unwrap();
+    Setup {
+        dir,
+        path,
+        identities,
+        temp_parent,
+    }
+}
+
+/// Writes an executable editor script; `$1` is the file to edit.
+fn editor(setup: &Setup, name: &str, body: &str) -> String {
+    let script = setup.dir.path().join(name);
+    std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script.display().to_string()
+}
+
+fn run_edit(setup: &Setup, editor: String) -> Result<EditOutcome, SecretsError> {
+    edit_file(
+        &setup.path,
+        &setup.identities,
+        &EditOptions {
+            editor,
+            temp_parent: Some(setup.temp_parent.clone()),
+        },
+    )
+}
+
+fn assert_temp_parent_empty(setup: &Setup) {
+    let left: Vec<_> = std::fs::read_dir(&setup.temp_parent)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+}
+
+#[test]
+fn unchanged_content_leaves_the_file_byte_identical() {
+    let setup = setup();
+    let before = std::fs::read(&setup.path).unwrap();
+    let outcome = run_edit(&setup, editor(&setup, "noop.sh", "exit 0")).unwrap();
+    assert_eq!(outcome, EditOutcome::Unchanged);
+    assert_eq!(std::fs::read(&setup.path).unwrap(), before);
+    assert_temp_parent_empty(&setup);
+}
+
+#[test]
+fn an_edit_is_re_encrypted_and_the_temp_file_is_gone() {
+    let setup = setup();
+    let seen = setup.dir.path().join("seen-mode");
+    let script = editor(
+        &setup,
+        "edit.sh",
+        &format!(
+            "stat -c %a \"$1\" > {seen}\nstat -c %a \"$(dirname \"$1\")\" >> {seen}\n\
+             sed -i 's/user: app/user: admin/' \"$1\"",
+            seen = seen.display()
+        ),
+    );
+    assert_eq!(run_edit(&setup, script).unwrap(), EditOutcome::Updated);
+    let tree = decrypt_file(&setup.path, &setup.identities).unwrap();
+    assert_eq!(tree.get("db.user").unwrap().text().expose(), "admin");
+    assert_eq!(tree.get("db.password").unwrap().text().expose(), CANARY);
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "600\n700\n");
+    assert!(
+        !std::fs::read_to_string(&setup.path)
+            .unwrap()
+            .contains(CANARY)
+    );
+    assert_temp_parent_empty(&setup);
+}
+
+#[test]
+fn invalid_yaml_keeps_the_original() {
+    let setup = setup();
+    let before = std::fs::read(&setup.path).unwrap();
+    let script = editor(&setup, "bad.sh", "printf 'db: [\\n  oops: {\\n' > \"$1\"");
+    let error = run_edit(&setup, script).unwrap_err();
+    assert!(
+        matches!(error, SecretsError::EditedYamlInvalid { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("secrets.enc.yaml"));
+    assert_eq!(std::fs::read(&setup.path).unwrap(), before);
+    assert_temp_parent_empty(&setup);
+}
+
+#[test]
+fn a_top_level_that_is_not_a_mapping_keeps_the_original() {
+    let setup = setup();
+    let before = std::fs::read(&setup.path).unwrap();
+    let script = editor(&setup, "list.sh", "printf -- '- a\\n- b\\n' > \"$1\"");
+    let error = run_edit(&setup, script).unwrap_err();
+    assert!(matches!(error, SecretsError::NotAMapping { .. }), "{error}");
+    assert_eq!(std::fs::read(&setup.path).unwrap(), before);
+}
+
+#[test]
+fn editor_failure_keeps_the_original() {
+    let setup = setup();
+    let before = std::fs::read(&setup.path).unwrap();
+    let script = editor(&setup, "fail.sh", "echo 'x: 1' > \"$1\"; exit 3");
+    let error = run_edit(&setup, script).unwrap_err();
+    assert!(
+        matches!(error, SecretsError::EditorFailed { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("exit status: 3"), "{error}");
+    assert_eq!(std::fs::read(&setup.path).unwrap(), before);
+    assert_temp_parent_empty(&setup);
+}
+
+#[test]
+fn a_missing_editor_is_reported_and_leaves_nothing_behind() {
+    let setup = setup();
+    let error = run_edit(&setup, "/nonexistent/editor-9f".to_owned()).unwrap_err();
+    assert!(matches!(error, SecretsError::EditorSpawn { .. }), "{error}");
+    assert_temp_parent_empty(&setup);
+}
+
+#[test]
+fn sigint_during_the_editor_keeps_the_original_and_removes_the_plaintext() {
+    let setup = setup();
+    let before = std::fs::read(&setup.path).unwrap();
+    // The editor changes the file, then the user presses Ctrl-C: the terminal sends SIGINT to
+    // the foreground process group (here: to this process, which must survive it).
+    let script = editor(
+        &setup,
+        "interrupt.sh",
+        "sed -i 's/user: app/user: evil/' \"$1\"; kill -INT $PPID",
+    );
+    let error = run_edit(&setup, script).unwrap_err();
+    assert!(
+        matches!(error, SecretsError::EditInterrupted { .. }),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&setup.path).unwrap(), before);
+    assert_temp_parent_empty(&setup);
+}
+
+#[test]
+fn editor_arguments_are_kept_and_the_canary_never_reaches_the_temp_dir_afterwards() {
+    let setup = setup();
+    let args = setup.dir.path().join("args");
+    let script = editor(
+        &setup,
+        "args.sh",
+        &format!("echo \"$@\" > {}; exit 0", args.display()),
+    );
+    run_edit(&setup, format!("{script} --wait")).unwrap();
+    let recorded = std::fs::read_to_string(&args).unwrap();
+    assert!(recorded.starts_with("--wait "), "{recorded}");
+    assert!(!recorded.contains(CANARY));
+    assert_temp_parent_empty(&setup);
+}
+
+fn age_binaries_present() -> bool {
+    let present = Command::new("age").arg("--version").output().is_ok()
+        && Command::new("age-keygen").arg("--version").output().is_ok();
+    if !present {
+        eprintln!("notice: skipping: the `age` and `age-keygen` binaries are not installed");
+    }
+    present
+}
+
+#[test]
+fn a_key_file_we_write_decrypts_with_the_age_cli() {
+    if !age_binaries_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("config/sops/age/keys.txt");
+    let generated = generate_identity();
+    assert_eq!(
+        append_identity_to_key_file(&key_file, &generated.secret_key).unwrap(),
+        AppendOutcome::Added
+    );
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let message = dir.path().join("msg.txt");
+    std::fs::write(&message, "hello from age\n").unwrap();
+    let encrypted = dir.path().join("msg.age");
+    let status = Command::new("age")
+        .args(["-r", generated.recipient.as_str(), "-o"])
+        .arg(&encrypted)
+        .arg(&message)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&key_file)
+        .arg(&encrypted)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.stdout, b"hello from age\n");
+}
+
+#[test]
+fn a_key_generated_by_age_keygen_loads_through_sops_key_file_variable() {
+    if !age_binaries_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("keys.txt");
+    let output = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    let public = text
+        .lines()
+        .find_map(|line| line.strip_prefix("# public key: "))
+        .unwrap()
+        .to_owned();
+    let identities = load_identities(&IdentitySources {
+        key_file: Some(key_file.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(identities.recipients(), std::slice::from_ref(&public));
+    // And a file encrypted for it opens.
+    let path = dir.path().join("s.enc.yaml");
+    let recipients = parse_recipients(&[public]).unwrap();
+    create_file(&path, &recipients, &SecretTree::empty()).unwrap();
+    assert_eq!(
+        decrypt_file(&path, &identities).unwrap(),
+        SecretTree::empty()
+    );
+}
+
+#[test]
+fn appending_never_duplicates_and_never_rewrites_existing_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("keys.txt");
+    let first = generate_identity();
+    let second = generate_identity();
+    // An existing file written by someone else, without a final newline.
+    std::fs::write(&key_file, format!("# mine\n{}", first.secret_key.expose())).unwrap();
+    let before = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(
+        append_identity_to_key_file(&key_file, &first.secret_key).unwrap(),
+        AppendOutcome::AlreadyPresent
+    );
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), before);
+    assert_eq!(
+        append_identity_to_key_file(&key_file, &second.secret_key).unwrap(),
+        AppendOutcome::Added
+    );
+    assert_eq!(
+        append_identity_to_key_file(&key_file, &second.secret_key).unwrap(),
+        AppendOutcome::AlreadyPresent
+    );
+    let after = std::fs::read_to_string(&key_file).unwrap();
+    assert!(after.starts_with(&before), "existing content was rewritten");
+    let identities = Identities::from_key_text("k", &SecretString::new(after)).unwrap();
+    assert_eq!(
+        identities.recipients(),
+        [first.recipient.to_string(), second.recipient.to_string()]
+    );
+    let error = append_identity_to_key_file(&key_file, &SecretString::new("garbage")).unwrap_err();
+    assert!(!error.to_string().contains("garbage"), "{error}");
+}
