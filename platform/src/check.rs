@@ -1,7 +1,9 @@
-//! `check`: load an environment and verify it, collecting every diagnostic. Needs neither
+//! `check`: load an environment and verify it (its files, its secrets files' structure),
+//! collecting every diagnostic. Needs neither
 //! secrets nor a network, so it runs in a pull request's CI without keys.
 
 use crate::catalog::Catalog;
+use crate::compile::secret_inputs::load_secret_inputs;
 use crate::diagnostic::Diagnostic;
 use crate::load::environment::{LoadError, load_environment};
 use crate::load::tree::SourceTree;
@@ -34,8 +36,12 @@ pub fn check_environment(
     let Some(mut environment) = loaded.environment else {
         return Ok(CheckReport { checked: None, sources: loaded.sources, diagnostics: loaded.diagnostics });
     };
-    let (dependencies, diagnostics) = verify(&mut environment, catalog, tree);
-    let sources = environment.sources.clone();
+    let (dependencies, mut diagnostics) = verify(&mut environment, catalog, tree);
+    let mut sources = environment.sources.clone();
+    // The secrets files' structure needs no keys: well-formed, right recipients, keys present.
+    let (_, secret_problems) = load_secret_inputs(&environment, catalog, tree, None, &mut sources);
+    diagnostics.extend(secret_problems);
+    environment.sources = sources.clone();
     let checked = diagnostics.is_empty().then(|| Checked { environment, dependencies });
     Ok(CheckReport { checked, sources, diagnostics })
 }

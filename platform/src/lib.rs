@@ -6,13 +6,18 @@
 //! the cross-cutting [`secrets`], [`sensitive`] and [`template`] modules. This crate never
 //! prints and knows nothing of terminals or flags: the `xtask` binary does that.
 
+pub mod access;
 pub mod catalog;
 pub mod check;
+pub mod compile;
 pub mod diagnostic;
 pub mod drivers;
 pub mod load;
 pub mod model;
+pub mod plan;
 pub mod secrets;
 pub mod sensitive;
 pub mod source;
+pub mod template;
+pub mod values;
 pub mod verify;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::panic::Location;
 
-use crate::catalog::{Catalog, Kind};
+use crate::catalog::Catalog;
 use crate::diagnostic::Diagnostic;
 use crate::load::environment::start_span;
 use crate::load::schema_check::suggest;
@@ -199,10 +199,6 @@ fn check_component(
                 .at(span, format!("`{app}` missing here"))
                 .help(format!("add `{app} = \"X.Y.Z\"` to `[versions]` in env.toml")),
         );
-    }
-    if definition.kind() == Kind::KeyStore && matches!(env.env.target, crate::model::Target::Directory { .. })
-    {
-        // Fine: the directory target keeps the key in the bundle's local key store.
     }
 }
 

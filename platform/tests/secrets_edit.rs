@@ -6,8 +6,8 @@ use std::process::Command;
 
 use platform::secrets::{
     AppendOutcome, EditOptions, EditOutcome, Identities, IdentitySources, SecretTree, SecretsError,
-    append_identity_to_key_file, create_file, decrypt_file, edit_file, generate_identity,
-    load_identities, parse_recipients,
+    append_identity_to_key_file, create_file, decrypt_file, edit_file, generate_identity, load_identities,
+    parse_recipients,
 };
 use platform::sensitive::SecretString;
 
@@ -25,21 +25,13 @@ fn setup() -> Setup {
     let generated = generate_identity();
     let identities = Identities::from_key_text("test", &generated.key_file_entry()).unwrap();
     let path = dir.path().join("secrets.enc.yaml");
-    let tree = SecretTree::from_yaml(
-        Path::new("t"),
-        &format!("db:\n  password: {CANARY}\n  user: app\n"),
-    )
-    .unwrap();
+    let tree =
+        SecretTree::from_yaml(Path::new("t"), &format!("db:\n  password: {CANARY}\n  user: app\n")).unwrap();
     let recipients = parse_recipients(&[generated.recipient.to_string()]).unwrap();
     create_file(&path, &recipients, &tree).unwrap();
     let temp_parent = dir.path().join("tmp");
     std::fs::create_dir(&temp_parent).unwrap();
-    Setup {
-        dir,
-        path,
-        identities,
-        temp_parent,
-    }
+    Setup { dir, path, identities, temp_parent }
 }
 
 /// Writes an executable editor script; `$1` is the file to edit.
@@ -54,18 +46,13 @@ fn run_edit(setup: &Setup, editor: String) -> Result<EditOutcome, SecretsError> 
     edit_file(
         &setup.path,
         &setup.identities,
-        &EditOptions {
-            editor,
-            temp_parent: Some(setup.temp_parent.clone()),
-        },
+        &EditOptions { editor, temp_parent: Some(setup.temp_parent.clone()) },
     )
 }
 
 fn assert_temp_parent_empty(setup: &Setup) {
-    let left: Vec<_> = std::fs::read_dir(&setup.temp_parent)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
+    let left: Vec<_> =
+        std::fs::read_dir(&setup.temp_parent).unwrap().map(|entry| entry.unwrap().path()).collect();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
 }
 
@@ -97,11 +84,7 @@ fn an_edit_is_re_encrypted_and_the_temp_file_is_gone() {
     assert_eq!(tree.get("db.user").unwrap().text().expose(), "admin");
     assert_eq!(tree.get("db.password").unwrap().text().expose(), CANARY);
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), "600\n700\n");
-    assert!(
-        !std::fs::read_to_string(&setup.path)
-            .unwrap()
-            .contains(CANARY)
-    );
+    assert!(!std::fs::read_to_string(&setup.path).unwrap().contains(CANARY));
     assert_temp_parent_empty(&setup);
 }
 
@@ -111,10 +94,7 @@ fn invalid_yaml_keeps_the_original() {
     let before = std::fs::read(&setup.path).unwrap();
     let script = editor(&setup, "bad.sh", "printf 'db: [\\n  oops: {\\n' > \"$1\"");
     let error = run_edit(&setup, script).unwrap_err();
-    assert!(
-        matches!(error, SecretsError::EditedYamlInvalid { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SecretsError::EditedYamlInvalid { .. }), "{error}");
     assert!(error.to_string().contains("secrets.enc.yaml"));
     assert_eq!(std::fs::read(&setup.path).unwrap(), before);
     assert_temp_parent_empty(&setup);
@@ -136,10 +116,7 @@ fn editor_failure_keeps_the_original() {
     let before = std::fs::read(&setup.path).unwrap();
     let script = editor(&setup, "fail.sh", "echo 'x: 1' > \"$1\"; exit 3");
     let error = run_edit(&setup, script).unwrap_err();
-    assert!(
-        matches!(error, SecretsError::EditorFailed { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SecretsError::EditorFailed { .. }), "{error}");
     assert!(error.to_string().contains("exit status: 3"), "{error}");
     assert_eq!(std::fs::read(&setup.path).unwrap(), before);
     assert_temp_parent_empty(&setup);
@@ -159,16 +136,9 @@ fn sigint_during_the_editor_keeps_the_original_and_removes_the_plaintext() {
     let before = std::fs::read(&setup.path).unwrap();
     // The editor changes the file, then the user presses Ctrl-C: the terminal sends SIGINT to
     // the foreground process group (here: to this process, which must survive it).
-    let script = editor(
-        &setup,
-        "interrupt.sh",
-        "sed -i 's/user: app/user: evil/' \"$1\"; kill -INT $PPID",
-    );
+    let script = editor(&setup, "interrupt.sh", "sed -i 's/user: app/user: evil/' \"$1\"; kill -INT $PPID");
     let error = run_edit(&setup, script).unwrap_err();
-    assert!(
-        matches!(error, SecretsError::EditInterrupted { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SecretsError::EditInterrupted { .. }), "{error}");
     assert_eq!(std::fs::read(&setup.path).unwrap(), before);
     assert_temp_parent_empty(&setup);
 }
@@ -177,11 +147,7 @@ fn sigint_during_the_editor_keeps_the_original_and_removes_the_plaintext() {
 fn editor_arguments_are_kept_and_the_canary_never_reaches_the_temp_dir_afterwards() {
     let setup = setup();
     let args = setup.dir.path().join("args");
-    let script = editor(
-        &setup,
-        "args.sh",
-        &format!("echo \"$@\" > {}; exit 0", args.display()),
-    );
+    let script = editor(&setup, "args.sh", &format!("echo \"$@\" > {}; exit 0", args.display()));
     run_edit(&setup, format!("{script} --wait")).unwrap();
     let recorded = std::fs::read_to_string(&args).unwrap();
     assert!(recorded.starts_with("--wait "), "{recorded}");
@@ -206,10 +172,7 @@ fn a_key_file_we_write_decrypts_with_the_age_cli() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("config/sops/age/keys.txt");
     let generated = generate_identity();
-    assert_eq!(
-        append_identity_to_key_file(&key_file, &generated.secret_key).unwrap(),
-        AppendOutcome::Added
-    );
+    assert_eq!(append_identity_to_key_file(&key_file, &generated.secret_key).unwrap(), AppendOutcome::Added);
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let message = dir.path().join("msg.txt");
@@ -222,18 +185,8 @@ fn a_key_file_we_write_decrypts_with_the_age_cli() {
         .status()
         .unwrap();
     assert!(status.success());
-    let output = Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(&key_file)
-        .arg(&encrypted)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new("age").arg("-d").arg("-i").arg(&key_file).arg(&encrypted).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(output.stdout, b"hello from age\n");
 }
 
@@ -244,32 +197,18 @@ fn a_key_generated_by_age_keygen_loads_through_sops_key_file_variable() {
     }
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("keys.txt");
-    let output = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&key_file)
-        .output()
-        .unwrap();
+    let output = Command::new("age-keygen").arg("-o").arg(&key_file).output().unwrap();
     assert!(output.status.success());
     let text = std::fs::read_to_string(&key_file).unwrap();
-    let public = text
-        .lines()
-        .find_map(|line| line.strip_prefix("# public key: "))
-        .unwrap()
-        .to_owned();
-    let identities = load_identities(&IdentitySources {
-        key_file: Some(key_file.clone()),
-        ..Default::default()
-    })
-    .unwrap();
+    let public = text.lines().find_map(|line| line.strip_prefix("# public key: ")).unwrap().to_owned();
+    let identities =
+        load_identities(&IdentitySources { key_file: Some(key_file.clone()), ..Default::default() }).unwrap();
     assert_eq!(identities.recipients(), std::slice::from_ref(&public));
     // And a file encrypted for it opens.
     let path = dir.path().join("s.enc.yaml");
     let recipients = parse_recipients(&[public]).unwrap();
     create_file(&path, &recipients, &SecretTree::empty()).unwrap();
-    assert_eq!(
-        decrypt_file(&path, &identities).unwrap(),
-        SecretTree::empty()
-    );
+    assert_eq!(decrypt_file(&path, &identities).unwrap(), SecretTree::empty());
 }
 
 #[test]
@@ -286,10 +225,7 @@ fn appending_never_duplicates_and_never_rewrites_existing_keys() {
         AppendOutcome::AlreadyPresent
     );
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), before);
-    assert_eq!(
-        append_identity_to_key_file(&key_file, &second.secret_key).unwrap(),
-        AppendOutcome::Added
-    );
+    assert_eq!(append_identity_to_key_file(&key_file, &second.secret_key).unwrap(), AppendOutcome::Added);
     assert_eq!(
         append_identity_to_key_file(&key_file, &second.secret_key).unwrap(),
         AppendOutcome::AlreadyPresent
@@ -297,10 +233,7 @@ fn appending_never_duplicates_and_never_rewrites_existing_keys() {
     let after = std::fs::read_to_string(&key_file).unwrap();
     assert!(after.starts_with(&before), "existing content was rewritten");
     let identities = Identities::from_key_text("k", &SecretString::new(after)).unwrap();
-    assert_eq!(
-        identities.recipients(),
-        [first.recipient.to_string(), second.recipient.to_string()]
-    );
+    assert_eq!(identities.recipients(), [first.recipient.to_string(), second.recipient.to_string()]);
     let error = append_identity_to_key_file(&key_file, &SecretString::new("garbage")).unwrap_err();
     assert!(!error.to_string().contains("garbage"), "{error}");
 }

@@ -4,18 +4,16 @@
 use std::path::{Path, PathBuf};
 
 use platform::secrets::{
-    self, EncryptionRule, Identities, SecretTree, SecretsError, ValueKind, create_file,
-    decrypt_document, decrypt_file, encrypt_document, generate_identity, inspect_document,
-    inspect_file, parse_recipients, reencrypt_file, set_value, show_file,
+    self, EncryptionRule, Identities, SecretTree, SecretsError, ValueKind, create_file, decrypt_document,
+    decrypt_file, encrypt_document, generate_identity, inspect_document, inspect_file, parse_recipients,
+    reencrypt_file, set_value, show_file,
 };
 use platform::sensitive::SecretString;
 
 const CANARY: &str = "canary-5e1f-do-not-print";
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/sops")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sops").join(name)
 }
 
 fn fixture_identities() -> Identities {
@@ -61,32 +59,17 @@ fn sops_fixture_decrypts_to_the_documented_value_and_its_mac_verifies() {
     assert_eq!(secret.kind, ValueKind::Str);
     assert_eq!(secret.text().expose(), "my-sops-age-secret");
     // Unencrypted values (outside encrypted_regex) are read as they are.
-    assert_eq!(
-        tree.get("metadata.name").unwrap().text().expose(),
-        "sops-age"
-    );
+    assert_eq!(tree.get("metadata.name").unwrap().text().expose(), "sops-age");
     assert_eq!(tree.get("kind").unwrap().text().expose(), "Secret");
 }
 
 #[test]
 fn sops_fixture_is_well_formed_without_keys() {
     let summary = inspect_file(&fixture("secret.age.yaml")).unwrap();
-    assert_eq!(
-        summary.recipients,
-        ["age1l44xcng8dqj32nlv6d930qvvrny05hglzcv9qpc7kxjc6902ma4qufys29"]
-    );
-    assert_eq!(
-        summary.key_paths,
-        ["apiVersion", "kind", "metadata.name", "stringData.secret"]
-    );
-    assert_eq!(
-        summary.plaintext_key_paths,
-        ["apiVersion", "kind", "metadata.name"]
-    );
-    assert_eq!(
-        summary.rule,
-        EncryptionRule::EncryptedRegex("^(data|stringData)$".to_owned())
-    );
+    assert_eq!(summary.recipients, ["age1l44xcng8dqj32nlv6d930qvvrny05hglzcv9qpc7kxjc6902ma4qufys29"]);
+    assert_eq!(summary.key_paths, ["apiVersion", "kind", "metadata.name", "stringData.secret"]);
+    assert_eq!(summary.plaintext_key_paths, ["apiVersion", "kind", "metadata.name"]);
+    assert_eq!(summary.rule, EncryptionRule::EncryptedRegex("^(data|stringData)$".to_owned()));
     assert_eq!(summary.version, "3.7.0");
 }
 
@@ -95,8 +78,7 @@ fn changing_an_unencrypted_value_of_a_sops_file_breaks_its_mac() {
     let text = std::fs::read_to_string(fixture("secret.age.yaml")).unwrap();
     let tampered = text.replace("name: sops-age", "name: sops-agf");
     assert_ne!(text, tampered);
-    let error =
-        decrypt_document(Path::new("t.yaml"), &tampered, &fixture_identities()).unwrap_err();
+    let error = decrypt_document(Path::new("t.yaml"), &tampered, &fixture_identities()).unwrap_err();
     assert!(matches!(error, SecretsError::MacMismatch { .. }), "{error}");
     assert!(error.to_string().contains("t.yaml"));
 }
@@ -112,11 +94,7 @@ fn round_trip_keeps_values_types_and_order() {
     assert_eq!(tree.get("db.ratio").unwrap().kind, ValueKind::Float);
     assert_eq!(tree.get("db.enabled").unwrap().kind, ValueKind::Bool);
     let shown = show_file(&path, &keys.identities).unwrap();
-    assert!(
-        shown
-            .expose()
-            .starts_with(&format!("db:\n    password: {CANARY}\n"))
-    );
+    assert!(shown.expose().starts_with(&format!("db:\n    password: {CANARY}\n")));
 }
 
 #[test]
@@ -127,23 +105,8 @@ fn our_output_has_the_sops_structure() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains(CANARY));
     let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
-    let top: Vec<&str> = value
-        .as_mapping()
-        .unwrap()
-        .keys()
-        .map(|k| k.as_str().unwrap())
-        .collect();
-    assert_eq!(
-        top,
-        [
-            "db",
-            "hosts",
-            "note_unencrypted",
-            "empty",
-            "nothing",
-            "sops"
-        ]
-    );
+    let top: Vec<&str> = value.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+    assert_eq!(top, ["db", "hosts", "note_unencrypted", "empty", "nothing", "sops"]);
     let sops = value["sops"].as_mapping().unwrap();
     let fields: Vec<&str> = sops.keys().map(|k| k.as_str().unwrap()).collect();
     assert_eq!(
@@ -164,29 +127,20 @@ fn our_output_has_the_sops_structure() {
     for empty in ["kms", "gcp_kms", "azure_kv", "hc_vault", "pgp"] {
         assert_eq!(value["sops"][empty], serde_yaml_ng::Value::Sequence(vec![]));
     }
-    assert_eq!(
-        value["sops"]["age"][0]["recipient"].as_str(),
-        Some(keys.recipient.as_str())
-    );
+    assert_eq!(value["sops"]["age"][0]["recipient"].as_str(), Some(keys.recipient.as_str()));
     let enc = value["sops"]["age"][0]["enc"].as_str().unwrap();
     assert!(enc.starts_with("-----BEGIN AGE ENCRYPTED FILE-----\n"));
     assert!(enc.ends_with("-----END AGE ENCRYPTED FILE-----\n"));
     assert!(text.contains("        - recipient: age1"));
     assert!(text.contains("          enc: |\n"));
-    assert_eq!(
-        value["sops"]["unencrypted_suffix"].as_str(),
-        Some("_unencrypted")
-    );
+    assert_eq!(value["sops"]["unencrypted_suffix"].as_str(), Some("_unencrypted"));
     let lastmodified = value["sops"]["lastmodified"].as_str().unwrap();
     assert_eq!(lastmodified.len(), "2021-04-06T09:07:05Z".len());
     assert!(lastmodified.ends_with('Z'));
     assert!(text.contains(&format!("lastmodified: \"{lastmodified}\"")));
     let enc_value = |v: &serde_yaml_ng::Value, kind: &str| {
         let s = v.as_str().unwrap();
-        assert!(
-            s.starts_with("ENC[AES256_GCM,data:") && s.ends_with(&format!(",type:{kind}]")),
-            "{s}"
-        );
+        assert!(s.starts_with("ENC[AES256_GCM,data:") && s.ends_with(&format!(",type:{kind}]")), "{s}");
     };
     enc_value(&value["sops"]["mac"], "str");
     enc_value(&value["db"]["password"], "str");
@@ -202,13 +156,7 @@ fn our_output_has_the_sops_structure() {
 /// Replaces the first occurrence of `from` in the value at `line_marker`'s line.
 fn tamper(text: &str, line_marker: &str, edit: impl Fn(&str) -> String) -> String {
     text.lines()
-        .map(|line| {
-            if line.contains(line_marker) {
-                edit(line)
-            } else {
-                line.to_owned()
-            }
-        })
+        .map(|line| if line.contains(line_marker) { edit(line) } else { line.to_owned() })
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
@@ -245,10 +193,7 @@ fn a_changed_byte_in_the_mac_fails_authentication() {
     let text = std::fs::read_to_string(&path).unwrap();
     let tampered = tamper(&text, "    mac: ENC[", flip_data_byte);
     let error = decrypt_document(&path, &tampered, &keys.identities).unwrap_err();
-    assert!(
-        matches!(error, SecretsError::MacAuthentication { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SecretsError::MacAuthentication { .. }), "{error}");
     assert!(error.to_string().contains("secrets.enc.yaml"));
 }
 
@@ -263,15 +208,10 @@ fn values_swapped_between_keys_fail_authentication() {
         line[line.find("ENC[").unwrap()..].to_owned()
     };
     let (password, port) = (value_of("password:"), value_of("port:"));
-    let swapped = text
-        .replace(&password, "@PASSWORD@")
-        .replace(&port, &password)
-        .replace("@PASSWORD@", &port);
+    let swapped =
+        text.replace(&password, "@PASSWORD@").replace(&port, &password).replace("@PASSWORD@", &port);
     let error = decrypt_document(&path, &swapped, &keys.identities).unwrap_err();
-    assert!(
-        matches!(error, SecretsError::ValueAuthentication { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SecretsError::ValueAuthentication { .. }), "{error}");
 }
 
 #[test]
@@ -283,9 +223,7 @@ fn a_removed_or_cleared_value_breaks_the_mac() {
     let cleared = tamper(&text, "password:", |_| "    password: ''".to_owned());
     let error = decrypt_document(&path, &cleared, &keys.identities).unwrap_err();
     assert!(matches!(error, SecretsError::MacMismatch { .. }), "{error}");
-    let visible = tamper(&text, "note_unencrypted", |_| {
-        "note_unencrypted: changed".to_owned()
-    });
+    let visible = tamper(&text, "note_unencrypted", |_| "note_unencrypted: changed".to_owned());
     let error = decrypt_document(&path, &visible, &keys.identities).unwrap_err();
     assert!(matches!(error, SecretsError::MacMismatch { .. }), "{error}");
 }
@@ -297,10 +235,7 @@ fn a_wrong_identity_names_the_file_and_its_recipients() {
     let path = write_sample(dir.path(), &keys);
     let other = keypair();
     let error = decrypt_file(&path, &other.identities).unwrap_err();
-    assert!(
-        matches!(error, SecretsError::WrongIdentity { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SecretsError::WrongIdentity { .. }), "{error}");
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(message.contains(&keys.recipient), "{message}");
@@ -318,10 +253,7 @@ fn a_missing_identity_names_the_file_recipients_and_places_looked() {
     let none = secrets::load_identities(&sources).unwrap();
     let error = decrypt_file(&path, &none).unwrap_err();
     let message = error.to_string();
-    assert!(
-        matches!(error, SecretsError::NoIdentity { .. }),
-        "{message}"
-    );
+    assert!(matches!(error, SecretsError::NoIdentity { .. }), "{message}");
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(message.contains(&keys.recipient), "{message}");
     assert!(message.contains("no/keys.txt"), "{message}");
@@ -333,41 +265,17 @@ fn set_changes_one_value_and_keeps_the_data_key_and_recipients() {
     let keys = keypair();
     let path = write_sample(dir.path(), &keys);
     let before = inspect_file(&path).unwrap();
-    set_value(
-        &path,
-        "db.password",
-        SecretString::new("new-value"),
-        &keys.identities,
-    )
-    .unwrap();
-    set_value(
-        &path,
-        "oidc.client_secret",
-        SecretString::new("s2"),
-        &keys.identities,
-    )
-    .unwrap();
+    set_value(&path, "db.password", SecretString::new("new-value"), &keys.identities).unwrap();
+    set_value(&path, "oidc.client_secret", SecretString::new("s2"), &keys.identities).unwrap();
     let tree = decrypt_file(&path, &keys.identities).unwrap();
-    assert_eq!(
-        tree.get("db.password").unwrap().text().expose(),
-        "new-value"
-    );
-    assert_eq!(
-        tree.get("oidc.client_secret").unwrap().text().expose(),
-        "s2"
-    );
+    assert_eq!(tree.get("db.password").unwrap().text().expose(), "new-value");
+    assert_eq!(tree.get("oidc.client_secret").unwrap().text().expose(), "s2");
     assert_eq!(tree.get("db.port").unwrap().text().expose(), "5432");
     assert_eq!(inspect_file(&path).unwrap().recipients, before.recipients);
     let error = set_value(&path, "sops.x", SecretString::new("v"), &keys.identities).unwrap_err();
-    assert!(
-        matches!(error, SecretsError::InvalidKeyPath { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SecretsError::InvalidKeyPath { .. }), "{error}");
     let error = set_value(&path, "hosts", SecretString::new("v"), &keys.identities).unwrap_err();
-    assert!(
-        matches!(error, SecretsError::InvalidKeyPath { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SecretsError::InvalidKeyPath { .. }), "{error}");
 }
 
 #[test]
@@ -378,17 +286,11 @@ fn reencrypt_for_new_recipients_uses_a_fresh_data_key() {
     let new = keypair();
     let recipients = parse_recipients(&[&new.recipient]).unwrap();
     reencrypt_file(&path, &old.identities, &recipients).unwrap();
-    assert_eq!(
-        inspect_file(&path).unwrap().recipients,
-        std::slice::from_ref(&new.recipient)
-    );
+    assert_eq!(inspect_file(&path).unwrap().recipients, std::slice::from_ref(&new.recipient));
     assert_eq!(decrypt_file(&path, &new.identities).unwrap(), sample_tree());
     // The old key can no longer read it: the data key changed, not just its wrapping.
     let error = decrypt_file(&path, &old.identities).unwrap_err();
-    assert!(
-        matches!(error, SecretsError::WrongIdentity { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SecretsError::WrongIdentity { .. }), "{error}");
 }
 
 #[test]
@@ -398,43 +300,26 @@ fn new_refuses_to_overwrite_and_requires_recipients() {
     let path = write_sample(dir.path(), &keys);
     let recipients = parse_recipients(&[&keys.recipient]).unwrap();
     let error = create_file(&path, &recipients, &SecretTree::empty()).unwrap_err();
-    assert!(
-        matches!(error, SecretsError::AlreadyExists { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SecretsError::AlreadyExists { .. }), "{error}");
     let error = create_file(&dir.path().join("b.yaml"), &[], &SecretTree::empty()).unwrap_err();
-    assert!(
-        matches!(error, SecretsError::NoRecipients { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SecretsError::NoRecipients { .. }), "{error}");
     let empty = dir.path().join("empty.enc.yaml");
     create_file(&empty, &recipients, &SecretTree::empty()).unwrap();
-    assert_eq!(
-        decrypt_file(&empty, &keys.identities).unwrap(),
-        SecretTree::empty()
-    );
+    assert_eq!(decrypt_file(&empty, &keys.identities).unwrap(), SecretTree::empty());
 }
 
 #[test]
 fn a_file_for_several_recipients_opens_with_any_of_them() {
     let (a, b) = (keypair(), keypair());
     let recipients = parse_recipients(&[&a.recipient, &b.recipient]).unwrap();
-    let text = encrypt_document(
-        Path::new("x.yaml"),
-        &sample_tree(),
-        &recipients,
-        &EncryptionRule::default(),
-    )
-    .unwrap();
+    let text = encrypt_document(Path::new("x.yaml"), &sample_tree(), &recipients, &EncryptionRule::default())
+        .unwrap();
     for keys in [&a, &b] {
         let tree = decrypt_document(Path::new("x.yaml"), &text, &keys.identities).unwrap();
         assert_eq!(tree, sample_tree());
     }
     let summary = inspect_document(Path::new("x.yaml"), &text).unwrap();
-    assert_eq!(
-        summary.recipients,
-        [a.recipient.clone(), b.recipient.clone()]
-    );
+    assert_eq!(summary.recipients, [a.recipient.clone(), b.recipient.clone()]);
 }
 
 #[test]

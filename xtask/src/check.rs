@@ -1,6 +1,6 @@
 //! `cargo xtask check`.
 
-use platform::check::check_environment;
+use platform::compile::compile_environment;
 use platform::load::environment::{LoadError, list_environments};
 
 use crate::flags::CheckCmd;
@@ -27,10 +27,12 @@ pub fn run(repo: &Repo, cmd: &CheckCmd) -> Outcome {
     };
     let mut outcome = Outcome::Success;
     for name in &names {
-        match check_environment(&tree, &catalog, name) {
+        // Compiling without keys also renders every template in strict mode.
+        match compile_environment(&tree, &catalog, name, None) {
             Ok(report) if report.diagnostics.is_empty() => {
-                let n = report.checked.as_ref().map_or(0, |c| c.environment.components().count());
-                ui::status("Checked", &format!("`{name}` ({n} components)"));
+                let n_steps = report.plan.as_ref().map_or(0, |p| p.len());
+                let n_components = report.plan.as_ref().map_or(0, |p| p.components().len());
+                ui::status("Checked", &format!("`{name}` ({n_components} components, {n_steps} steps)"));
             }
             Ok(report) => {
                 ui::diagnostics(&report.diagnostics, &report.sources);

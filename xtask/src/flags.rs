@@ -32,6 +32,7 @@ pub struct Flags {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Check(CheckCmd),
+    Secrets(SecretsCmd),
 }
 
 /// Verify environments: every file against its schema, every component against the catalog,
@@ -46,4 +47,54 @@ pub struct CheckCmd {
     /// Environments to check (default: all of them).
     #[arg(value_name = "ENV")]
     pub environments: Vec<String>,
+}
+
+/// Read and change SOPS-encrypted secrets files (`secrets.enc.yaml`). Identities come from
+/// `SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`, `~/.config/sops/age/keys.txt` (as with sops) and, for a
+/// `directory` environment, its local key store; recipients come from the environment's
+/// env.toml. Files stay readable by `sops`.
+///
+/// Examples:
+///   cargo xtask secrets new environments/staging/opus/oob-consent/secrets.enc.yaml
+///   cargo xtask secrets edit environments/staging/secrets.enc.yaml
+///   printf %s "$PASSWORD" | cargo xtask secrets set environments/prod/secrets.enc.yaml database.admin_password -
+///   cargo xtask secrets show environments/example/secrets.enc.yaml
+#[derive(Debug, Args)]
+pub struct SecretsCmd {
+    #[command(subcommand)]
+    pub action: SecretsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Decrypt into a private temporary file, run `$EDITOR`, and re-encrypt when the content
+    /// changed and is valid YAML. The original is kept on any failure; the temporary file is
+    /// removed on every path, Ctrl-C included.
+    Edit {
+        /// The secrets file.
+        path: PathBuf,
+    },
+    /// Print the decrypted file to stdout.
+    Show {
+        /// The secrets file.
+        path: PathBuf,
+    },
+    /// Set one value (a dotted key path) and re-encrypt.
+    Set {
+        /// The secrets file.
+        path: PathBuf,
+        /// Dotted key path, e.g. `db.password`.
+        key: String,
+        /// The value; `-` reads it from stdin, which keeps it out of shell history and process
+        /// lists (prefer it).
+        value: String,
+    },
+    /// Create a secrets file for a component (or the environment) with every key its template
+    /// requires, each set to a freshly generated random value; replace the ones that must match
+    /// the outside world (e.g. `database.admin_password`) with `secrets set`.
+    New {
+        /// Where to create it: `environments/<env>/secrets.enc.yaml` or
+        /// `environments/<env>/<namespace>/<component>/secrets.enc.yaml`.
+        path: PathBuf,
+    },
 }

@@ -5,6 +5,7 @@
 mod check;
 mod flags;
 mod repo;
+mod secrets_cmd;
 mod ui;
 
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ pub enum Outcome {
     Failed,
     /// 2: the command could not start.
     CouldNotStart,
+    /// 130: interrupted by Ctrl-C.
+    Interrupted,
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let outcome = match repo::Repo::find(flags.root.as_deref()) {
         Ok(repo) => match flags.command {
             flags::Command::Check(cmd) => check::run(&repo, &cmd),
+            flags::Command::Secrets(cmd) => secrets_cmd::run(&repo, cmd),
         },
         Err(e) => {
             ui::error(&e);
@@ -44,5 +48,6 @@ fn main() -> ExitCode {
         Outcome::Success => 0,
         Outcome::Failed => 1,
         Outcome::CouldNotStart => 2,
+        Outcome::Interrupted => 130,
     })
 }

@@ -110,6 +110,10 @@ pub enum Target {
     Directory {
         /// The bundle folder, relative to the repository root.
         path: String,
+        /// The environment's local key store: an age key file, relative to the repository
+        /// root, used as an identity besides sops' usual places (and by `keys save`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_store: Option<String>,
     },
     /// A real cluster, from a kubeconfig context.
     Kube {

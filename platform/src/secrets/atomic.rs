@@ -31,13 +31,7 @@ pub fn write_atomic(
     contents: &[u8],
     options: &AtomicWriteOptions,
 ) -> Result<(), AtomicWriteError> {
-    let fail = |step: &'static str| {
-        move |source| AtomicWriteError {
-            path: path.to_owned(),
-            step,
-            source,
-        }
-    };
+    let fail = |step: &'static str| move |source| AtomicWriteError { path: path.to_owned(), step, source };
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),
@@ -49,26 +43,17 @@ pub fn write_atomic(
             Err(_) => 0o644,
         },
     };
-    let file_name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     // The temporary file is created 0600 and removed on every error path by its drop.
     let mut temp = tempfile::Builder::new()
         .prefix(&format!(".{file_name}."))
         .suffix(".tmp")
         .tempfile_in(&directory)
         .map_err(fail("create a temporary file"))?;
-    temp.write_all(contents)
-        .map_err(fail("write the temporary file"))?;
-    temp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(fail("set permissions"))?;
-    temp.as_file()
-        .sync_all()
-        .map_err(fail("fsync the temporary file"))?;
-    temp.persist(path)
-        .map_err(|error| fail("rename over the target")(error.error))?;
+    temp.write_all(contents).map_err(fail("write the temporary file"))?;
+    temp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(fail("set permissions"))?;
+    temp.as_file().sync_all().map_err(fail("fsync the temporary file"))?;
+    temp.persist(path).map_err(|error| fail("rename over the target")(error.error))?;
     sync_dir(&directory).map_err(fail("fsync the directory"))?;
     Ok(())
 }

@@ -32,8 +32,8 @@ type SopsAesGcm = aes_gcm::AesGcm<Aes256, U32>;
 /// `sops.MACOnlyEncryptedInitialization`: SHA-256 of "sops", fed first to the MAC when the
 /// file sets `mac_only_encrypted`.
 const MAC_ONLY_ENCRYPTED_INIT: [u8; 32] = [
-    0x8a, 0x3f, 0xd2, 0xad, 0x54, 0xce, 0x66, 0x52, 0x7b, 0x10, 0x34, 0xf3, 0xd1, 0x47, 0xbe, 0x0b,
-    0x0b, 0x97, 0x5b, 0x3b, 0xf4, 0x4f, 0x72, 0xc6, 0xfd, 0xad, 0xec, 0x81, 0x76, 0xf2, 0x7d, 0x69,
+    0x8a, 0x3f, 0xd2, 0xad, 0x54, 0xce, 0x66, 0x52, 0x7b, 0x10, 0x34, 0xf3, 0xd1, 0x47, 0xbe, 0x0b, 0x0b,
+    0x97, 0x5b, 0x3b, 0xf4, 0x4f, 0x72, 0xc6, 0xfd, 0xad, 0xec, 0x81, 0x76, 0xf2, 0x7d, 0x69,
 ];
 
 /// A 256-bit data key, wiped from memory when dropped.
@@ -72,19 +72,10 @@ pub fn encrypt_value(
     let mut buffer = plaintext.to_vec();
     let tag = key
         .cipher()
-        .encrypt_in_place_detached(
-            GenericArray::from_slice(&iv),
-            additional_data.as_bytes(),
-            &mut buffer,
-        )
+        .encrypt_in_place_detached(GenericArray::from_slice(&iv), additional_data.as_bytes(), &mut buffer)
         // AES-GCM only fails on inputs of more than 64 GiB.
         .expect("AES-GCM encryption of a value cannot fail");
-    EncryptedValue {
-        data: buffer,
-        iv,
-        tag: tag.to_vec(),
-        kind,
-    }
+    EncryptedValue { data: buffer, iv, tag: tag.to_vec(), kind }
 }
 
 /// Decrypts one value; `None` when authentication fails (wrong key, tampered data, or the
@@ -125,10 +116,7 @@ impl Mac {
         if only_encrypted {
             hasher.update(MAC_ONLY_ENCRYPTED_INIT);
         }
-        Mac {
-            hasher,
-            only_encrypted,
-        }
+        Mac { hasher, only_encrypted }
     }
 
     pub(crate) fn add(&mut self, value: &SecretValue, encrypted: bool) {
@@ -152,15 +140,11 @@ pub(crate) fn encrypt_tree(
     mac_only_encrypted: bool,
 ) -> Result<(Mapping, String), SecretsError> {
     let SecretTree::Map(_) = tree else {
-        return Err(SecretsError::NotAMapping {
-            path: path.to_owned(),
-        });
+        return Err(SecretsError::NotAMapping { path: path.to_owned() });
     };
     let mut mac = Mac::new(mac_only_encrypted);
     let value = encrypt_node(tree, &mut Vec::new(), key, matcher, &mut mac);
-    let Value::Mapping(mapping) = value else {
-        unreachable!("a map encrypts to a mapping")
-    };
+    let Value::Mapping(mapping) = value else { unreachable!("a map encrypts to a mapping") };
     Ok((mapping, mac.finish()))
 }
 
@@ -184,10 +168,7 @@ fn encrypt_node(
                 .collect(),
         ),
         SecretTree::List(items) => Value::Sequence(
-            items
-                .iter()
-                .map(|item| encrypt_node(item, key_path, key, matcher, mac))
-                .collect(),
+            items.iter().map(|item| encrypt_node(item, key_path, key, matcher, mac)).collect(),
         ),
         SecretTree::Null => Value::Null,
         SecretTree::Value(value) => {
@@ -219,14 +200,7 @@ pub(crate) fn decrypt_tree(
 ) -> Result<(SecretTree, String), SecretsError> {
     let mut mac = Mac::new(mac_only_encrypted);
     // Values are decrypted in document order so the MAC sees them in that order.
-    let tree = decrypt_node(
-        path,
-        &Value::Mapping(data.clone()),
-        &mut Vec::new(),
-        key,
-        matcher,
-        &mut mac,
-    )?;
+    let tree = decrypt_node(path, &Value::Mapping(data.clone()), &mut Vec::new(), key, matcher, &mut mac)?;
     Ok((tree, mac.finish()))
 }
 
@@ -276,24 +250,20 @@ fn decrypt_node(
                 }
             } else {
                 let Value::String(text) = leaf else {
-                    return Err(malformed(
-                        key_path,
-                        "the value should be encrypted but is stored in clear",
-                    ));
+                    return Err(malformed(key_path, "the value should be encrypted but is stored in clear"));
                 };
                 if text.is_empty() {
                     SecretValue::string(SecretString::new(""))
                 } else {
-                    let encrypted_value = EncryptedValue::parse(text)
-                        .map_err(|reason| malformed(key_path, &reason))?;
+                    let encrypted_value =
+                        EncryptedValue::parse(text).map_err(|reason| malformed(key_path, &reason))?;
                     let aad = key_path_additional_data(key_path);
-                    let plaintext =
-                        decrypt_value(key, &encrypted_value, &aad).ok_or_else(|| {
-                            SecretsError::ValueAuthentication {
-                                path: path.to_owned(),
-                                key_path: key_path.join("."),
-                            }
-                        })?;
+                    let plaintext = decrypt_value(key, &encrypted_value, &aad).ok_or_else(|| {
+                        SecretsError::ValueAuthentication {
+                            path: path.to_owned(),
+                            key_path: key_path.join("."),
+                        }
+                    })?;
                     let text = String::from_utf8(plaintext.to_vec())
                         .map_err(|_| malformed(key_path, "the value is not UTF-8"))?;
                     SecretValue::from_decrypted(encrypted_value.kind, text)
@@ -325,18 +295,13 @@ pub(crate) fn wrap_data_key(key: &DataKey, recipients: &[Recipient]) -> Vec<AgeS
         .iter()
         .map(|recipient| {
             let encryptor = age::Encryptor::with_recipients(std::iter::once(
-                recipient.age_recipient() as &dyn age::Recipient,
+                recipient.age_recipient() as &dyn age::Recipient
             ))
             .expect("one recipient is always enough for age");
-            let armored =
-                age::armor::ArmoredWriter::wrap_output(Vec::new(), age::armor::Format::AsciiArmor)
-                    .expect("writing to memory cannot fail");
-            let mut writer = encryptor
-                .wrap_output(armored)
+            let armored = age::armor::ArmoredWriter::wrap_output(Vec::new(), age::armor::Format::AsciiArmor)
                 .expect("writing to memory cannot fail");
-            writer
-                .write_all(key.0.as_ref())
-                .expect("writing to memory cannot fail");
+            let mut writer = encryptor.wrap_output(armored).expect("writing to memory cannot fail");
+            writer.write_all(key.0.as_ref()).expect("writing to memory cannot fail");
             let armored = writer.finish().expect("writing to memory cannot fail");
             let bytes = armored.finish().expect("writing to memory cannot fail");
             AgeStanza {
@@ -364,10 +329,7 @@ pub(crate) fn unwrap_data_key(
     // Try the stanzas whose recipient we hold a key for first, then every stanza (a
     // recipient string might be spelled differently from the key that decrypts it).
     let held = identities.recipients();
-    let mut ordered: Vec<&AgeStanza> = stanzas
-        .iter()
-        .filter(|s| held.contains(&s.recipient))
-        .collect();
+    let mut ordered: Vec<&AgeStanza> = stanzas.iter().filter(|s| held.contains(&s.recipient)).collect();
     ordered.extend(stanzas.iter().filter(|s| !held.contains(&s.recipient)));
     for stanza in ordered {
         let reader = age::armor::ArmoredReader::new(stanza.enc.as_bytes());
@@ -391,11 +353,7 @@ pub(crate) fn unwrap_data_key(
         key.copy_from_slice(&bytes);
         return Ok(DataKey(key));
     }
-    Err(SecretsError::WrongIdentity {
-        path: path.to_owned(),
-        recipients: recipients(),
-        available: held,
-    })
+    Err(SecretsError::WrongIdentity { path: path.to_owned(), recipients: recipients(), available: held })
 }
 
 #[cfg(test)]
@@ -416,4 +374,14 @@ mod tests {
     fn data_key_debug_is_redacted() {
         assert_eq!(format!("{:?}", DataKey::generate()), "DataKey((sensitive))");
     }
+}
+
+/// `n` random bytes from the operating system, as lowercase hex: for generated passwords,
+/// keys and salts.
+pub fn random_hex(n: usize) -> crate::sensitive::SecretString {
+    let mut bytes = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let text = hex::encode(&bytes);
+    zeroize::Zeroize::zeroize(&mut bytes);
+    crate::sensitive::SecretString::new(text)
 }

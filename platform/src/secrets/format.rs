@@ -41,9 +41,8 @@ impl EncryptedValue {
             .ok_or_else(|| "not an ENC[AES256_GCM,...] value".to_owned())?;
         let mut fields = [None; 4];
         for part in inner.split(',') {
-            let (name, content) = part
-                .split_once(':')
-                .ok_or_else(|| "a field of the ENC[...] value has no name".to_owned())?;
+            let (name, content) =
+                part.split_once(':').ok_or_else(|| "a field of the ENC[...] value has no name".to_owned())?;
             let slot = match name {
                 "data" => 0,
                 "iv" => 1,
@@ -57,9 +56,7 @@ impl EncryptedValue {
             return Err("the ENC[...] value lacks one of data, iv, tag, type".to_owned());
         };
         let decode = |field: &str, content: &str| {
-            BASE64
-                .decode(content)
-                .map_err(|_| format!("the {field} field is not valid base64"))
+            BASE64.decode(content).map_err(|_| format!("the {field} field is not valid base64"))
         };
         let value = EncryptedValue {
             data: decode("data", data)?,
@@ -172,9 +169,7 @@ impl RuleMatcher {
             RuleMatcher::UnencryptedSuffix(suffix) => {
                 !key_path.iter().any(|key| key.ends_with(suffix.as_str()))
             }
-            RuleMatcher::EncryptedSuffix(suffix) => {
-                key_path.iter().any(|key| key.ends_with(suffix.as_str()))
-            }
+            RuleMatcher::EncryptedSuffix(suffix) => key_path.iter().any(|key| key.ends_with(suffix.as_str())),
             RuleMatcher::UnencryptedRegex(regex) => !key_path.iter().any(|key| regex.is_match(key)),
             RuleMatcher::EncryptedRegex(regex) => key_path.iter().any(|key| regex.is_match(key)),
         }
@@ -219,10 +214,8 @@ pub struct FileSummary {
 
 /// Reads a file and checks it is well-formed sops without decrypting it.
 pub fn inspect_file(path: &Path) -> Result<FileSummary, SecretsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SecretsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| SecretsError::Read { path: path.to_owned(), source })?;
     inspect_document(path, &text)
 }
 
@@ -236,50 +229,38 @@ pub fn inspect_document(path: &Path, text: &str) -> Result<FileSummary, SecretsE
     })?;
     let mut key_paths = Vec::new();
     let mut plaintext_key_paths = Vec::new();
-    walk_leaves(
-        &Value::Mapping(document.data.clone()),
-        &mut Vec::new(),
-        &mut |key_path, leaf| {
-            let dotted = key_path.join(".");
-            let encrypted = matcher.should_encrypt(key_path);
-            if encrypted {
-                match leaf {
-                    Value::String(text) if text.is_empty() => {}
-                    Value::String(text) => {
-                        EncryptedValue::parse(text).map_err(|reason| {
-                            SecretsError::MalformedValue {
-                                path: path.to_owned(),
-                                key_path: dotted.clone(),
-                                reason,
-                            }
-                        })?;
-                    }
-                    _ => {
-                        return Err(SecretsError::MalformedValue {
-                            path: path.to_owned(),
-                            key_path: dotted,
-                            reason: "the value should be encrypted but is stored in clear"
-                                .to_owned(),
-                        });
-                    }
+    walk_leaves(&Value::Mapping(document.data.clone()), &mut Vec::new(), &mut |key_path, leaf| {
+        let dotted = key_path.join(".");
+        let encrypted = matcher.should_encrypt(key_path);
+        if encrypted {
+            match leaf {
+                Value::String(text) if text.is_empty() => {}
+                Value::String(text) => {
+                    EncryptedValue::parse(text).map_err(|reason| SecretsError::MalformedValue {
+                        path: path.to_owned(),
+                        key_path: dotted.clone(),
+                        reason,
+                    })?;
                 }
-            } else if !plaintext_key_paths.contains(&dotted) {
-                plaintext_key_paths.push(dotted.clone());
+                _ => {
+                    return Err(SecretsError::MalformedValue {
+                        path: path.to_owned(),
+                        key_path: dotted,
+                        reason: "the value should be encrypted but is stored in clear".to_owned(),
+                    });
+                }
             }
-            if !key_paths.contains(&dotted) {
-                key_paths.push(dotted);
-            }
-            Ok(())
-        },
-    )?;
+        } else if !plaintext_key_paths.contains(&dotted) {
+            plaintext_key_paths.push(dotted.clone());
+        }
+        if !key_paths.contains(&dotted) {
+            key_paths.push(dotted);
+        }
+        Ok(())
+    })?;
     Ok(FileSummary {
         path: path.to_owned(),
-        recipients: document
-            .metadata
-            .age
-            .iter()
-            .map(|stanza| stanza.recipient.clone())
-            .collect(),
+        recipients: document.metadata.age.iter().map(|stanza| stanza.recipient.clone()).collect(),
         key_paths,
         plaintext_key_paths,
         rule: document.metadata.rule,
@@ -330,30 +311,19 @@ pub(crate) fn key_string(key: &Value) -> String {
 pub fn parse_document(path: &Path, text: &str) -> Result<Document, SecretsError> {
     let value: Value = serde_yaml_ng::from_str(text).map_err(|error| {
         let (line, column) = yaml_error_location(&error);
-        SecretsError::InvalidYaml {
-            path: path.to_owned(),
-            line,
-            column,
-        }
+        SecretsError::InvalidYaml { path: path.to_owned(), line, column }
     })?;
-    let not_sops = |reason: &str| SecretsError::NotSops {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let not_sops = |reason: &str| SecretsError::NotSops { path: path.to_owned(), reason: reason.to_owned() };
     let Value::Mapping(mut data) = value else {
         return Err(not_sops("the document is not a mapping"));
     };
-    let metadata = data
-        .shift_remove(SOPS_METADATA_KEY)
-        .ok_or_else(|| not_sops("it has no `sops` metadata block"))?;
+    let metadata =
+        data.shift_remove(SOPS_METADATA_KEY).ok_or_else(|| not_sops("it has no `sops` metadata block"))?;
     let Value::Mapping(metadata) = metadata else {
         return Err(not_sops("the `sops` block is not a mapping"));
     };
     check_string_keys(path, &Value::Mapping(data.clone()))?;
-    Ok(Document {
-        data,
-        metadata: parse_metadata(path, &metadata)?,
-    })
+    Ok(Document { data, metadata: parse_metadata(path, &metadata)? })
 }
 
 fn check_string_keys(path: &Path, value: &Value) -> Result<(), SecretsError> {
@@ -370,9 +340,7 @@ fn check_string_keys(path: &Path, value: &Value) -> Result<(), SecretsError> {
             }
             Ok(())
         }
-        Value::Sequence(items) => items
-            .iter()
-            .try_for_each(|item| check_string_keys(path, item)),
+        Value::Sequence(items) => items.iter().try_for_each(|item| check_string_keys(path, item)),
         Value::Tagged(_) => Err(SecretsError::UnsupportedValue {
             path: path.to_owned(),
             reason: "YAML tags (`!tag`) are not supported".to_owned(),
@@ -382,14 +350,9 @@ fn check_string_keys(path: &Path, value: &Value) -> Result<(), SecretsError> {
 }
 
 fn parse_metadata(path: &Path, block: &Mapping) -> Result<Metadata, SecretsError> {
-    let not_sops = |reason: String| SecretsError::NotSops {
-        path: path.to_owned(),
-        reason,
-    };
-    let unsupported = |feature: &str| SecretsError::Unsupported {
-        path: path.to_owned(),
-        feature: feature.to_owned(),
-    };
+    let not_sops = |reason: String| SecretsError::NotSops { path: path.to_owned(), reason };
+    let unsupported =
+        |feature: &str| SecretsError::Unsupported { path: path.to_owned(), feature: feature.to_owned() };
     let string_field = |name: &str| -> Result<Option<String>, SecretsError> {
         match block.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -424,14 +387,9 @@ fn parse_metadata(path: &Path, block: &Mapping) -> Result<Metadata, SecretsError
             for item in items {
                 let field = |name: &str| match item.get(name) {
                     Some(Value::String(text)) => Ok(text.clone()),
-                    _ => Err(not_sops(format!(
-                        "an entry of `sops.age` has no string `{name}`"
-                    ))),
+                    _ => Err(not_sops(format!("an entry of `sops.age` has no string `{name}`"))),
                 };
-                age.push(AgeStanza {
-                    recipient: field("recipient")?.trim().to_owned(),
-                    enc: field("enc")?,
-                });
+                age.push(AgeStanza { recipient: field("recipient")?.trim().to_owned(), enc: field("enc")? });
             }
         }
         Some(_) => return Err(not_sops("`sops.age` is not a list".to_owned())),
@@ -449,10 +407,7 @@ fn parse_metadata(path: &Path, block: &Mapping) -> Result<Metadata, SecretsError
 
     let mut rules = Vec::new();
     for (name, make) in [
-        (
-            "unencrypted_suffix",
-            EncryptionRule::UnencryptedSuffix as fn(String) -> EncryptionRule,
-        ),
+        ("unencrypted_suffix", EncryptionRule::UnencryptedSuffix as fn(String) -> EncryptionRule),
         ("encrypted_suffix", EncryptionRule::EncryptedSuffix),
         ("unencrypted_regex", EncryptionRule::UnencryptedRegex),
         ("encrypted_regex", EncryptionRule::EncryptedRegex),
@@ -467,13 +422,10 @@ fn parse_metadata(path: &Path, block: &Mapping) -> Result<Metadata, SecretsError
                 .to_owned(),
         ));
     }
-    let last_modified = string_field("lastmodified")?
-        .ok_or_else(|| not_sops("`sops.lastmodified` is missing".to_owned()))?;
-    time::OffsetDateTime::parse(
-        &last_modified,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .map_err(|_| not_sops("`sops.lastmodified` is not an RFC 3339 time".to_owned()))?;
+    let last_modified =
+        string_field("lastmodified")?.ok_or_else(|| not_sops("`sops.lastmodified` is missing".to_owned()))?;
+    time::OffsetDateTime::parse(&last_modified, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| not_sops("`sops.lastmodified` is not an RFC 3339 time".to_owned()))?;
     Ok(Metadata {
         age,
         last_modified,
@@ -511,10 +463,7 @@ pub fn emit_document(document: &Document) -> String {
     block.insert("lastmodified".into(), metadata.last_modified.clone().into());
     block.insert("mac".into(), metadata.mac.clone().into());
     block.insert("pgp".into(), Value::Sequence(Vec::new()));
-    block.insert(
-        metadata.rule.field_name().into(),
-        metadata.rule.field_value().into(),
-    );
+    block.insert(metadata.rule.field_name().into(), metadata.rule.field_value().into());
     if metadata.mac_only_encrypted {
         block.insert("mac_only_encrypted".into(), true.into());
     }
@@ -528,10 +477,7 @@ pub fn emit_document(document: &Document) -> String {
 /// Line and column (1-based) of a YAML error; the error's own message is not used because it
 /// may quote the offending (secret) text.
 pub(crate) fn yaml_error_location(error: &serde_yaml_ng::Error) -> (usize, usize) {
-    error
-        .location()
-        .map(|location| (location.line(), location.column()))
-        .unwrap_or((0, 0))
+    error.location().map(|location| (location.line(), location.column())).unwrap_or((0, 0))
 }
 
 /// Writes a YAML value in sops' layout (yaml.v3 with a four-space indent).
@@ -592,12 +538,8 @@ fn emit_sequence(out: &mut String, items: &[Value], indent: usize, first_inline:
         }
         out.push_str("- ");
         match item {
-            Value::Mapping(child) if !child.is_empty() => {
-                emit_mapping(out, child, indent + 2, true)
-            }
-            Value::Sequence(child) if !child.is_empty() => {
-                emit_sequence(out, child, indent + 2, true)
-            }
+            Value::Mapping(child) if !child.is_empty() => emit_mapping(out, child, indent + 2, true),
+            Value::Sequence(child) if !child.is_empty() => emit_sequence(out, child, indent + 2, true),
             leaf => {
                 out.push_str(&emit_scalar(leaf, indent + 2));
                 if !out.ends_with('\n') {
@@ -628,11 +570,7 @@ fn emit_scalar(value: &Value, block_indent: usize) -> String {
                 } else {
                     // Keep a float a float when read back.
                     let text = format!("{float}");
-                    if text.contains('.') {
-                        text
-                    } else {
-                        format!("{text}.0")
-                    }
+                    if text.contains('.') { text } else { format!("{text}.0") }
                 }
             }
         }
@@ -666,18 +604,12 @@ fn is_plain_safe(text: &str) -> bool {
         || text.contains(": ")
         || text.contains(" #")
         || text.ends_with(':')
-        || text
-            .chars()
-            .any(|c| c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}'))
+        || text.chars().any(|c| c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}'))
     {
         return false;
     }
     let lower = text.to_ascii_lowercase();
-    if [
-        "null", "true", "false", "yes", "no", "on", "off", "y", "n", "nan", "inf",
-    ]
-    .contains(&lower.as_str())
-    {
+    if ["null", "true", "false", "yes", "no", "on", "off", "y", "n", "nan", "inf"].contains(&lower.as_str()) {
         return false;
     }
     matches!(serde_yaml_ng::from_str::<Value>(text), Ok(Value::String(back)) if back == text)
@@ -689,15 +621,9 @@ fn is_literal_block_safe(text: &str) -> bool {
         && !body.is_empty()
         && !body.starts_with(' ')
         && !body.starts_with('\t')
-        && !text
-            .chars()
-            .any(|c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{feff}')
-        && body
-            .split('\n')
-            .all(|line| line.is_empty() || !line.trim_matches(' ').is_empty())
-        && !body
-            .split('\n')
-            .any(|line| line.ends_with(' ') || line.ends_with('\t'))
+        && !text.chars().any(|c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{feff}')
+        && body.split('\n').all(|line| line.is_empty() || !line.trim_matches(' ').is_empty())
+        && !body.split('\n').any(|line| line.ends_with(' ') || line.ends_with('\t'))
 }
 
 fn literal_block(text: &str, indent: usize) -> String {

@@ -81,8 +81,7 @@ pub fn parse_recipient(text: &str) -> Result<Recipient, SecretsError> {
         // Never echo a secret key back.
         return Err(SecretsError::InvalidRecipient {
             recipient: "AGE-SECRET-KEY-...".to_owned(),
-            reason: "this is a secret key (identity); give its public key (age1...) instead"
-                .to_owned(),
+            reason: "this is a secret key (identity); give its public key (age1...) instead".to_owned(),
         });
     }
     if !trimmed.starts_with("age1") {
@@ -92,10 +91,7 @@ pub fn parse_recipient(text: &str) -> Result<Recipient, SecretsError> {
     }
     let parsed = age::x25519::Recipient::from_str(trimmed)
         .map_err(|_| invalid("not a valid Bech32-encoded X25519 public key"))?;
-    Ok(Recipient {
-        text: parsed.to_string(),
-        parsed,
-    })
+    Ok(Recipient { text: parsed.to_string(), parsed })
 }
 
 /// Parses a list of recipients, dropping duplicates and keeping the first order.
@@ -131,11 +127,7 @@ impl Identities {
         Ok(identities)
     }
 
-    pub fn add_key_text(
-        &mut self,
-        location: &str,
-        text: &SecretString,
-    ) -> Result<(), SecretsError> {
+    pub fn add_key_text(&mut self, location: &str, text: &SecretString) -> Result<(), SecretsError> {
         self.keys.extend(parse_key_text(location, text)?);
         self.note_location(location);
         Ok(())
@@ -157,10 +149,7 @@ impl Identities {
 
     /// The public keys of the identities, in load order.
     pub fn recipients(&self) -> Vec<String> {
-        self.keys
-            .iter()
-            .map(|key| key.to_public().to_string())
-            .collect()
+        self.keys.iter().map(|key| key.to_public().to_string()).collect()
     }
 
     /// The places identities were looked for.
@@ -182,21 +171,15 @@ impl fmt::Debug for Identities {
     }
 }
 
-fn parse_key_text(
-    location: &str,
-    text: &SecretString,
-) -> Result<Vec<age::x25519::Identity>, SecretsError> {
+fn parse_key_text(location: &str, text: &SecretString) -> Result<Vec<age::x25519::Identity>, SecretsError> {
     let mut keys = Vec::new();
     for (index, line) in text.expose().lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let key =
-            age::x25519::Identity::from_str(line).map_err(|_| SecretsError::InvalidIdentity {
-                location: location.to_owned(),
-                line: index + 1,
-            })?;
+        let key = age::x25519::Identity::from_str(line)
+            .map_err(|_| SecretsError::InvalidIdentity { location: location.to_owned(), line: index + 1 })?;
         keys.push(key);
     }
     Ok(keys)
@@ -245,10 +228,7 @@ pub fn load_identities(sources: &IdentitySources) -> Result<Identities, SecretsE
     let mut identities = Identities::new();
     if let Some(path) = &sources.key_file {
         let text = read_key_file(path)?;
-        identities.add_key_text(
-            &format!("{SOPS_AGE_KEY_FILE_ENV}={}", path.display()),
-            &text,
-        )?;
+        identities.add_key_text(&format!("{SOPS_AGE_KEY_FILE_ENV}={}", path.display()), &text)?;
     }
     if let Some(text) = &sources.key {
         identities.add_key_text(SOPS_AGE_KEY_ENV, text)?;
@@ -257,14 +237,9 @@ pub fn load_identities(sources: &IdentitySources) -> Result<Identities, SecretsE
         let location = path.display().to_string();
         match std::fs::read_to_string(path) {
             Ok(text) => identities.add_key_text(&location, &SecretString::new(text))?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                identities.note_location(&location)
-            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => identities.note_location(&location),
             Err(source) => {
-                return Err(SecretsError::KeyFile {
-                    path: path.clone(),
-                    source,
-                });
+                return Err(SecretsError::KeyFile { path: path.clone(), source });
             }
         }
     }
@@ -274,10 +249,7 @@ pub fn load_identities(sources: &IdentitySources) -> Result<Identities, SecretsE
 fn read_key_file(path: &Path) -> Result<SecretString, SecretsError> {
     std::fs::read_to_string(path)
         .map(SecretString::new)
-        .map_err(|source| SecretsError::KeyFile {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(|source| SecretsError::KeyFile { path: path.to_owned(), source })
 }
 
 /// A freshly generated identity.
@@ -298,18 +270,14 @@ impl GeneratedIdentity {
 }
 
 fn key_file_entry(created: &str, recipient: &Recipient, secret_key: &SecretString) -> SecretString {
-    SecretString::new(format!(
-        "# created: {created}\n# public key: {recipient}\n{}\n",
-        secret_key.expose()
-    ))
+    SecretString::new(format!("# created: {created}\n# public key: {recipient}\n{}\n", secret_key.expose()))
 }
 
 fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// Generates a new X25519 identity.
@@ -317,10 +285,7 @@ pub fn generate_identity() -> GeneratedIdentity {
     let key = age::x25519::Identity::generate();
     let public = key.to_public();
     GeneratedIdentity {
-        recipient: Recipient {
-            text: public.to_string(),
-            parsed: public,
-        },
+        recipient: Recipient { text: public.to_string(), parsed: public },
         secret_key: SecretString::new(key.to_string().expose_secret().to_owned()),
         created: now_rfc3339(),
     }
@@ -341,32 +306,16 @@ pub fn append_identity_to_key_file(
     path: &Path,
     secret_key: &SecretString,
 ) -> Result<AppendOutcome, SecretsError> {
-    let key_error = |source| SecretsError::KeyFile {
-        path: path.to_owned(),
-        source,
-    };
+    let key_error = |source| SecretsError::KeyFile { path: path.to_owned(), source };
     let new_keys = parse_key_text("the identity to save", secret_key)?;
     let [new_key] = new_keys.as_slice() else {
-        return Err(SecretsError::InvalidIdentity {
-            location: "the identity to save".to_owned(),
-            line: 1,
-        });
+        return Err(SecretsError::InvalidIdentity { location: "the identity to save".to_owned(), line: 1 });
     };
     let public = new_key.to_public();
-    let recipient = Recipient {
-        text: public.to_string(),
-        parsed: public,
-    };
+    let recipient = Recipient { text: public.to_string(), parsed: public };
 
-    if let Some(parent) = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-    {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(key_error)?;
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(key_error)?;
     }
     let existed = path.exists();
     let mut file = std::fs::OpenOptions::new()
@@ -397,16 +346,10 @@ pub fn append_identity_to_key_file(
     if !existing.expose().is_empty() && !existing.expose().ends_with('\n') {
         entry.push('\n');
     }
-    let entry =
-        SecretString::new(entry + key_file_entry(&now_rfc3339(), &recipient, secret_key).expose());
-    file.write_all(entry.expose().as_bytes())
-        .map_err(key_error)?;
+    let entry = SecretString::new(entry + key_file_entry(&now_rfc3339(), &recipient, secret_key).expose());
+    file.write_all(entry.expose().as_bytes()).map_err(key_error)?;
     file.sync_all().map_err(key_error)?;
-    if !existed
-        && let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-    {
+    if !existed && let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
         super::atomic::sync_dir(parent).map_err(key_error)?;
     }
     Ok(AppendOutcome::Added)
@@ -420,29 +363,16 @@ mod tests {
     fn sources_follow_sops_lookup_order_and_xdg() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
             move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(key, _)| *key == name)
-                    .map(|(_, value)| OsString::from(value))
+                pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| OsString::from(value))
             }
         };
-        let sources = IdentitySources::from_lookup(vars(&[
-            ("HOME", "/home/op"),
-            ("SOPS_AGE_KEY_FILE", "/keys/a.txt"),
-        ]));
+        let sources =
+            IdentitySources::from_lookup(vars(&[("HOME", "/home/op"), ("SOPS_AGE_KEY_FILE", "/keys/a.txt")]));
         assert_eq!(sources.key_file, Some(PathBuf::from("/keys/a.txt")));
-        assert_eq!(
-            sources.default_key_file,
-            Some(PathBuf::from("/home/op/.config/sops/age/keys.txt"))
-        );
-        let sources = IdentitySources::from_lookup(vars(&[
-            ("HOME", "/home/op"),
-            ("XDG_CONFIG_HOME", "/xdg"),
-        ]));
-        assert_eq!(
-            sources.default_key_file,
-            Some(PathBuf::from("/xdg/sops/age/keys.txt"))
-        );
+        assert_eq!(sources.default_key_file, Some(PathBuf::from("/home/op/.config/sops/age/keys.txt")));
+        let sources =
+            IdentitySources::from_lookup(vars(&[("HOME", "/home/op"), ("XDG_CONFIG_HOME", "/xdg")]));
+        assert_eq!(sources.default_key_file, Some(PathBuf::from("/xdg/sops/age/keys.txt")));
         assert!(sources.key_file.is_none() && sources.key.is_none());
     }
 
@@ -458,10 +388,7 @@ mod tests {
     #[test]
     fn invalid_recipients_are_named_with_a_reason() {
         let error = parse_recipient("age1notakey").unwrap_err().to_string();
-        assert!(
-            error.contains("age1notakey") && error.contains("Bech32"),
-            "{error}"
-        );
+        assert!(error.contains("age1notakey") && error.contains("Bech32"), "{error}");
         let error = parse_recipient("ssh-ed25519 AAAA").unwrap_err().to_string();
         assert!(error.contains("starts with `age1`"), "{error}");
     }

@@ -25,13 +25,12 @@ use std::path::PathBuf;
 pub use atomic::{AtomicWriteError, AtomicWriteOptions, write_atomic};
 pub use format::{EncryptionRule, FileSummary, inspect_document, inspect_file};
 pub use identity::{
-    AppendOutcome, GeneratedIdentity, Identities, IdentitySources, Recipient,
-    append_identity_to_key_file, generate_identity, load_identities, parse_recipient,
-    parse_recipients,
+    AppendOutcome, GeneratedIdentity, Identities, IdentitySources, Recipient, append_identity_to_key_file,
+    generate_identity, load_identities, parse_recipient, parse_recipients,
 };
 pub use ops::{
-    EditOptions, EditOutcome, create_file, decrypt_document, decrypt_file, edit_file,
-    encrypt_document, reencrypt_file, set_value, show_file,
+    EditOptions, EditOutcome, create_file, decrypt_document, decrypt_file, edit_file, encrypt_document,
+    reencrypt_file, set_value, show_file,
 };
 pub use tree::{SecretTree, SecretValue, ValueKind};
 
@@ -48,11 +47,7 @@ pub enum SecretsError {
     #[error("{path} already exists; refusing to overwrite it")]
     AlreadyExists { path: PathBuf },
     #[error("{path} is not valid YAML (line {line}, column {column})")]
-    InvalidYaml {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-    },
+    InvalidYaml { path: PathBuf, line: usize, column: usize },
     #[error("{path} is not a sops file: {reason}")]
     NotSops { path: PathBuf, reason: String },
     #[error("{path} uses a sops feature this tool does not support: {feature}")]
@@ -62,11 +57,7 @@ pub enum SecretsError {
         recipients.join(", "),
         if locations.is_empty() { "nothing".to_owned() } else { locations.join(", ") }
     )]
-    NoIdentity {
-        path: PathBuf,
-        recipients: Vec<String>,
-        locations: Vec<String>,
-    },
+    NoIdentity { path: PathBuf, recipients: Vec<String>, locations: Vec<String> },
     #[error(
         "none of the available age identities ({}) can decrypt {path}; it is encrypted for {}",
         if available.is_empty() { "none".to_owned() } else { available.join(", ") },
@@ -84,18 +75,12 @@ pub enum SecretsError {
         "{path}: the value at `{key_path}` failed authentication; the file was tampered with or a value was moved between keys"
     )]
     ValueAuthentication { path: PathBuf, key_path: String },
-    #[error(
-        "{path}: MAC mismatch; the file was modified outside sops or tampered with, refusing to use it"
-    )]
+    #[error("{path}: MAC mismatch; the file was modified outside sops or tampered with, refusing to use it")]
     MacMismatch { path: PathBuf },
     #[error("{path}: the stored MAC failed authentication; the file was tampered with")]
     MacAuthentication { path: PathBuf },
     #[error("{path}: the value at `{key_path}` is malformed: {reason}")]
-    MalformedValue {
-        path: PathBuf,
-        key_path: String,
-        reason: String,
-    },
+    MalformedValue { path: PathBuf, key_path: String, reason: String },
     #[error("invalid age recipient `{recipient}`: {reason}")]
     InvalidRecipient { recipient: String, reason: String },
     #[error("no age recipients given for {path}")]
@@ -109,11 +94,7 @@ pub enum SecretsError {
         source: std::io::Error,
     },
     #[error("invalid key path `{key_path}` for {path}: {reason}")]
-    InvalidKeyPath {
-        path: PathBuf,
-        key_path: String,
-        reason: String,
-    },
+    InvalidKeyPath { path: PathBuf, key_path: String, reason: String },
     #[error("{path}: the plaintext must be a YAML mapping at the top level")]
     NotAMapping { path: PathBuf },
     #[error("{path}: {reason}")]
@@ -128,21 +109,13 @@ pub enum SecretsError {
         source: std::io::Error,
     },
     #[error("editor `{program}` failed ({status}); {path} was left unchanged")]
-    EditorFailed {
-        program: String,
-        status: String,
-        path: PathBuf,
-    },
+    EditorFailed { program: String, status: String, path: PathBuf },
     #[error("edit of {path} was interrupted; the file was left unchanged")]
     EditInterrupted { path: PathBuf },
     #[error(
         "the edited content of {path} is not valid YAML (line {line}, column {column}); the file was left unchanged"
     )]
-    EditedYamlInvalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-    },
+    EditedYamlInvalid { path: PathBuf, line: usize, column: usize },
     #[error("could not prepare the private temporary file to edit {path}")]
     TempFile {
         path: PathBuf,

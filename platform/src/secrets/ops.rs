@@ -13,8 +13,8 @@ use super::crypto::{
     DataKey, decrypt_mac, decrypt_tree, encrypt_mac, encrypt_tree, unwrap_data_key, wrap_data_key,
 };
 use super::format::{
-    AgeStanza, Document, EncryptionRule, Metadata, SOPS_FORMAT_VERSION, SOPS_METADATA_KEY,
-    emit_document, parse_document,
+    AgeStanza, Document, EncryptionRule, Metadata, SOPS_FORMAT_VERSION, SOPS_METADATA_KEY, emit_document,
+    parse_document,
 };
 use super::identity::{Identities, Recipient};
 use super::tree::{SecretTree, SecretValue};
@@ -28,10 +28,7 @@ struct Opened {
 }
 
 fn read_file(path: &Path) -> Result<String, SecretsError> {
-    std::fs::read_to_string(path).map_err(|source| SecretsError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| SecretsError::Read { path: path.to_owned(), source })
 }
 
 fn open_document(path: &Path, text: &str, identities: &Identities) -> Result<Opened, SecretsError> {
@@ -39,29 +36,14 @@ fn open_document(path: &Path, text: &str, identities: &Identities) -> Result<Ope
     let metadata = document.metadata;
     let matcher = metadata.rule.matcher(path)?;
     let key = unwrap_data_key(path, &metadata.age, identities)?;
-    let stored_mac =
-        decrypt_mac(&key, &metadata.mac, &metadata.last_modified).ok_or_else(|| {
-            SecretsError::MacAuthentication {
-                path: path.to_owned(),
-            }
-        })?;
-    let (tree, computed_mac) = decrypt_tree(
-        path,
-        &document.data,
-        &key,
-        &matcher,
-        metadata.mac_only_encrypted,
-    )?;
+    let stored_mac = decrypt_mac(&key, &metadata.mac, &metadata.last_modified)
+        .ok_or_else(|| SecretsError::MacAuthentication { path: path.to_owned() })?;
+    let (tree, computed_mac) =
+        decrypt_tree(path, &document.data, &key, &matcher, metadata.mac_only_encrypted)?;
     if !computed_mac.eq_ignore_ascii_case(&stored_mac) {
-        return Err(SecretsError::MacMismatch {
-            path: path.to_owned(),
-        });
+        return Err(SecretsError::MacMismatch { path: path.to_owned() });
     }
-    Ok(Opened {
-        tree,
-        key,
-        metadata,
-    })
+    Ok(Opened { tree, key, metadata })
 }
 
 /// Decrypts sops text (already read from `path`, which names it in errors) and verifies its
@@ -92,9 +74,7 @@ pub fn encrypt_document(
     rule: &EncryptionRule,
 ) -> Result<String, SecretsError> {
     if recipients.is_empty() {
-        return Err(SecretsError::NoRecipients {
-            path: path.to_owned(),
-        });
+        return Err(SecretsError::NoRecipients { path: path.to_owned() });
     }
     let key = DataKey::generate();
     let stanzas = wrap_data_key(&key, recipients);
@@ -182,22 +162,12 @@ fn write_reopened(path: &Path, opened: &Opened, tree: &SecretTree) -> Result<(),
 
 /// Creates a new secrets file for `recipients` with `tree` as content (use
 /// [`SecretTree::empty`] for an empty file). Refuses to overwrite an existing file.
-pub fn create_file(
-    path: &Path,
-    recipients: &[Recipient],
-    tree: &SecretTree,
-) -> Result<(), SecretsError> {
+pub fn create_file(path: &Path, recipients: &[Recipient], tree: &SecretTree) -> Result<(), SecretsError> {
     if path.exists() {
-        return Err(SecretsError::AlreadyExists {
-            path: path.to_owned(),
-        });
+        return Err(SecretsError::AlreadyExists { path: path.to_owned() });
     }
     let text = encrypt_document(path, tree, recipients, &EncryptionRule::default())?;
-    write_atomic(
-        path,
-        text.as_bytes(),
-        &AtomicWriteOptions { mode: Some(0o644) },
-    )?;
+    write_atomic(path, text.as_bytes(), &AtomicWriteOptions { mode: Some(0o644) })?;
     Ok(())
 }
 
@@ -219,14 +189,11 @@ pub fn set_value(
         return Err(invalid("a component of the dotted path is empty"));
     }
     if components[0] == SOPS_METADATA_KEY {
-        return Err(invalid(
-            "the top-level key `sops` is reserved for sops metadata",
-        ));
+        return Err(invalid("the top-level key `sops` is reserved for sops metadata"));
     }
     let opened = open_document(path, &read_file(path)?, identities)?;
     let mut tree = opened.tree.clone();
-    tree.set(&components, SecretValue::string(value))
-        .map_err(|reason| invalid(&reason))?;
+    tree.set(&components, SecretValue::string(value)).map_err(|reason| invalid(&reason))?;
     write_reopened(path, &opened, &tree)
 }
 
@@ -239,20 +206,12 @@ pub fn reencrypt_file(
 ) -> Result<(), SecretsError> {
     let opened = open_document(path, &read_file(path)?, identities)?;
     if recipients.is_empty() {
-        return Err(SecretsError::NoRecipients {
-            path: path.to_owned(),
-        });
+        return Err(SecretsError::NoRecipients { path: path.to_owned() });
     }
     let key = DataKey::generate();
     let stanzas = wrap_data_key(&key, recipients);
-    let text = seal(
-        path,
-        &opened.tree,
-        &key,
-        stanzas,
-        &opened.metadata.rule,
-        opened.metadata.mac_only_encrypted,
-    )?;
+    let text =
+        seal(path, &opened.tree, &key, stanzas, &opened.metadata.rule, opened.metadata.mac_only_encrypted)?;
     write_atomic(path, text.as_bytes(), &AtomicWriteOptions::default())?;
     Ok(())
 }
@@ -291,31 +250,23 @@ pub fn edit_file(
     refuse_other_key_groups(path, &opened.metadata)?;
     let plaintext = opened.tree.to_yaml();
 
-    let temp_parent = options
-        .temp_parent
-        .clone()
-        .unwrap_or_else(default_temp_parent);
+    let temp_parent = options.temp_parent.clone().unwrap_or_else(default_temp_parent);
     let temp = PlaintextFile::create(path, &temp_parent, &plaintext)?;
 
     let edited = {
         // Signal handlers are process-wide: one edit session at a time.
-        let _session = EDIT_SESSION
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _session = EDIT_SESSION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let signals = SignalGuard::install();
-        let status = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .arg(temp.path())
-            .status()
-            .map_err(|source| SecretsError::EditorSpawn {
-                program: argv[0].clone(),
-                path: path.to_owned(),
-                source,
-            })?;
+        let status =
+            std::process::Command::new(&argv[0]).args(&argv[1..]).arg(temp.path()).status().map_err(
+                |source| SecretsError::EditorSpawn {
+                    program: argv[0].clone(),
+                    path: path.to_owned(),
+                    source,
+                },
+            )?;
         if signals.interrupted() {
-            return Err(SecretsError::EditInterrupted {
-                path: path.to_owned(),
-            });
+            return Err(SecretsError::EditInterrupted { path: path.to_owned() });
         }
         if !status.success() {
             return Err(SecretsError::EditorFailed {
@@ -366,31 +317,21 @@ impl PlaintextFile {
         use std::io::Write;
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
-        let temp_error = |source| SecretsError::TempFile {
-            path: secrets_path.to_owned(),
-            source,
-        };
-        let directory = tempfile::Builder::new()
-            .prefix("opus-secrets-")
-            .tempdir_in(parent)
-            .map_err(temp_error)?;
+        let temp_error = |source| SecretsError::TempFile { path: secrets_path.to_owned(), source };
+        let directory =
+            tempfile::Builder::new().prefix("opus-secrets-").tempdir_in(parent).map_err(temp_error)?;
         std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o700))
             .map_err(temp_error)?;
         // Same extension as the real file so editors highlight YAML.
         let file = directory.path().join("secrets.yaml");
-        let guard = PlaintextFile {
-            directory: Some(directory),
-            file,
-        };
+        let guard = PlaintextFile { directory: Some(directory), file };
         let mut handle = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&guard.file)
             .map_err(temp_error)?;
-        handle
-            .write_all(plaintext.expose().as_bytes())
-            .map_err(temp_error)?;
+        handle.write_all(plaintext.expose().as_bytes()).map_err(temp_error)?;
         Ok(guard)
     }
 
@@ -401,10 +342,7 @@ impl PlaintextFile {
     fn read(&self, secrets_path: &Path) -> Result<SecretString, SecretsError> {
         std::fs::read_to_string(&self.file)
             .map(SecretString::new)
-            .map_err(|source| SecretsError::TempFile {
-                path: secrets_path.to_owned(),
-                source,
-            })
+            .map_err(|source| SecretsError::TempFile { path: secrets_path.to_owned(), source })
     }
 }
 
@@ -486,10 +424,8 @@ impl Drop for SignalGuard {
 /// quotes keep text as is; double quotes keep text with `\"` and `\\` escapes; a backslash
 /// outside quotes escapes the next character.
 pub fn split_editor_command(command: &str) -> Result<Vec<String>, SecretsError> {
-    let error = |reason: &str| SecretsError::EditorCommand {
-        command: command.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let error =
+        |reason: &str| SecretsError::EditorCommand { command: command.to_owned(), reason: reason.to_owned() };
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -559,10 +495,7 @@ mod tests {
     #[test]
     fn editor_commands_split_like_a_shell() {
         assert_eq!(split_editor_command("vim").unwrap(), ["vim"]);
-        assert_eq!(
-            split_editor_command("code --wait").unwrap(),
-            ["code", "--wait"]
-        );
+        assert_eq!(split_editor_command("code --wait").unwrap(), ["code", "--wait"]);
         assert_eq!(
             split_editor_command("'/opt/my editor/bin/ed' -x \"a b\" c\\ d").unwrap(),
             ["/opt/my editor/bin/ed", "-x", "a b", "c d"]

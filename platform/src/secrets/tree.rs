@@ -53,31 +53,19 @@ pub struct SecretValue {
 
 impl SecretValue {
     pub fn string(text: SecretString) -> SecretValue {
-        SecretValue {
-            kind: ValueKind::Str,
-            text,
-        }
+        SecretValue { kind: ValueKind::Str, text }
     }
 
     pub fn int(value: i64) -> SecretValue {
-        SecretValue {
-            kind: ValueKind::Int,
-            text: SecretString::new(value.to_string()),
-        }
+        SecretValue { kind: ValueKind::Int, text: SecretString::new(value.to_string()) }
     }
 
     pub fn bool(value: bool) -> SecretValue {
-        SecretValue {
-            kind: ValueKind::Bool,
-            text: SecretString::new(value.to_string()),
-        }
+        SecretValue { kind: ValueKind::Bool, text: SecretString::new(value.to_string()) }
     }
 
     pub fn float(value: f64) -> SecretValue {
-        SecretValue {
-            kind: ValueKind::Float,
-            text: SecretString::new(format_go_float(value)),
-        }
+        SecretValue { kind: ValueKind::Float, text: SecretString::new(format_go_float(value)) }
     }
 
     /// The value as text (for strings, the string itself).
@@ -121,9 +109,7 @@ impl SecretValue {
         match self.kind {
             ValueKind::Str => Value::String(self.text.expose().to_owned()),
             ValueKind::Int => Value::Number(self.text.expose().parse::<i64>().unwrap_or(0).into()),
-            ValueKind::Float => {
-                Value::Number(parse_go_float(self.text.expose()).unwrap_or(0.0).into())
-            }
+            ValueKind::Float => Value::Number(parse_go_float(self.text.expose()).unwrap_or(0.0).into()),
             ValueKind::Bool => Value::Bool(self.text.expose() == "true"),
         }
     }
@@ -159,6 +145,21 @@ impl SecretTree {
         }
     }
 
+    /// Sets the leaf at a dotted key path (`db.password`), creating intermediate maps.
+    pub fn set_dotted(
+        &mut self,
+        file: &Path,
+        key_path: &str,
+        value: SecretValue,
+    ) -> Result<(), SecretsError> {
+        let components: Vec<&str> = key_path.split('.').collect();
+        self.set(&components, value).map_err(|reason| SecretsError::InvalidKeyPath {
+            path: file.to_owned(),
+            key_path: key_path.to_owned(),
+            reason,
+        })
+    }
+
     /// Sets the leaf at a dotted key path, creating intermediate maps. A component that
     /// exists and is not a map (a list or a value) is an error: we never replace structure.
     pub(crate) fn set(&mut self, components: &[&str], value: SecretValue) -> Result<(), String> {
@@ -171,11 +172,7 @@ impl SecretTree {
         let position = match entries.iter().position(|(key, _)| key == first) {
             Some(position) => position,
             None => {
-                let child = if rest.is_empty() {
-                    SecretTree::Null
-                } else {
-                    SecretTree::empty()
-                };
+                let child = if rest.is_empty() { SecretTree::Null } else { SecretTree::empty() };
                 entries.push(((*first).to_owned(), child));
                 entries.len() - 1
             }
@@ -208,11 +205,7 @@ impl SecretTree {
     pub fn from_yaml(path: &Path, text: &str) -> Result<SecretTree, SecretsError> {
         let value: Value = serde_yaml_ng::from_str(text).map_err(|error| {
             let (line, column) = yaml_error_location(&error);
-            SecretsError::InvalidYaml {
-                path: path.to_owned(),
-                line,
-                column,
-            }
+            SecretsError::InvalidYaml { path: path.to_owned(), line, column }
         })?;
         let tree = if value.is_null() {
             // An empty document is an empty map, as sops treats it.
@@ -222,9 +215,7 @@ impl SecretTree {
         };
         match tree {
             SecretTree::Map(_) => Ok(tree),
-            _ => Err(SecretsError::NotAMapping {
-                path: path.to_owned(),
-            }),
+            _ => Err(SecretsError::NotAMapping { path: path.to_owned() }),
         }
     }
 
@@ -242,9 +233,7 @@ impl SecretTree {
                     .map(|(key, value)| (Value::String(key.clone()), value.to_yaml_value()))
                     .collect(),
             ),
-            SecretTree::List(items) => {
-                Value::Sequence(items.iter().map(SecretTree::to_yaml_value).collect())
-            }
+            SecretTree::List(items) => Value::Sequence(items.iter().map(SecretTree::to_yaml_value).collect()),
             SecretTree::Value(value) => value.to_yaml(),
             SecretTree::Null => Value::Null,
         }
@@ -282,10 +271,7 @@ pub(crate) fn from_plain_yaml(path: &Path, value: Value) -> Result<SecretTree, S
         Value::Number(number) => SecretTree::Value(number_value(path, &number)?),
         Value::String(text) => SecretTree::Value(SecretValue::string(SecretString::new(text))),
         Value::Sequence(items) => SecretTree::List(
-            items
-                .into_iter()
-                .map(|item| from_plain_yaml(path, item))
-                .collect::<Result<_, _>>()?,
+            items.into_iter().map(|item| from_plain_yaml(path, item)).collect::<Result<_, _>>()?,
         ),
         Value::Mapping(mapping) => {
             let mut entries = Vec::with_capacity(mapping.len());
@@ -309,10 +295,7 @@ pub(crate) fn from_plain_yaml(path: &Path, value: Value) -> Result<SecretTree, S
     })
 }
 
-pub(crate) fn number_value(
-    path: &Path,
-    number: &serde_yaml_ng::Number,
-) -> Result<SecretValue, SecretsError> {
+pub(crate) fn number_value(path: &Path, number: &serde_yaml_ng::Number) -> Result<SecretValue, SecretsError> {
     if let Some(int) = number.as_i64() {
         Ok(SecretValue::int(int))
     } else if number.is_f64() {
@@ -367,18 +350,11 @@ mod tests {
     #[test]
     fn set_creates_intermediate_maps_and_refuses_to_replace_lists() {
         let mut tree = SecretTree::empty();
-        tree.set(
-            &["db", "password"],
-            SecretValue::string("x".to_owned().into()),
-        )
-        .unwrap();
+        tree.set(&["db", "password"], SecretValue::string("x".to_owned().into())).unwrap();
         assert_eq!(tree.get("db.password").unwrap().text().expose(), "x");
         let mut with_list = SecretTree::from_yaml(Path::new("t"), "a: [1, 2]\n").unwrap();
         assert!(
-            with_list
-                .set(&["a"], SecretValue::int(1))
-                .unwrap_err()
-                .contains("holds a mapping or a list")
+            with_list.set(&["a"], SecretValue::int(1)).unwrap_err().contains("holds a mapping or a list")
         );
     }
 

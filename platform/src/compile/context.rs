@@ -1,0 +1,88 @@
+//! The context values templates are rendered with: `client`, `env`, `namespace`, `component`,
+//! `inputs`, `versions`, `profiles` and `secrets` (placeholders, never clear text).
+
+use serde_json::{Value, json};
+
+use crate::model::{ComponentInstance, Environment, Target};
+
+/// CPU and memory by resource profile, as the service charts expect them.
+pub fn profiles() -> Value {
+    json!({
+        "small": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+        "medium": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "large": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+    })
+}
+
+/// The environment-wide part of the context.
+pub fn env_context(env: &Environment) -> Value {
+    let mut value = json!({
+        "name": env.name,
+        "protected": env.env.protected,
+        "core": env.env.core,
+        "target": match &env.env.target { Target::Directory { .. } => "directory", Target::Kube { .. } => "kube" },
+        "database": {
+            "host": env.env.database.host,
+            "port": env.env.database.port,
+            "admin_user": env.env.database.admin_user,
+            "sslmode": env.env.database.sslmode,
+        },
+        "directory": {
+            "organisation_id": env.env.directory.organisation_id,
+            "environment": env.env.directory.environment,
+            "host": env.env.directory.environment.host(),
+        },
+        "messaging": env.env.messaging,
+        "labels": env.env.labels,
+    });
+    // Facts about other components that services need; absent (and so an error in strict
+    // mode) when the environment does not deploy the component.
+    let object = value.as_object_mut().expect("an object");
+    if let Some(auth) = env.components().find(|c| c.template == "oob-authorization-server" && c.file.enabled)
+    {
+        object.insert(
+            "auth_server_url".into(),
+            json!(format!("http://{}.{}.svc.cluster.local:8080", auth.name, auth.namespace)),
+        );
+    }
+    if let Some(pubsub) = env.components().find(|c| c.template == "pubsub" && c.file.enabled) {
+        let name = pubsub.inputs.get("component_name").cloned().unwrap_or(json!(pubsub.name));
+        object.insert("pubsub_name".into(), name);
+    }
+    value
+}
+
+/// The whole context of one component.
+pub fn component_context(
+    env: &Environment,
+    env_ctx: &Value,
+    component: &ComponentInstance,
+    database: Option<(&str, &str)>,
+    secrets: Value,
+) -> Value {
+    let namespace = env.namespaces.iter().find(|ns| ns.name == component.namespace);
+    json!({
+        "client": {
+            "name": env.client.client.name,
+            "display_name": env.client.client.display_name,
+            "brand_id": env.client.client.brand_id,
+        },
+        "env": env_ctx,
+        "namespace": {
+            "name": component.namespace,
+            "labels": namespace.map(|ns| &ns.file.labels),
+            "annotations": namespace.map(|ns| &ns.file.annotations),
+        },
+        "component": {
+            "name": component.name,
+            "id": component.id(),
+            "template": component.template,
+            "database": database.map(|(name, user)| json!({"name": name, "user": user})),
+            "labels": component.labels,
+        },
+        "inputs": component.inputs,
+        "versions": env.env.versions,
+        "profiles": profiles(),
+        "secrets": secrets,
+    })
+}

@@ -1,0 +1,466 @@
+//! Compiling: a checked environment plus its secrets become a [`Plan`]. Values templates are
+//! rendered in strict mode, `values_custom` (which may itself use template expressions) and
+//! then `values_sensitive_custom` are deep-merged over them, and every step gets its
+//! fingerprint. Compiling never touches the network; `plan` and `deploy` share this code.
+
+pub mod context;
+pub mod secret_inputs;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value as Json;
+
+use crate::catalog::{Catalog, ChartSource, Kind};
+use crate::check::{Checked, check_environment};
+use crate::diagnostic::Diagnostic;
+use crate::load::environment::LoadError;
+use crate::load::node::{Node, Value};
+use crate::load::tree::SourceTree;
+use crate::model::{ComponentInstance, Environment, Target};
+use crate::plan::{Action, ChartSpec, Plan, Step, TargetSpec, fingerprint};
+use crate::secrets::Identities;
+use crate::source::{SourceMap, Span};
+use crate::template::{TemplateError, has_template_syntax, render};
+use crate::values::{SecretTable, Values, deep_merge, finish_tree};
+use secret_inputs::{SecretInputs, VALUES_SENSITIVE_CUSTOM, load_secret_inputs};
+
+/// The outcome of compiling an environment.
+#[derive(Debug)]
+pub struct Compiled {
+    pub plan: Option<Plan>,
+    pub sources: SourceMap,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Checks, reads secrets (decrypting them with `identities` when given) and compiles.
+pub fn compile_environment(
+    tree: &dyn SourceTree,
+    catalog: &Catalog,
+    name: &str,
+    identities: Option<&Identities>,
+) -> Result<Compiled, LoadError> {
+    let report = check_environment(tree, catalog, name)?;
+    let mut sources = report.sources;
+    let Some(checked) = report.checked else {
+        return Ok(Compiled { plan: None, sources, diagnostics: report.diagnostics });
+    };
+    let (secrets, mut diagnostics) =
+        load_secret_inputs(&checked.environment, catalog, tree, identities, &mut sources);
+    if !diagnostics.is_empty() {
+        return Ok(Compiled { plan: None, sources, diagnostics });
+    }
+    match compile(&checked, catalog, &secrets, &mut sources) {
+        Ok(plan) => Ok(Compiled { plan: Some(plan), sources, diagnostics }),
+        Err(problems) => {
+            diagnostics.extend(problems);
+            Ok(Compiled { plan: None, sources, diagnostics })
+        }
+    }
+}
+
+/// Builds the plan of a checked environment.
+pub fn compile(
+    checked: &Checked,
+    catalog: &Catalog,
+    secrets: &SecretInputs,
+    sources: &mut SourceMap,
+) -> Result<Plan, Vec<Diagnostic>> {
+    let env = &checked.environment;
+    let target = target_spec(env);
+    let mut builder = Builder { steps: Vec::new(), diagnostics: Vec::new(), target: target.clone() };
+    let env_ctx = context::env_context(env);
+
+    let preflight_id = format!("environment/{}/preflight", env.name);
+    let mut crds: Vec<String> = env
+        .components()
+        .filter(|c| c.file.enabled)
+        .filter_map(|c| catalog.get(&c.template))
+        .flat_map(|t| t.definition.crds().iter().map(|s| (*s).to_owned()))
+        .collect();
+    crds.sort();
+    crds.dedup();
+    let (max_kubernetes_version, storage_class) = match &env.env.target {
+        Target::Kube { max_kubernetes_version, storage_class, .. } => {
+            (Some(max_kubernetes_version.clone()), storage_class.clone())
+        }
+        Target::Directory { .. } => (None, None),
+    };
+    builder.push(
+        preflight_id.clone(),
+        None,
+        Action::Preflight { max_kubernetes_version, storage_class, crds },
+        vec![],
+    );
+
+    // Namespaces that deploy something.
+    for namespace in &env.namespaces {
+        if !namespace.components.iter().any(|c| c.file.enabled) {
+            continue;
+        }
+        let mut labels = env.client.labels.clone();
+        labels.extend(env.env.labels.clone());
+        labels.extend(namespace.file.labels.clone());
+        labels.insert("app.kubernetes.io/managed-by".into(), "opus-deploy".into());
+        builder.push(
+            namespace_step(&namespace.name),
+            None,
+            Action::EnsureNamespace {
+                name: namespace.name.clone(),
+                labels,
+                annotations: namespace.file.annotations.clone(),
+            },
+            vec![preflight_id.clone()],
+        );
+    }
+
+    // Components, in dependency order so each knows its dependencies' last step.
+    let mut exit_steps: BTreeMap<String, String> = BTreeMap::new();
+    let components: BTreeMap<String, &ComponentInstance> =
+        env.components().filter(|c| c.file.enabled).map(|c| (c.id(), c)).collect();
+    for id in dependency_order(&components, checked) {
+        let component = components[&id];
+        let Some(template) = catalog.get(&component.template) else { continue };
+        let definition = &template.definition;
+        let mut previous: Vec<String> = vec![namespace_step(&component.namespace)];
+        for dependency in checked.dependencies.of(&id) {
+            if let Some(exit) = exit_steps.get(dependency) {
+                previous.push(exit.clone());
+            }
+        }
+        let step_id = |verb: &str| format!("{}/{}", id, verb);
+        let mut table = SecretTable::default();
+        let component_secrets = secrets.components.get(&id);
+        let database = definition.database_spec().map(|spec| {
+            let overrides = component.file.database.clone().unwrap_or_default();
+            (overrides.name.unwrap_or(spec.name.to_owned()), overrides.user.unwrap_or(spec.user.to_owned()))
+        });
+
+        if definition.kind() == Kind::DatabaseOnly {
+            let admin_password = env_secret(secrets, "database.admin_password", &mut table);
+            let min_server_version =
+                component.inputs.get("min_server_version").and_then(Json::as_u64).unwrap_or(14) as u32;
+            let action = Action::DatabasePreflight {
+                host: env.env.database.host.clone(),
+                port: env.env.database.port,
+                admin_user: env.env.database.admin_user.clone(),
+                min_server_version,
+                admin_password,
+            };
+            previous = vec![builder.push(step_id("preflight"), Some(&id), action, previous)];
+        }
+        if let Some(file) = component_secrets {
+            let mut data = Json::Object(Default::default());
+            for path in file.paths_under("") {
+                if path == VALUES_SENSITIVE_CUSTOM || path.starts_with(&format!("{VALUES_SENSITIVE_CUSTOM}."))
+                {
+                    continue;
+                }
+                if let Some(entry) = file.entry(path, &secrets.digest_key) {
+                    data.as_object_mut()
+                        .expect("object")
+                        .insert(path.clone(), Json::String(table.placeholder(entry)));
+                }
+            }
+            if data.as_object().is_some_and(|d| !d.is_empty()) {
+                let action = Action::ApplySecret {
+                    namespace: component.namespace.clone(),
+                    name: format!("{}-secrets", component.name),
+                    labels: component.labels.clone(),
+                    data: Values::from_marked(&data, &table),
+                };
+                previous = vec![builder.push(step_id("secret"), Some(&id), action, previous)];
+            }
+        }
+        if let Some((db_name, db_user)) = &database {
+            let password = match component_secrets.and_then(|f| f.entry("db.password", &secrets.digest_key)) {
+                Some(entry) => {
+                    let placeholder = table.placeholder(entry);
+                    Values::from_marked(&Json::String(placeholder), &table)
+                }
+                None => Values::default(),
+            };
+            let connection_limit = components
+                .values()
+                .find(|c| c.template == "postgresql")
+                .and_then(|c| c.inputs.get("connection_limit"))
+                .and_then(Json::as_i64)
+                .unwrap_or(-1) as i32;
+            let action = Action::ProvisionDatabase {
+                host: env.env.database.host.clone(),
+                port: env.env.database.port,
+                role: db_user.clone(),
+                database: db_name.clone(),
+                connection_limit,
+                password,
+            };
+            previous = vec![builder.push(step_id("database"), Some(&id), action, previous)];
+        }
+
+        let secrets_ctx = component_secrets.map_or(Json::Object(Default::default()), |f| {
+            f.placeholders("", &secrets.digest_key, &mut table)
+        });
+        let ctx = context::component_context(
+            env,
+            &env_ctx,
+            component,
+            database.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
+            secrets_ctx,
+        );
+        let rendered = match definition.template() {
+            Some(values_template) => {
+                builder.render_values(values_template.path, values_template.text, &ctx, sources)
+            }
+            None => Some(Json::Null),
+        };
+        let custom = builder.render_custom(&component.values_custom, &ctx, sources);
+        let (Some(mut values), Some(custom)) = (rendered, custom) else { continue };
+        if values.is_null() {
+            values = Json::Object(Default::default());
+        }
+        if custom.as_object().is_some_and(|c| !c.is_empty()) {
+            deep_merge(&mut values, &custom);
+        }
+        if let Some(file) = component_secrets {
+            let sensitive = file.placeholders(VALUES_SENSITIVE_CUSTOM, &secrets.digest_key, &mut table);
+            if sensitive.as_object().is_some_and(|s| !s.is_empty()) {
+                deep_merge(&mut values, &sensitive);
+            }
+        }
+        finish_tree(&mut values, &mut table, &secrets.digest_key);
+        let values = Values::from_marked(&values, &table);
+
+        match definition.kind() {
+            Kind::HelmRelease => {
+                let chart = definition.chart_ref().expect("a Helm release has a chart");
+                let timeout_seconds =
+                    component.inputs.get("timeout_seconds").and_then(Json::as_u64).unwrap_or(600) as u32;
+                let action = Action::HelmRelease {
+                    release: component.name.clone(),
+                    namespace: component.namespace.clone(),
+                    chart: chart_spec(env, chart),
+                    values,
+                    timeout_seconds,
+                };
+                previous = vec![builder.push(step_id("release"), Some(&id), action, previous)];
+                if definition.waits_for_readiness() {
+                    let action = Action::WaitReady {
+                        namespace: component.namespace.clone(),
+                        selector: format!("app.kubernetes.io/instance={}", component.name),
+                        timeout_seconds,
+                    };
+                    previous = vec![builder.push(step_id("ready"), Some(&id), action, previous)];
+                }
+            }
+            Kind::Manifests => {
+                let action = Action::ApplyObjects { namespace: component.namespace.clone(), objects: values };
+                previous = vec![builder.push(step_id("apply"), Some(&id), action, previous)];
+            }
+            Kind::KeyStore => {
+                let secret_name = component
+                    .inputs
+                    .get("secret_name")
+                    .and_then(Json::as_str)
+                    .unwrap_or("opus-age-keys")
+                    .to_owned();
+                let action = Action::StoreKey {
+                    namespace: component.namespace.clone(),
+                    secret_name,
+                    recipients: env.env.secrets.age_recipients.clone(),
+                };
+                previous = vec![builder.push(step_id("store-key"), Some(&id), action, previous)];
+            }
+            Kind::DatabaseOnly => {}
+        }
+        if let Some(last) = previous.first() {
+            exit_steps.insert(id.clone(), last.clone());
+        }
+    }
+    if !builder.diagnostics.is_empty() {
+        return Err(builder.diagnostics);
+    }
+    Plan::new(env.name.clone(), env.env.protected, target, secrets.is_decrypted(), builder.steps)
+        .map_err(|e| vec![Diagnostic::error(format!("internal error: the compiled plan is invalid: {e}"))])
+}
+
+fn namespace_step(namespace: &str) -> String {
+    format!("{namespace}/namespace/ensure")
+}
+
+fn env_secret(secrets: &SecretInputs, path: &str, table: &mut SecretTable) -> Values {
+    match secrets.environment.as_ref().and_then(|f| f.entry(path, &secrets.digest_key)) {
+        Some(entry) => {
+            let placeholder = table.placeholder(entry);
+            Values::from_marked(&Json::String(placeholder), table)
+        }
+        None => Values::default(),
+    }
+}
+
+fn target_spec(env: &Environment) -> TargetSpec {
+    match &env.env.target {
+        Target::Directory { path, .. } => TargetSpec::Directory { path: path.clone() },
+        Target::Kube { context, kubeconfig, .. } => {
+            TargetSpec::Kube { context: context.clone(), kubeconfig: kubeconfig.clone() }
+        }
+    }
+}
+
+fn chart_spec(env: &Environment, chart: &crate::catalog::ChartRef) -> ChartSpec {
+    let version = chart.version.to_owned();
+    match &chart.source {
+        ChartSource::Vendor { local } if env.client.charts.local => {
+            ChartSpec { reference: (*local).to_owned(), repository: None, version }
+        }
+        ChartSource::Vendor { .. } => {
+            let registry = env.client.charts.registry.trim_end_matches('/');
+            if registry.starts_with("oci://") {
+                ChartSpec { reference: format!("{registry}/{}", chart.name), repository: None, version }
+            } else {
+                ChartSpec { reference: chart.name.to_owned(), repository: Some(registry.to_owned()), version }
+            }
+        }
+        ChartSource::Repository { url } => {
+            ChartSpec { reference: chart.name.to_owned(), repository: Some((*url).to_owned()), version }
+        }
+        ChartSource::Oci { url } => ChartSpec {
+            reference: format!("{}/{}", url.trim_end_matches('/'), chart.name),
+            repository: None,
+            version,
+        },
+        ChartSource::Local { path } => ChartSpec { reference: (*path).to_owned(), repository: None, version },
+    }
+}
+
+/// Component ids with dependencies first (ties by id).
+fn dependency_order(components: &BTreeMap<String, &ComponentInstance>, checked: &Checked) -> Vec<String> {
+    let mut done: Vec<String> = Vec::new();
+    let mut remaining: Vec<&String> = components.keys().collect();
+    while !remaining.is_empty() {
+        let before = remaining.len();
+        remaining.retain(|id| {
+            let ready = checked
+                .dependencies
+                .of(id)
+                .iter()
+                .all(|d| done.iter().any(|x| x == d) || !components.contains_key(*d));
+            if ready {
+                done.push((*id).clone());
+            }
+            !ready
+        });
+        if remaining.len() == before {
+            // A cycle: `check` reports it; keep going so compile stays total.
+            done.extend(remaining.drain(..).cloned());
+        }
+    }
+    done
+}
+
+struct Builder {
+    steps: Vec<Step>,
+    diagnostics: Vec<Diagnostic>,
+    target: TargetSpec,
+}
+
+impl Builder {
+    fn push(
+        &mut self,
+        id: String,
+        component: Option<&str>,
+        action: Action,
+        mut depends_on: Vec<String>,
+    ) -> String {
+        depends_on.sort();
+        depends_on.dedup();
+        let fingerprint = fingerprint(&self.target, &action);
+        self.steps.push(Step {
+            id: id.clone(),
+            component: component.map(str::to_owned),
+            action,
+            depends_on,
+            fingerprint,
+        });
+        id
+    }
+
+    fn template_diagnostic(
+        &mut self,
+        error: &TemplateError,
+        text: &str,
+        sources: &mut SourceMap,
+        what: &str,
+    ) {
+        let file = sources.add(error.name.clone(), text.to_owned());
+        let range = error.range.clone().unwrap_or_else(|| line_range(text, error.line.unwrap_or(1)));
+        self.diagnostics.push(
+            Diagnostic::error(format!("cannot render {what}: {}", error.message))
+                .at(Span::new(file, range), "here")
+                .help("templates are rendered in strict mode: every variable must be defined"),
+        );
+    }
+
+    fn render_values(&mut self, path: &str, text: &str, ctx: &Json, sources: &mut SourceMap) -> Option<Json> {
+        let rendered = match render(path, text, ctx) {
+            Ok(rendered) => rendered,
+            Err(error) => {
+                self.template_diagnostic(&error, text, sources, path);
+                return None;
+            }
+        };
+        match serde_yaml_ng::from_str::<Json>(&rendered) {
+            Ok(values) => Some(values),
+            Err(error) => {
+                let file = sources.add(format!("{path} (rendered)"), rendered.clone());
+                let line = error.location().map_or(1, |l| l.line());
+                self.diagnostics.push(
+                    Diagnostic::error(format!("the rendered values of {path} are not valid YAML"))
+                        .at(Span::new(file, line_range(&rendered, line)), "here")
+                        .help("this is a bug of the component template in the core catalog"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `values_custom` to JSON, rendering strings that use template syntax.
+    fn render_custom(&mut self, node: &Node, ctx: &Json, sources: &mut SourceMap) -> Option<Json> {
+        let mut ok = true;
+        let value = self.render_node(node, ctx, sources, &mut ok);
+        ok.then_some(value)
+    }
+
+    fn render_node(&mut self, node: &Node, ctx: &Json, sources: &mut SourceMap, ok: &mut bool) -> Json {
+        match &node.value {
+            Value::String(text) if has_template_syntax(text) => {
+                let name = sources.name(node.span.file).to_owned();
+                match render(&name, text, ctx) {
+                    Ok(rendered) => Json::String(rendered),
+                    Err(error) => {
+                        *ok = false;
+                        self.diagnostics.push(
+                            Diagnostic::error(format!("cannot render `values_custom`: {}", error.message))
+                                .at(node.span, "in this value")
+                                .help(
+                                    "templates are rendered in strict mode: every variable must be defined",
+                                ),
+                        );
+                        Json::Null
+                    }
+                }
+            }
+            Value::Array(items) => {
+                Json::Array(items.iter().map(|i| self.render_node(i, ctx, sources, ok)).collect())
+            }
+            Value::Table(table) => Json::Object(
+                table.iter().map(|(k, e)| (k.clone(), self.render_node(&e.node, ctx, sources, ok))).collect(),
+            ),
+            _ => node.to_json(),
+        }
+    }
+}
+
+fn line_range(text: &str, line: usize) -> std::ops::Range<usize> {
+    let start: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+    let len = text[start.min(text.len())..].lines().next().map_or(0, str::len);
+    start..(start + len.max(1)).min(text.len().max(start))
+}

@@ -1,0 +1,317 @@
+//! The plan: a verified, deterministic DAG of typed steps. A plan is a value: the same inputs
+//! give a byte-identical serialized plan. `plan` prints it, `deploy` executes it, and both come
+//! from the same compiler; nothing executes a plan that [`Plan::verify`] rejects.
+
+pub mod diff;
+pub mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::values::Values;
+
+/// The version of the plan's JSON schema (see ARCHITECTURE.md, "Plan JSON").
+pub const PLAN_FORMAT: u32 = 1;
+
+/// What one step does. Each variant carries everything that can change its effect.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Action {
+    /// Checks of the target before anything changes it.
+    Preflight {
+        /// The newest Kubernetes minor version the platform supports.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_kubernetes_version: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        storage_class: Option<String>,
+        /// CustomResourceDefinitions the plan needs.
+        crds: Vec<String>,
+    },
+    /// PostgreSQL is reachable with the admin role and new enough.
+    DatabasePreflight {
+        host: String,
+        port: u16,
+        admin_user: String,
+        min_server_version: u32,
+        admin_password: Values,
+    },
+    /// A namespace with its labels and annotations.
+    EnsureNamespace { name: String, labels: BTreeMap<String, String>, annotations: BTreeMap<String, String> },
+    /// A Kubernetes Secret with a component's secrets (database credentials, keys).
+    ApplySecret { namespace: String, name: String, labels: BTreeMap<String, String>, data: Values },
+    /// A role and a database owned by it.
+    ProvisionDatabase {
+        host: String,
+        port: u16,
+        role: String,
+        database: String,
+        connection_limit: i32,
+        password: Values,
+    },
+    /// Kubernetes objects, applied with server-side apply.
+    ApplyObjects { namespace: String, objects: Values },
+    /// `helm upgrade --install` with the merged values on stdin.
+    HelmRelease { release: String, namespace: String, chart: ChartSpec, values: Values, timeout_seconds: u32 },
+    /// Wait until the release's Deployments and StatefulSets are available.
+    WaitReady { namespace: String, selector: String, timeout_seconds: u32 },
+    /// Keep the environment's age key pair in the key store.
+    StoreKey { namespace: String, secret_name: String, recipients: Vec<String> },
+}
+
+impl Action {
+    /// The short name used in step ids.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Preflight { .. } => "preflight",
+            Action::DatabasePreflight { .. } => "preflight",
+            Action::EnsureNamespace { .. } => "namespace",
+            Action::ApplySecret { .. } => "secret",
+            Action::ProvisionDatabase { .. } => "database",
+            Action::ApplyObjects { .. } => "apply",
+            Action::HelmRelease { .. } => "release",
+            Action::WaitReady { .. } => "ready",
+            Action::StoreKey { .. } => "store-key",
+        }
+    }
+
+    /// The values the step carries, for diffs.
+    pub fn values(&self) -> Option<&Values> {
+        match self {
+            Action::ApplySecret { data, .. } => Some(data),
+            Action::ApplyObjects { objects, .. } => Some(objects),
+            Action::HelmRelease { values, .. } => Some(values),
+            Action::ProvisionDatabase { password, .. } => Some(password),
+            Action::DatabasePreflight { admin_password, .. } => Some(admin_password),
+            _ => None,
+        }
+    }
+
+    /// Every secret this step would send somewhere is decrypted.
+    pub fn is_complete(&self) -> bool {
+        self.values().is_none_or(Values::is_complete)
+    }
+}
+
+/// A chart, resolved for this environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChartSpec {
+    /// What helm is given: `oci://...`, a repository chart name, or a local path.
+    pub reference: String,
+    /// `--repo URL` for classic chart repositories.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    pub version: String,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    /// `<namespace>/<component>/<step>`; environment-wide steps use `environment/<env>/<step>`
+    /// and namespaces `<namespace>/namespace/ensure`.
+    pub id: String,
+    /// The component (`namespace/component`) the step belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    pub action: Action,
+    /// Ids of the steps this one waits for, sorted.
+    pub depends_on: Vec<String>,
+    /// SHA-256 over the target and the action (secrets by keyed digest only).
+    pub fingerprint: String,
+}
+
+/// Where the plan deploys to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TargetSpec {
+    Directory {
+        path: String,
+    },
+    Kube {
+        context: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kubeconfig: Option<String>,
+    },
+}
+
+/// A compiled environment.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub environment: String,
+    pub protected: bool,
+    pub target: TargetSpec,
+    /// Whether the secrets were decrypted (`true`) or known only by their ciphertexts.
+    pub secrets_decrypted: bool,
+    graph: DiGraph<Step, ()>,
+    order: Vec<NodeIndex>,
+}
+
+/// Why a plan is not fit to execute.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("duplicate step id `{0}`")]
+    DuplicateStep(String),
+    #[error("step `{step}` depends on unknown step `{dependency}`")]
+    UnknownDependency { step: String, dependency: String },
+    #[error("the steps form a cycle through `{0}`")]
+    Cycle(String),
+    #[error("step `{0}` has a fingerprint that does not match its content")]
+    FingerprintMismatch(String),
+}
+
+impl Plan {
+    /// Builds a plan from steps (in any order) and verifies it.
+    pub fn new(
+        environment: String,
+        protected: bool,
+        target: TargetSpec,
+        secrets_decrypted: bool,
+        steps: Vec<Step>,
+    ) -> Result<Plan, PlanError> {
+        let mut graph = DiGraph::new();
+        let mut index = BTreeMap::new();
+        let mut steps = steps;
+        steps.sort_by(|a, b| a.id.cmp(&b.id));
+        for step in steps {
+            let id = step.id.clone();
+            let node = graph.add_node(step);
+            if index.insert(id.clone(), node).is_some() {
+                return Err(PlanError::DuplicateStep(id));
+            }
+        }
+        for node in graph.node_indices().collect::<Vec<_>>() {
+            for dependency in graph[node].depends_on.clone() {
+                let Some(&from) = index.get(&dependency) else {
+                    return Err(PlanError::UnknownDependency { step: graph[node].id.clone(), dependency });
+                };
+                graph.add_edge(from, node, ());
+            }
+        }
+        let order = topological_order(&graph)?;
+        let plan = Plan { environment, protected, target, secrets_decrypted, graph, order };
+        plan.verify()?;
+        Ok(plan)
+    }
+
+    /// Checks that the plan is executable: acyclic, dependencies known, fingerprints true.
+    pub fn verify(&self) -> Result<(), PlanError> {
+        topological_order(&self.graph)?;
+        for step in self.steps() {
+            if fingerprint(&self.target, &step.action) != step.fingerprint {
+                return Err(PlanError::FingerprintMismatch(step.id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The steps in execution order (ties broken by id, so the order is deterministic).
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.order.iter().map(|node| &self.graph[*node])
+    }
+
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps().find(|s| s.id == id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The DAG itself, for the scheduler and `graph`.
+    pub fn graph(&self) -> &DiGraph<Step, ()> {
+        &self.graph
+    }
+
+    /// Components (`namespace/component`) in the plan, sorted.
+    pub fn components(&self) -> BTreeSet<&str> {
+        self.steps().filter_map(|s| s.component.as_deref()).collect()
+    }
+
+    /// Only the steps of `components` and everything they depend on.
+    pub fn restrict_to(&self, components: &[String]) -> Result<Plan, PlanError> {
+        let mut keep: BTreeSet<String> = self
+            .steps()
+            .filter(|s| {
+                s.component
+                    .as_ref()
+                    .is_some_and(|c| components.iter().any(|w| w == c || c.ends_with(&format!("/{w}"))))
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        let mut frontier: Vec<String> = keep.iter().cloned().collect();
+        while let Some(id) = frontier.pop() {
+            if let Some(step) = self.step(&id) {
+                for dep in &step.depends_on {
+                    if keep.insert(dep.clone()) {
+                        frontier.push(dep.clone());
+                    }
+                }
+            }
+        }
+        let steps = self.steps().filter(|s| keep.contains(&s.id)).cloned().collect();
+        Plan::new(
+            self.environment.clone(),
+            self.protected,
+            self.target.clone(),
+            self.secrets_decrypted,
+            steps,
+        )
+    }
+
+    /// Whether every secret is decrypted, so the plan can be executed.
+    pub fn is_executable(&self) -> bool {
+        self.steps().all(|s| s.action.is_complete())
+    }
+
+    /// The plan as its documented JSON document.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "format": PLAN_FORMAT,
+            "environment": self.environment,
+            "protected": self.protected,
+            "target": self.target,
+            "secrets": if self.secrets_decrypted { "decrypted" } else { "encrypted" },
+            "steps": self.steps().collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn topological_order(graph: &DiGraph<Step, ()>) -> Result<Vec<NodeIndex>, PlanError> {
+    let mut in_degree: BTreeMap<NodeIndex, usize> =
+        graph.node_indices().map(|n| (n, graph.neighbors_directed(n, petgraph::Incoming).count())).collect();
+    let mut ready: BTreeSet<(String, NodeIndex)> =
+        in_degree.iter().filter(|(_, d)| **d == 0).map(|(n, _)| (graph[*n].id.clone(), *n)).collect();
+    let mut order = Vec::with_capacity(graph.node_count());
+    while let Some((id, node)) = ready.pop_first() {
+        let _ = id;
+        order.push(node);
+        for next in graph.neighbors_directed(node, petgraph::Outgoing) {
+            let degree = in_degree.get_mut(&next).expect("every node has a degree");
+            *degree -= 1;
+            if *degree == 0 {
+                ready.insert((graph[next].id.clone(), next));
+            }
+        }
+    }
+    if order.len() != graph.node_count() {
+        let stuck =
+            in_degree.iter().find(|(_, d)| **d > 0).map(|(n, _)| graph[*n].id.clone()).unwrap_or_default();
+        return Err(PlanError::Cycle(stuck));
+    }
+    Ok(order)
+}
+
+/// The fingerprint of an action on a target.
+pub fn fingerprint(target: &TargetSpec, action: &Action) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(serde_json::to_vec(target).expect("serializable"));
+    hasher.update([0]);
+    hasher.update(serde_json::to_vec(action).expect("serializable"));
+    hex::encode(hasher.finalize())
+}

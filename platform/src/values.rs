@@ -1,0 +1,364 @@
+//! Values with their secrets marked. While values are built (template, `values_custom`,
+//! `values_sensitive_custom`, deep-merged), every secret leaf is a placeholder string that
+//! points into a [`SecretTable`]; merging is then an ordinary JSON deep merge, and a secret
+//! replaced by a later level simply disappears. [`Values`] is the result: a tree in which each
+//! secret leaf is shown as `(sensitive)`, the digests of the secrets by path, and the secrets
+//! themselves, reachable only through [`Values::expose`].
+
+use std::collections::BTreeMap;
+
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::sensitive::{REDACTED, SecretString};
+
+const PLACEHOLDER_PREFIX: &str = "\u{1}opus-sensitive:";
+
+/// How secret values are hashed for fingerprints and plan diffs.
+#[derive(Clone)]
+pub enum DigestKey {
+    /// Secrets were decrypted: HMAC-SHA256 under the environment's fingerprint key, so equal
+    /// values compare equal and nobody without the key can test guesses.
+    Keyed(SecretString),
+    /// No keys: only the ciphertexts are known, so a digest changes whenever the encrypted
+    /// file's value changes.
+    Locked,
+}
+
+impl std::fmt::Debug for DigestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DigestKey::Keyed(_) => "DigestKey::Keyed",
+            DigestKey::Locked => "DigestKey::Locked",
+        })
+    }
+}
+
+impl DigestKey {
+    /// The digest of a decrypted secret.
+    pub fn digest(&self, value: &SecretString) -> String {
+        match self {
+            DigestKey::Keyed(key) => {
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()).expect("any key length");
+                mac.update(value.expose().as_bytes());
+                format!("hmac:{}", &hex::encode(mac.finalize().into_bytes())[..32])
+            }
+            DigestKey::Locked => unreachable!("locked secrets are digested from their ciphertext"),
+        }
+    }
+
+    /// The digest of a secret known only by its ciphertext.
+    pub fn ciphertext_digest(ciphertext: &str) -> String {
+        format!("enc:{}", &hex::encode(Sha256::digest(ciphertext.as_bytes()))[..32])
+    }
+}
+
+/// One secret: its digest and, when decrypted, its value.
+#[derive(Debug, Clone)]
+pub struct SecretEntry {
+    pub digest: String,
+    pub value: Option<SecretString>,
+}
+
+/// The secrets referenced by placeholders while values are built.
+#[derive(Debug, Default, Clone)]
+pub struct SecretTable {
+    entries: Vec<SecretEntry>,
+}
+
+impl SecretTable {
+    /// Registers a secret and returns the placeholder that stands for it in a value tree.
+    pub fn placeholder(&mut self, entry: SecretEntry) -> String {
+        self.entries.push(entry);
+        format!("{PLACEHOLDER_PREFIX}{}\u{1}", self.entries.len() - 1)
+    }
+
+    fn lookup(&self, text: &str) -> Option<&SecretEntry> {
+        let index = text.strip_prefix(PLACEHOLDER_PREFIX)?.strip_suffix('\u{1}')?;
+        self.entries.get(index.parse::<usize>().ok()?)
+    }
+
+    /// Replaces every placeholder *inside* a longer string with the secret (a URL with a
+    /// password, say): the whole string becomes one new secret.
+    pub fn absorb_embedded(&mut self, text: &str, key: &DigestKey) -> Option<String> {
+        if !text.contains(PLACEHOLDER_PREFIX) || self.lookup(text).is_some() {
+            return None;
+        }
+        let mut clear = String::new();
+        let mut digests = Vec::new();
+        let mut decrypted = true;
+        let mut rest = text;
+        while let Some(start) = rest.find(PLACEHOLDER_PREFIX) {
+            clear.push_str(&rest[..start]);
+            digests.push(format!("text:{}", &rest[..start]));
+            let after = &rest[start..];
+            let end = after[1..].find('\u{1}').map_or(after.len(), |i| i + 2);
+            match self.lookup(&after[..end]) {
+                Some(entry) => {
+                    digests.push(entry.digest.clone());
+                    match &entry.value {
+                        Some(value) => clear.push_str(value.expose()),
+                        None => decrypted = false,
+                    }
+                }
+                None => clear.push_str(&after[..end]),
+            }
+            rest = &after[end..];
+        }
+        clear.push_str(rest);
+        digests.push(format!("text:{rest}"));
+        let entry = if decrypted && matches!(key, DigestKey::Keyed(_)) {
+            let value = SecretString::new(clear);
+            SecretEntry { digest: key.digest(&value), value: Some(value) }
+        } else {
+            SecretEntry { digest: DigestKey::ciphertext_digest(&digests.join("\u{0}")), value: None }
+        };
+        Some(self.placeholder(entry))
+    }
+}
+
+/// Helm values (or manifests) ready for a plan step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Values {
+    /// The tree, each secret shown as `(sensitive)`.
+    shown: serde_json::Value,
+    /// Digest of each secret by its path (`db.password`, `additionalVars[1].value`).
+    sensitive: BTreeMap<String, String>,
+    /// The secrets by path, when decrypted.
+    secrets: BTreeMap<String, SecretString>,
+}
+
+impl Values {
+    /// Turns a tree with placeholders into values. Embedded placeholders must have been
+    /// absorbed before (see [`finish_tree`]).
+    pub fn from_marked(tree: &serde_json::Value, table: &SecretTable) -> Values {
+        let mut values = Values::default();
+        values.shown = values.walk(tree, table, &mut String::new());
+        values
+    }
+
+    fn walk(
+        &mut self,
+        node: &serde_json::Value,
+        table: &SecretTable,
+        path: &mut String,
+    ) -> serde_json::Value {
+        match node {
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.iter()
+                    .map(|(key, value)| {
+                        let len = path.len();
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(key);
+                        let shown = self.walk(value, table, path);
+                        path.truncate(len);
+                        (key.clone(), shown)
+                    })
+                    .collect(),
+            ),
+            serde_json::Value::Array(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(idx, item)| {
+                        let len = path.len();
+                        path.push_str(&format!("[{idx}]"));
+                        let shown = self.walk(item, table, path);
+                        path.truncate(len);
+                        shown
+                    })
+                    .collect(),
+            ),
+            serde_json::Value::String(text) => match table.lookup(text) {
+                Some(entry) => {
+                    self.sensitive.insert(path.clone(), entry.digest.clone());
+                    if let Some(value) = &entry.value {
+                        self.secrets.insert(path.clone(), value.clone());
+                    }
+                    serde_json::Value::String(REDACTED.to_owned())
+                }
+                None => node.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// The tree with secrets shown as `(sensitive)`: safe to print, store and diff.
+    pub fn shown(&self) -> &serde_json::Value {
+        &self.shown
+    }
+
+    /// Digests of the secrets by path.
+    pub fn sensitive(&self) -> &BTreeMap<String, String> {
+        &self.sensitive
+    }
+
+    /// Whether every secret is decrypted (a plan made without keys cannot be deployed).
+    pub fn is_complete(&self) -> bool {
+        self.secrets.len() == self.sensitive.len()
+    }
+
+    /// The values with the secrets in clear, as YAML: only for a driver to hand to helm on
+    /// stdin or to encrypt. `None` when some secret was not decrypted.
+    pub fn expose_yaml(&self) -> Option<SecretString> {
+        let tree = self.expose_tree()?;
+        Some(SecretString::new(serde_yaml_ng::to_string(&tree).expect("JSON values are YAML")))
+    }
+
+    /// The tree with secrets in clear. `None` when some secret was not decrypted.
+    pub fn expose_tree(&self) -> Option<serde_json::Value> {
+        if !self.is_complete() {
+            return None;
+        }
+        let mut tree = self.shown.clone();
+        for (path, secret) in &self.secrets {
+            if let Some(slot) = pointer_mut(&mut tree, path) {
+                *slot = serde_json::Value::String(secret.expose().to_owned());
+            }
+        }
+        Some(tree)
+    }
+
+    /// The secrets, for a [`crate::sensitive::Redactor`].
+    pub fn secrets(&self) -> impl Iterator<Item = &SecretString> {
+        self.secrets.values()
+    }
+}
+
+impl Serialize for Values {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Values", 2)?;
+        s.serialize_field("values", &self.shown)?;
+        s.serialize_field("sensitive", &self.sensitive)?;
+        s.end()
+    }
+}
+
+/// Walks a tree and absorbs embedded placeholders, so every secret leaf is one placeholder.
+pub fn finish_tree(node: &mut serde_json::Value, table: &mut SecretTable, key: &DigestKey) {
+    match node {
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| finish_tree(v, table, key)),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| finish_tree(v, table, key)),
+        serde_json::Value::String(text) => {
+            if let Some(placeholder) = table.absorb_embedded(text, key) {
+                *text = placeholder;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Deep-merges `upper` into `lower`: maps merge key by key, lists and scalars replace.
+pub fn deep_merge(lower: &mut serde_json::Value, upper: &serde_json::Value) {
+    match (lower, upper) {
+        (serde_json::Value::Object(lower), serde_json::Value::Object(upper)) => {
+            for (key, value) in upper {
+                match lower.get_mut(key) {
+                    Some(slot) => deep_merge(slot, value),
+                    None => {
+                        lower.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (lower, upper) => *lower = upper.clone(),
+    }
+}
+
+/// The slot at a dotted path with `[idx]` list indexes.
+fn pointer_mut<'a>(tree: &'a mut serde_json::Value, path: &str) -> Option<&'a mut serde_json::Value> {
+    let mut node = tree;
+    for part in split_path(path) {
+        node = match part {
+            PathPart::Key(key) => node.as_object_mut()?.get_mut(key)?,
+            PathPart::Index(idx) => node.as_array_mut()?.get_mut(idx)?,
+        };
+    }
+    Some(node)
+}
+
+enum PathPart<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn split_path(path: &str) -> Vec<PathPart<'_>> {
+    let mut parts = Vec::new();
+    for segment in path.split('.') {
+        let (key, mut rest) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        if !key.is_empty() {
+            parts.push(PathPart::Key(key));
+        }
+        while let Some(end) = rest.find(']') {
+            if let Ok(idx) = rest[1..end].parse() {
+                parts.push(PathPart::Index(idx));
+            }
+            rest = &rest[end + 1..];
+        }
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key() -> DigestKey {
+        DigestKey::Keyed(SecretString::new("k"))
+    }
+
+    #[test]
+    fn a_secret_replaced_by_a_later_level_is_no_longer_sensitive() {
+        let mut table = SecretTable::default();
+        let k = key();
+        let secret = SecretString::new("canary-1");
+        let p = table.placeholder(SecretEntry { digest: k.digest(&secret), value: Some(secret) });
+        let mut tree = json!({"db": {"password": p, "host": "h"}, "list": [1, 2]});
+        deep_merge(&mut tree, &json!({"db": {"host": "h2"}, "list": [3]}));
+        let values = Values::from_marked(&tree, &table);
+        assert_eq!(values.shown(), &json!({"db": {"password": "(sensitive)", "host": "h2"}, "list": [3]}));
+        assert_eq!(values.sensitive().keys().collect::<Vec<_>>(), ["db.password"]);
+        let exposed = values.expose_yaml().unwrap();
+        assert!(exposed.expose().contains("canary-1"));
+        assert!(!serde_json::to_string(&values).unwrap().contains("canary-1"));
+
+        deep_merge(&mut tree, &json!({"db": {"password": "plain"}}));
+        let values = Values::from_marked(&tree, &table);
+        assert!(values.sensitive().is_empty());
+    }
+
+    #[test]
+    fn embedded_secrets_make_the_whole_string_sensitive() {
+        let mut table = SecretTable::default();
+        let k = key();
+        let secret = SecretString::new("canary-2");
+        let p = table.placeholder(SecretEntry { digest: k.digest(&secret), value: Some(secret) });
+        let mut tree = json!({"url": format!("postgres://u:{p}@host/db"), "items": [{"v": p}]});
+        finish_tree(&mut tree, &mut table, &k);
+        let values = Values::from_marked(&tree, &table);
+        assert_eq!(values.shown()["url"], json!("(sensitive)"));
+        assert_eq!(values.sensitive().keys().collect::<Vec<_>>(), ["items[0].v", "url"]);
+        let exposed = values.expose_tree().unwrap();
+        assert_eq!(exposed["url"], json!("postgres://u:canary-2@host/db"));
+        assert_eq!(exposed["items"][0]["v"], json!("canary-2"));
+    }
+
+    #[test]
+    fn keyed_digests_hide_the_value_and_compare_equal_values_equal() {
+        let k = key();
+        let a = k.digest(&SecretString::new("same"));
+        assert_eq!(a, k.digest(&SecretString::new("same")));
+        assert_ne!(a, k.digest(&SecretString::new("other")));
+        assert_ne!(a, DigestKey::Keyed(SecretString::new("k2")).digest(&SecretString::new("same")));
+        assert!(!a.contains("same"));
+    }
+}

@@ -1,0 +1,147 @@
+//! `cargo xtask secrets edit|show|set|new`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use platform::access::{environment_of, identities_for, read_env_file};
+use platform::compile::secret_inputs::ENV_SECRET_KEYS;
+use platform::secrets::{self, EditOptions, EditOutcome, SecretTree, SecretValue, SecretsError};
+use platform::sensitive::SecretString;
+
+use crate::flags::{SecretsAction, SecretsCmd};
+use crate::repo::Repo;
+use crate::{Outcome, ui};
+
+pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
+    let path = match &cmd.action {
+        SecretsAction::Edit { path }
+        | SecretsAction::Show { path }
+        | SecretsAction::Set { path, .. }
+        | SecretsAction::New { path } => path.clone(),
+    };
+    let (environment, relative) = match environment_of(&repo.root, &path) {
+        Ok(found) => found,
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    let env_file = match read_env_file(&repo.root, &environment) {
+        Ok(env_file) => env_file,
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    let absolute = repo.root.join(&relative);
+    let result = match cmd.action {
+        SecretsAction::New { .. } => new_file(&absolute, &relative, &env_file.secrets.age_recipients),
+        other => {
+            let identities = match identities_for(&repo.root, &env_file) {
+                Ok(identities) => identities,
+                Err(e) => {
+                    ui::error_chain(&e);
+                    return Outcome::CouldNotStart;
+                }
+            };
+            match other {
+                SecretsAction::Show { .. } => secrets::show_file(&absolute, &identities).map(|yaml| {
+                    let mut stdout = std::io::stdout().lock();
+                    // A closed pipe (`| head`) is a normal end.
+                    let _ = stdout.write_all(yaml.expose().as_bytes());
+                }),
+                SecretsAction::Set { key, value, .. } => {
+                    let value = if value == "-" {
+                        let mut text = String::new();
+                        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+                            ui::error(&format!("cannot read the value from stdin: {e}"));
+                            return Outcome::CouldNotStart;
+                        }
+                        SecretString::new(text.strip_suffix('\n').unwrap_or(&text).to_owned())
+                    } else {
+                        SecretString::new(value)
+                    };
+                    secrets::set_value(&absolute, &key, value, &identities)
+                        .map(|()| ui::status("Updated", &format!("`{key}` in {}", relative.display())))
+                }
+                SecretsAction::Edit { .. } => {
+                    let editor = std::env::var("VISUAL")
+                        .or_else(|_| std::env::var("EDITOR"))
+                        .unwrap_or_else(|_| "vi".to_owned());
+                    match secrets::edit_file(
+                        &absolute,
+                        &identities,
+                        &EditOptions { editor, temp_parent: None },
+                    ) {
+                        Ok(EditOutcome::Unchanged) => {
+                            ui::status("Unchanged", &relative.display().to_string());
+                            Ok(())
+                        }
+                        Ok(EditOutcome::Updated) => {
+                            ui::status("Encrypted", &relative.display().to_string());
+                            Ok(())
+                        }
+                        Err(SecretsError::EditInterrupted { .. }) => {
+                            ui::error(&format!("interrupted; {} is unchanged", relative.display()));
+                            return Outcome::Interrupted;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                SecretsAction::New { .. } => unreachable!("handled above"),
+            }
+        }
+    };
+    match result {
+        Ok(()) => Outcome::Success,
+        Err(e) => {
+            ui::error_chain(&e);
+            Outcome::Failed
+        }
+    }
+}
+
+/// Creates a secrets file holding every key its owner requires, with random values.
+fn new_file(absolute: &Path, relative: &Path, recipients: &[String]) -> Result<(), SecretsError> {
+    let recipients = secrets::parse_recipients(recipients)?;
+    let parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let required: Vec<String> = match parts.len() {
+        // environments/<env>/secrets.enc.yaml
+        3 => ENV_SECRET_KEYS.iter().map(|k| (*k).to_owned()).collect(),
+        // environments/<env>/<namespace>/<component>/secrets.enc.yaml
+        5 => {
+            let component_toml = absolute.with_file_name("component.toml");
+            let template = std::fs::read_to_string(&component_toml)
+                .ok()
+                .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+                .and_then(|t| t.get("template").and_then(|v| v.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| parts[3].clone());
+            let catalog = components::catalog();
+            catalog
+                .get(&template)
+                .map(|t| t.definition.secret_keys().iter().map(|k| (*k).to_owned()).collect())
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let mut tree = SecretTree::empty();
+    let mut generated = Vec::new();
+    for key in &required {
+        tree.set_dotted(absolute, key, SecretValue::string(random_secret(key)))?;
+        generated.push(key.clone());
+    }
+    secrets::create_file(absolute, &recipients, &tree)?;
+    ui::status("Created", &relative.display().to_string());
+    if !generated.is_empty() {
+        eprintln!("             with random values for {}", generated.join(", "));
+        eprintln!(
+            "             set the ones that must match existing systems with `cargo xtask secrets set`"
+        );
+    }
+    Ok(())
+}
+
+/// A random value in the shape a key needs: 64-bit hex for salts, 256-bit hex otherwise.
+fn random_secret(key: &str) -> SecretString {
+    secrets::crypto::random_hex(if key.ends_with("salt") { 8 } else { 32 })
+}
