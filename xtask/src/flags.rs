@@ -32,6 +32,9 @@ pub struct Flags {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Check(CheckCmd),
+    Plan(PlanCmd),
+    Graph(GraphCmd),
+    Schema(SchemaCmd),
     Secrets(SecretsCmd),
 }
 
@@ -97,4 +100,70 @@ pub enum SecretsAction {
         /// `environments/<env>/<namespace>/<component>/secrets.enc.yaml`.
         path: PathBuf,
     },
+}
+
+/// Compile an environment into its plan and show what a deploy would do: every step in
+/// execution order, create / update / unchanged (against the journal of the last deploy),
+/// and for updates the changed values by YAML path. Secrets show as `(sensitive)` or
+/// `(sensitive, changed)`, never in clear. Works without keys (sensitive values are then
+/// compared by their ciphertexts).
+///
+/// Examples:
+///   cargo xtask plan staging
+///   cargo xtask plan prod --format json > plan.json
+///   cargo xtask plan prod --base origin/main --format markdown   # a PR comment
+#[derive(Debug, Args)]
+pub struct PlanCmd {
+    /// The environment.
+    pub environment: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Compare with the same environment at this git revision (a branch, tag or commit),
+    /// read from git without touching the working tree.
+    #[arg(long, value_name = "GITREV")]
+    pub base: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// Draw an environment's component and step graph.
+///
+/// Examples:
+///   cargo xtask graph staging                  # Mermaid, for Markdown viewers
+///   cargo xtask graph prod --format dot | dot -Tsvg > prod.svg
+#[derive(Debug, Args)]
+pub struct GraphCmd {
+    /// The environment.
+    pub environment: String,
+    #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+    pub format: GraphFormat,
+    /// Draw components only (one node per component) instead of every step.
+    #[arg(long)]
+    pub components: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+/// Write JSON Schemas for every kind of TOML file (client.toml, env.toml, namespace.toml,
+/// component.toml, and one per component template with its typed inputs) plus a
+/// `.taplo.toml` that maps them, so editors complete and validate the files as you type.
+///
+/// Examples:
+///   cargo xtask schema            # writes schemas/ and .taplo.toml
+///   cargo xtask schema --check    # fails when they are out of date (for CI)
+#[derive(Debug, Args)]
+pub struct SchemaCmd {
+    /// Only check that the written files are up to date.
+    #[arg(long)]
+    pub check: bool,
 }

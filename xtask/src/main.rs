@@ -3,8 +3,13 @@
 //! workspace prints.
 
 mod check;
+mod compile_env;
 mod flags;
+mod graph;
+mod journal_view;
+mod plan;
 mod repo;
+mod schema;
 mod secrets_cmd;
 mod ui;
 
@@ -38,6 +43,9 @@ fn main() -> ExitCode {
         Ok(repo) => match flags.command {
             flags::Command::Check(cmd) => check::run(&repo, &cmd),
             flags::Command::Secrets(cmd) => secrets_cmd::run(&repo, cmd),
+            flags::Command::Plan(cmd) => plan::run(&repo, &cmd),
+            flags::Command::Graph(cmd) => graph::run(&repo, &cmd),
+            flags::Command::Schema(cmd) => schema::run(&repo, &cmd),
         },
         Err(e) => {
             ui::error(&e);

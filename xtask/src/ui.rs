@@ -59,3 +59,12 @@ pub fn status(verb: &str, rest: &str) {
         eprintln!("{verb:>12} {rest}");
     }
 }
+
+/// Writes data to stdout; a closed pipe (`| head`) ends quietly.
+pub fn stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+        // Broken pipe: the reader has what it wanted.
+    }
+}

@@ -1,1 +1,171 @@
-//! Plan rendering
+//! Plans and plan diffs as text for a terminal, JSON for machines (schema in ARCHITECTURE.md)
+//! and Markdown for a pull-request comment. Secrets only ever appear as `(sensitive)`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde_json::json;
+
+use super::diff::{ChangeKind, KeyChange, PlanDiff, Snapshot, classify};
+use super::{Action, Plan, Step};
+
+/// One line summary of what a step does.
+pub fn describe(step: &Step) -> String {
+    match &step.action {
+        Action::Preflight { max_kubernetes_version, crds, .. } => match max_kubernetes_version {
+            Some(max) => {
+                format!("check the cluster (Kubernetes <= {max}, StorageClass, {} CRDs)", crds.len())
+            }
+            None => "check the bundle folder".to_owned(),
+        },
+        Action::DatabasePreflight { host, port, min_server_version, .. } => {
+            format!("check PostgreSQL {host}:{port} (version >= {min_server_version})")
+        }
+        Action::EnsureNamespace { name, .. } => format!("namespace {name}"),
+        Action::ApplySecret { namespace, name, data, .. } => {
+            format!("secret {namespace}/{name} ({} keys)", data.sensitive().len())
+        }
+        Action::ProvisionDatabase { role, database, .. } => format!("role {role} and database {database}"),
+        Action::ApplyObjects { objects, .. } => {
+            format!("{} Kubernetes object(s)", objects.shown().as_array().map_or(1, Vec::len))
+        }
+        Action::HelmRelease { release, namespace, chart, .. } => {
+            format!("helm release {namespace}/{release} ({} {})", chart.reference, chart.version)
+        }
+        Action::WaitReady { namespace, selector, timeout_seconds } => {
+            format!("wait for {namespace} {selector} ({timeout_seconds}s)")
+        }
+        Action::StoreKey { namespace, secret_name, .. } => format!("age key in {namespace}/{secret_name}"),
+    }
+}
+
+/// Counts by change kind.
+fn summary(changes: &BTreeMap<String, (ChangeKind, Vec<KeyChange>)>) -> (usize, usize, usize) {
+    let count = |k: ChangeKind| changes.values().filter(|(c, _)| *c == k).count();
+    (count(ChangeKind::Create), count(ChangeKind::Update), count(ChangeKind::Unchanged))
+}
+
+fn symbol(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Create => "+",
+        ChangeKind::Update => "~",
+        ChangeKind::Unchanged => "=",
+    }
+}
+
+/// The plan for a terminal: every step in execution order with what will happen.
+pub fn text(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
+    let changes = classify(plan, previous);
+    let mut out = String::new();
+    let _ = writeln!(out, "plan for `{}` ({} steps):", plan.environment, plan.len());
+    for step in plan.steps() {
+        let (kind, keys) = &changes[&step.id];
+        let _ = writeln!(out, "  {} {:<48} {}", symbol(*kind), step.id, describe(step));
+        for key in keys {
+            let _ = writeln!(out, "      {}: {}", key.path, key.describe());
+        }
+    }
+    let (create, update, unchanged) = summary(&changes);
+    let _ = writeln!(out, "{create} to create, {update} to update, {unchanged} unchanged");
+    if !plan.secrets_decrypted {
+        let _ =
+            writeln!(out, "secrets were not decrypted: sensitive values are compared by their ciphertexts");
+    }
+    out
+}
+
+/// The plan as its JSON document, each step with its change and changed keys.
+pub fn json(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> serde_json::Value {
+    let changes = classify(plan, previous);
+    let mut document = plan.to_json();
+    if let Some(steps) = document.get_mut("steps").and_then(|s| s.as_array_mut()) {
+        for step in steps {
+            let id = step["id"].as_str().unwrap_or_default().to_owned();
+            let (kind, keys) = &changes[&id];
+            step["change"] = json!(kind);
+            step["changed_keys"] = json!(keys);
+        }
+    }
+    let (create, update, unchanged) = summary(&changes);
+    document["summary"] = json!({"create": create, "update": update, "unchanged": unchanged});
+    document
+}
+
+/// The plan as a pull-request comment: a summary table and one collapsible section per
+/// changed component.
+pub fn markdown(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
+    let changes = classify(plan, previous);
+    let (create, update, unchanged) = summary(&changes);
+    let mut out = String::new();
+    let _ = writeln!(out, "### Plan for `{}`\n", plan.environment);
+    let _ = writeln!(out, "**{create}** to create, **{update}** to update, **{unchanged}** unchanged.\n");
+    let _ = writeln!(out, "| step | change | what |\n|---|---|---|");
+    for step in plan.steps() {
+        let (kind, _) = &changes[&step.id];
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} |",
+            step.id,
+            json!(kind).as_str().unwrap_or_default(),
+            describe(step).replace('|', "\\|")
+        );
+    }
+    let mut by_component: BTreeMap<String, Vec<(&Step, &Vec<KeyChange>)>> = BTreeMap::new();
+    for step in plan.steps() {
+        let (kind, keys) = &changes[&step.id];
+        if *kind != ChangeKind::Unchanged {
+            let component = step.component.clone().unwrap_or_else(|| step.id.clone());
+            by_component.entry(component).or_default().push((step, keys));
+        }
+    }
+    for (component, steps) in by_component {
+        let _ = writeln!(out, "\n<details><summary><code>{component}</code></summary>\n");
+        for (step, keys) in steps {
+            let _ = writeln!(out, "- `{}`: {}", step.id, describe(step));
+            for key in keys {
+                let _ = writeln!(out, "  - `{}`: {}", key.path, key.describe().replace('|', "\\|"));
+            }
+        }
+        let _ = writeln!(out, "\n</details>");
+    }
+    out
+}
+
+/// A plan diff (`plan --base`) for a terminal or as Markdown.
+pub fn diff_text(environment: &str, base: &str, diff: &PlanDiff, markdown: bool) -> String {
+    let mut out = String::new();
+    let code = |s: &str| if markdown { format!("`{s}`") } else { s.to_owned() };
+    if markdown {
+        let _ = writeln!(out, "### Changes to `{environment}` since `{base}`\n");
+    } else {
+        let _ = writeln!(out, "changes to `{environment}` since {base}:");
+    }
+    if diff.is_empty() {
+        let _ = writeln!(out, "{}no changes", if markdown { "" } else { "  " });
+        return out;
+    }
+    let bullet = if markdown { "- " } else { "  " };
+    for id in &diff.added {
+        let _ = writeln!(out, "{bullet}+ {} (added)", code(id));
+    }
+    for id in &diff.removed {
+        let _ = writeln!(out, "{bullet}- {} (removed)", code(id));
+    }
+    for id in &diff.reordered {
+        let _ = writeln!(out, "{bullet}↕ {} (moved in the execution order)", code(id));
+    }
+    for change in &diff.dependencies_changed {
+        let mut parts = Vec::new();
+        parts.extend(change.added.iter().map(|d| format!("now waits for {}", code(d))));
+        parts.extend(change.removed.iter().map(|d| format!("no longer waits for {}", code(d))));
+        let _ = writeln!(out, "{bullet}~ {}: {}", code(&change.step), parts.join(", "));
+    }
+    for (id, keys) in &diff.changed {
+        let _ = writeln!(out, "{bullet}~ {}", code(id));
+        for key in keys {
+            let indent = if markdown { "  - " } else { "      " };
+            let _ = writeln!(out, "{indent}{}: {}", code(&key.path), key.describe());
+        }
+    }
+    out
+}

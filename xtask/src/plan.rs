@@ -1,0 +1,64 @@
+//! `cargo xtask plan`.
+
+use platform::load::tree::GitTree;
+use platform::plan::diff::diff_plans;
+use platform::plan::render;
+
+use crate::compile_env::{Keys, compile, identities};
+use crate::flags::{PlanCmd, PlanFormat};
+use crate::repo::Repo;
+use crate::{Outcome, ui};
+
+pub fn run(repo: &Repo, cmd: &PlanCmd) -> Outcome {
+    let identities = match identities(repo, &cmd.environment, Keys::IfAvailable) {
+        Ok(ids) => ids,
+        Err(outcome) => return outcome,
+    };
+    let plan = match compile(&repo.tree(), &cmd.environment, identities.as_ref()) {
+        Ok(plan) => plan,
+        Err(outcome) => return outcome,
+    };
+    if let Some(base) = &cmd.base {
+        let tree = match GitTree::open(&repo.root, base) {
+            Ok(tree) => tree,
+            Err(e) => {
+                ui::error(&format!("cannot read `{base}` from git: {e}"));
+                return Outcome::CouldNotStart;
+            }
+        };
+        let base_plan = match compile(&tree, &cmd.environment, identities.as_ref()) {
+            Ok(plan) => plan,
+            Err(outcome) => {
+                eprintln!("note: the errors above are in `{base}`");
+                return outcome;
+            }
+        };
+        let diff = diff_plans(&base_plan, &plan);
+        let out = match cmd.format {
+            PlanFormat::Json => {
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "format": platform::plan::PLAN_FORMAT,
+                    "environment": cmd.environment,
+                    "base": base,
+                    "diff": diff,
+                }))
+                .expect("serializable")
+                    + "\n"
+            }
+            PlanFormat::Markdown => render::diff_text(&cmd.environment, base, &diff, true),
+            PlanFormat::Text => render::diff_text(&cmd.environment, base, &diff, false),
+        };
+        crate::ui::stdout(&out);
+        return Outcome::Success;
+    }
+    let previous = crate::journal_view::previous_snapshots(repo, &cmd.environment);
+    let out = match cmd.format {
+        PlanFormat::Text => render::text(&plan, &previous),
+        PlanFormat::Json => {
+            serde_json::to_string_pretty(&render::json(&plan, &previous)).expect("serializable") + "\n"
+        }
+        PlanFormat::Markdown => render::markdown(&plan, &previous),
+    };
+    crate::ui::stdout(&out);
+    Outcome::Success
+}
