@@ -21,3 +21,5 @@ pub mod source;
 pub mod template;
 pub mod values;
 pub mod verify;
+pub mod exec;
+pub mod session;

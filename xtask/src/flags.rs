@@ -33,6 +33,8 @@ pub struct Flags {
 pub enum Command {
     Check(CheckCmd),
     Plan(PlanCmd),
+    Deploy(DeployCmd),
+    Status(StatusCmd),
     Graph(GraphCmd),
     Schema(SchemaCmd),
     Secrets(SecretsCmd),
@@ -166,4 +168,67 @@ pub struct SchemaCmd {
     /// Only check that the written files are up to date.
     #[arg(long)]
     pub check: bool,
+}
+
+/// Deploy an environment: compile and verify its plan, show the summary, ask for
+/// confirmation on a protected environment, then run every step in dependency order with a
+/// journal. Steps whose fingerprint equals a recorded success are skipped, so a rerun after a
+/// failure or a crash resumes where it stopped and an unchanged deploy does nothing.
+///
+/// Examples:
+///   cargo xtask deploy example
+///   cargo xtask deploy staging --only oob-consent       # and what it depends on
+///   cargo xtask deploy prod --yes --jobs 8 --output json
+///   cargo xtask deploy staging --force-step opus/oob-consent/release
+#[derive(Debug, Args)]
+pub struct DeployCmd {
+    /// The environment.
+    pub environment: String,
+    /// Steps to run at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Deploy only these components (`component` or `namespace/component`) and what they
+    /// depend on.
+    #[arg(long, value_name = "COMPONENT", num_args = 1..)]
+    pub only: Vec<String>,
+    /// Run this step even if the journal says it is unchanged (repeatable).
+    #[arg(long, value_name = "STEP_ID")]
+    pub force_step: Vec<String>,
+    /// Do not ask for confirmation on a protected environment (required without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Progress format: `auto` (bars on a terminal, lines otherwise), `plain` or `json`
+    /// (one JSON object per line on stdout).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
+    pub output: OutputFormat,
+    /// Drop a torn last record from the journal (left by a crash while writing it) and go on.
+    #[arg(long)]
+    pub repair_journal: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Auto,
+    Plain,
+    Json,
+}
+
+/// What the journal says about an environment, step by step, and whether the current
+/// configuration would change anything.
+///
+/// Examples:
+///   cargo xtask status staging
+///   cargo xtask status prod --format json
+#[derive(Debug, Args)]
+pub struct StatusCmd {
+    /// The environment.
+    pub environment: String,
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
 }

@@ -1,12 +1,37 @@
-//! What the journal of the last deploy says, for `plan` and `status`.
+//! What the journal of the last deploy says, for `plan`.
 
 use std::collections::BTreeMap;
 
+use platform::access::read_env_file;
 use platform::plan::diff::Snapshot;
+use platform::secrets::Identities;
+use platform::session;
 
 use crate::repo::Repo;
 
-/// The last successful snapshot of each step, or nothing when there is no journal yet.
-pub fn previous_snapshots(_repo: &Repo, _environment: &str) -> BTreeMap<String, Snapshot> {
-    BTreeMap::new()
+/// The last successful snapshot of each step; empty when there is no journal yet. A journal
+/// that cannot be read (a PostgreSQL one without keys, say) is reported as a note.
+pub fn previous_snapshots(repo: &Repo, environment: &str, identities: Option<&Identities>) -> BTreeMap<String, Snapshot> {
+    let Ok(env_file) = read_env_file(&repo.root, environment) else { return BTreeMap::new() };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    runtime.block_on(async {
+        let place = match session::journal_place(&repo.root, environment, &env_file, identities) {
+            Ok(place) => place,
+            Err(e) => {
+                eprintln!("note: the journal is not read ({e}); every step shows as to create");
+                return BTreeMap::new();
+            }
+        };
+        match session::open_existing_journal(&place, environment).await {
+            Ok(Some(journal)) => session::previous_snapshots(&journal).await.unwrap_or_else(|e| {
+                eprintln!("note: the journal is not read ({e}); every step shows as to create");
+                BTreeMap::new()
+            }),
+            Ok(None) => BTreeMap::new(),
+            Err(e) => {
+                eprintln!("note: the journal is not read ({e}); every step shows as to create");
+                BTreeMap::new()
+            }
+        }
+    })
 }

@@ -3,6 +3,9 @@
 //! workspace prints.
 
 mod check;
+mod deploy;
+mod progress;
+mod status;
 mod compile_env;
 mod flags;
 mod graph;
@@ -44,6 +47,8 @@ fn main() -> ExitCode {
             flags::Command::Check(cmd) => check::run(&repo, &cmd),
             flags::Command::Secrets(cmd) => secrets_cmd::run(&repo, cmd),
             flags::Command::Plan(cmd) => plan::run(&repo, &cmd),
+            flags::Command::Deploy(cmd) => deploy::run(&repo, &cmd),
+            flags::Command::Status(cmd) => status::run(&repo, &cmd),
             flags::Command::Graph(cmd) => graph::run(&repo, &cmd),
             flags::Command::Schema(cmd) => schema::run(&repo, &cmd),
         },

@@ -51,7 +51,7 @@ pub fn run(repo: &Repo, cmd: &PlanCmd) -> Outcome {
         crate::ui::stdout(&out);
         return Outcome::Success;
     }
-    let previous = crate::journal_view::previous_snapshots(repo, &cmd.environment);
+    let previous = crate::journal_view::previous_snapshots(repo, &cmd.environment, identities.as_ref());
     let out = match cmd.format {
         PlanFormat::Text => render::text(&plan, &previous),
         PlanFormat::Json => {

@@ -3,6 +3,8 @@
 //! server with kube-rs (server-side apply under the `opus-deploy` field manager), `postgres`
 //! provisions roles and databases through sqlx (passwords as SCRAM verifiers computed here).
 
+pub mod cluster;
+pub mod directory;
 pub mod helm;
 pub mod kube;
 pub mod postgres;

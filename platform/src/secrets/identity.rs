@@ -147,6 +147,16 @@ impl Identities {
         self.keys.len()
     }
 
+    /// The private key (`AGE-SECRET-KEY-1...`) of the identity whose public key is
+    /// `recipient`: for storing it in the cluster's key store.
+    pub fn secret_key_for(&self, recipient: &str) -> Option<SecretString> {
+        use age::secrecy::ExposeSecret;
+        self.keys
+            .iter()
+            .find(|key| key.to_public().to_string() == recipient)
+            .map(|key| SecretString::new(key.to_string().expose_secret().to_owned()))
+    }
+
     /// The public keys of the identities, in load order.
     pub fn recipients(&self) -> Vec<String> {
         self.keys.iter().map(|key| key.to_public().to_string()).collect()

@@ -1,0 +1,218 @@
+//! The `kube` target: wires the drivers into the executor. Preflight checks the cluster
+//! (version, StorageClass, CRDs); namespaces, Secrets and objects go through server-side apply;
+//! databases through the PostgreSQL driver; releases through the real `helm` binary with values
+//! on stdin; the key store keeps the environment's age key in the cluster.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{Value as Json, json};
+
+use crate::drivers::helm::{self, ChartRef, ChartSource, HelmContext, HelmValues, Release, UpgradeOptions};
+use crate::drivers::kube::{
+    self, ApplyOptions, ApplyOutcome, ClientOptions, ClusterVersion, KeyStoreLocation, NamespaceSpec, NewKey,
+    ReadinessOptions, SecretSpec, StoredKey,
+};
+use crate::drivers::postgres::{self, AdminOptions, Identifier, Provisioning};
+use crate::exec::{Driver, PhaseReporter, StepError, StepOutput};
+use crate::plan::{Action, ChartSpec, Step};
+use crate::secrets::Identities;
+use crate::sensitive::{Redactor, SecretString};
+
+/// Everything the `kube` target needs.
+pub struct ClusterDriver {
+    pub client: ::kube::Client,
+    pub helm: HelmContext,
+    /// The environment's database, as its admin (for provisioning).
+    pub database: Option<AdminOptions>,
+    /// For the key store: the local identities, one of which the environment is encrypted for.
+    pub identities: Arc<Identities>,
+    /// The repository root, for local charts.
+    pub root: PathBuf,
+}
+
+/// How to reach the cluster.
+pub struct ClusterOptions {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: String,
+}
+
+/// A client for the environment's cluster (reads the kubeconfig; contacts nothing yet).
+pub async fn client(options: &ClusterOptions) -> Result<::kube::Client, StepError> {
+    kube::connect(&ClientOptions { kubeconfig: options.kubeconfig.clone(), context: Some(options.context.clone()) })
+        .await
+        .map_err(|e| StepError::new(e.to_string()))
+}
+
+fn outcome_json(outcome: ApplyOutcome) -> Json {
+    json!(match outcome {
+        ApplyOutcome::Created => "created",
+        ApplyOutcome::Changed => "changed",
+        ApplyOutcome::Unchanged => "unchanged",
+    })
+}
+
+fn redactor_of(values: &crate::values::Values) -> Redactor {
+    let mut redactor = Redactor::new();
+    for secret in values.secrets() {
+        redactor.add(secret);
+    }
+    redactor
+}
+
+fn not_decrypted() -> StepError {
+    StepError::new("the plan was compiled without keys: its secrets are not decrypted")
+}
+
+impl ClusterDriver {
+    fn chart(&self, spec: &ChartSpec) -> ChartRef {
+        let source = match &spec.repository {
+            Some(url) => ChartSource::Repository { url: url.clone(), chart: spec.reference.clone() },
+            None if spec.reference.starts_with("oci://") => ChartSource::Oci { reference: spec.reference.clone() },
+            None => ChartSource::Local { path: self.root.join(&spec.reference) },
+        };
+        ChartRef { source, version: Some(spec.version.clone()) }
+    }
+
+    async fn run_step(&self, step: &Step, phase: PhaseReporter) -> Result<StepOutput, StepError> {
+        let apply = ApplyOptions::default();
+        let err = |e: &dyn std::fmt::Display| StepError::new(format!("{}: {e}", step.id));
+        match &step.action {
+            Action::Preflight { max_kubernetes_version, storage_class, crds } => {
+                phase("checking the cluster version");
+                let maximum = max_kubernetes_version
+                    .as_deref()
+                    .and_then(|v| {
+                        let (major, minor) = v.split_once('.')?;
+                        ClusterVersion::parse(major, minor, "")
+                    })
+                    .unwrap_or(ClusterVersion::SUPPORTED_MAXIMUM);
+                let version = kube::check_cluster_version(&self.client, maximum).await.map_err(|e| err(&e))?;
+                phase("checking the StorageClass");
+                let class = kube::check_storage_class(&self.client, storage_class.as_deref()).await.map_err(|e| err(&e))?;
+                phase("checking CustomResourceDefinitions");
+                let names: Vec<&str> = crds.iter().map(String::as_str).collect();
+                kube::check_crds_installed(&self.client, &names).await.map_err(|e| err(&e))?;
+                Ok(json!({"kubernetes": version.to_string(), "storage_class": class.name}))
+            }
+            Action::DatabasePreflight { host, port, min_server_version, .. } => {
+                let admin = self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
+                phase("connecting to PostgreSQL");
+                let version = postgres::preflight(admin).await.map_err(|e| err(&e))?;
+                if version / 10_000 < *min_server_version {
+                    return Err(StepError::new(format!(
+                        "{}: PostgreSQL at {host}:{port} is version {} but the platform needs {min_server_version} or newer",
+                        step.id,
+                        version / 10_000
+                    )));
+                }
+                Ok(json!({"server_version_num": version}))
+            }
+            Action::EnsureNamespace { name, labels, annotations } => {
+                let spec = NamespaceSpec { name: name.clone(), labels: labels.clone(), annotations: annotations.clone() };
+                let outcome = kube::apply_namespace(&self.client, &spec, &apply).await.map_err(|e| err(&e))?;
+                Ok(json!({"namespace": outcome_json(outcome)}))
+            }
+            Action::ApplySecret { namespace, name, labels, data } => {
+                let clear = data.expose_tree().ok_or_else(not_decrypted)?;
+                let data = clear
+                    .as_object()
+                    .map(|map| {
+                        map.iter()
+                            .map(|(k, v)| (k.clone(), SecretString::new(v.as_str().map_or_else(|| v.to_string(), str::to_owned))))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let spec = SecretSpec { namespace: namespace.clone(), name: name.clone(), labels: labels.clone(), secret_type: None, data };
+                let outcome = kube::apply_secret(&self.client, &spec, &apply).await.map_err(|e| err(&e))?;
+                Ok(json!({"secret": outcome_json(outcome)}))
+            }
+            Action::ProvisionDatabase { role, database, password, .. } => {
+                let admin = self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
+                let clear = password.expose_tree().ok_or_else(not_decrypted)?;
+                let provisioning = Provisioning {
+                    role: Identifier::new("role", role).map_err(|e| err(&e))?,
+                    database: Identifier::new("database", database).map_err(|e| err(&e))?,
+                    password: SecretString::new(clear.as_str().unwrap_or_default().to_owned()),
+                };
+                phase("provisioning");
+                let outcome = postgres::provision(admin, &provisioning).await.map_err(|e| err(&e))?;
+                Ok(json!({"changes": format!("{outcome:?}")}))
+            }
+            Action::ApplyObjects { objects, .. } => {
+                let clear = objects.expose_tree().ok_or_else(not_decrypted)?;
+                let items = clear.as_array().cloned().unwrap_or_else(|| vec![clear.clone()]);
+                let mut outcomes = Vec::new();
+                for item in &items {
+                    let outcome = kube::apply_manifest(&self.client, item, &apply).await.map_err(|e| err(&e))?;
+                    outcomes.push(outcome_json(outcome));
+                }
+                Ok(json!({"objects": outcomes}))
+            }
+            Action::HelmRelease { release, namespace, chart, values, timeout_seconds } => {
+                let yaml = values.expose_yaml().ok_or_else(not_decrypted)?;
+                let context = self.helm.clone();
+                let release = Release { name: release.clone(), namespace: namespace.clone() };
+                let chart = self.chart(chart);
+                let values = HelmValues::from_yaml(yaml);
+                let redactor = redactor_of(match &step.action {
+                    Action::HelmRelease { values, .. } => values,
+                    _ => unreachable!(),
+                });
+                let options = UpgradeOptions { timeout: Duration::from_secs(u64::from(*timeout_seconds)), create_namespace: false };
+                phase("helm upgrade --install");
+                let output = tokio::task::spawn_blocking(move || helm::upgrade_install(&context, &release, &chart, &values, &options, &redactor))
+                    .await
+                    .map_err(|e| StepError::new(format!("{}: helm did not finish: {e}", step.id)))?;
+                match output {
+                    Ok(stdout) => Ok(json!({"helm": stdout.lines().take(6).collect::<Vec<_>>().join("\n")})),
+                    Err(error) => Err(helm_error(step, error)),
+                }
+            }
+            Action::WaitReady { namespace, selector, timeout_seconds } => {
+                phase("waiting for Deployments and StatefulSets");
+                let options = ReadinessOptions { timeout: Duration::from_secs(u64::from(*timeout_seconds)), ..ReadinessOptions::default() };
+                kube::wait_for_workloads(&self.client, namespace, selector, &options).await.map_err(|e| err(&e))?;
+                Ok(json!({"ready": true}))
+            }
+            Action::StoreKey { namespace, secret_name, recipients } => {
+                let location = KeyStoreLocation { namespace: namespace.clone(), name: secret_name.clone() };
+                let stored = kube::read_keys(&self.client, &location).await.map_err(|e| err(&e))?;
+                if let Some(stored) = &stored {
+                    if recipients.contains(&stored.current.recipient) {
+                        return Ok(json!({"key_store": "unchanged", "recipient": stored.current.recipient}));
+                    }
+                    return Err(StepError::new(format!(
+                        "{}: the key store {namespace}/{secret_name} holds the key of {}, but env.toml lists {}; finish or start the rotation with `cargo xtask rotate-keys`",
+                        step.id,
+                        stored.current.recipient,
+                        recipients.join(", ")
+                    )));
+                }
+                let (recipient, private_key) = recipients
+                    .iter()
+                    .find_map(|r| self.identities.secret_key_for(r).map(|k| (r.clone(), k)))
+                    .ok_or_else(|| StepError::new(format!("{}: none of the local age identities is {}", step.id, recipients.join(", "))))?;
+                let new = NewKey { key: StoredKey { private_key, recipient: recipient.clone() }, created: time::OffsetDateTime::now_utc() };
+                let outcome = kube::store_current_key(&self.client, &location, &new).await.map_err(|e| err(&e))?;
+                Ok(json!({"key_store": outcome_json(outcome), "recipient": recipient}))
+            }
+        }
+    }
+}
+
+fn helm_error(step: &Step, error: helm::HelmError) -> StepError {
+    let message = format!("{}: {error}", step.id);
+    match &error {
+        helm::HelmError::Failed { output, .. } => StepError::new(message).with_output(output.clone()),
+        _ => StepError::new(message),
+    }
+}
+
+impl Driver for ClusterDriver {
+    fn run<'a>(&'a self, step: &'a Step, phase: PhaseReporter) -> BoxFuture<'a, Result<StepOutput, StepError>> {
+        Box::pin(self.run_step(step, phase))
+    }
+}

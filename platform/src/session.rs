@@ -1,0 +1,126 @@
+//! Where an environment's journal and deploy lock live, and opening them: a local file under
+//! `environments/<env>/.opus/` by default, or PostgreSQL (with the environment's database
+//! settings and admin credentials) when env.toml says `[journal] backend = "postgres"`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::drivers::postgres::{AdminOptions, SslMode as PgSslMode};
+use crate::exec::{JournalSink, Record, RecordOutcome};
+use crate::journal::{DeployLock, Journal, JournalError, LockError, StepOutcome, StepRecord, lock_file, lock_postgres};
+use crate::load::environment::ENVIRONMENTS_DIR;
+use crate::model::{EnvFile, JournalSettings, SslMode};
+use crate::plan::diff::Snapshot;
+use crate::secrets::{Identities, decrypt_file};
+
+/// Where a journal and its lock live.
+#[derive(Debug, Clone)]
+pub enum JournalPlace {
+    File { journal: PathBuf, lock: PathBuf },
+    Postgres(Box<AdminOptions>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the PostgreSQL journal needs `database.admin_password` from {path}, which could not be decrypted")]
+    NoAdminPassword {
+        path: PathBuf,
+        #[source]
+        source: Option<crate::secrets::SecretsError>,
+    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// The journal's place for an environment. The PostgreSQL backend needs the admin password,
+/// decrypted with `identities`.
+pub fn journal_place(root: &Path, environment: &str, env: &EnvFile, identities: Option<&Identities>) -> Result<JournalPlace, SessionError> {
+    let dir = root.join(ENVIRONMENTS_DIR).join(environment);
+    match &env.journal {
+        JournalSettings::File => {
+            let state = dir.join(".opus");
+            Ok(JournalPlace::File { journal: state.join("journal.log"), lock: state.join("deploy.lock") })
+        }
+        JournalSettings::Postgres { database } => {
+            let path = dir.join("secrets.enc.yaml");
+            let Some(identities) = identities else {
+                return Err(SessionError::NoAdminPassword { path, source: None });
+            };
+            let tree = decrypt_file(&path, identities).map_err(|e| SessionError::NoAdminPassword { path: path.clone(), source: Some(e) })?;
+            let password = tree
+                .get("database.admin_password")
+                .map(|v| v.text().clone())
+                .ok_or(SessionError::NoAdminPassword { path: path.clone(), source: None })?;
+            let mut options = AdminOptions::new(env.database.host.clone(), env.database.admin_user.clone(), password);
+            options.port = env.database.port;
+            options.database = database.clone();
+            options.sslmode = match env.database.sslmode {
+                SslMode::Disable => PgSslMode::Disable,
+                SslMode::Prefer => PgSslMode::Prefer,
+                SslMode::Require | SslMode::VerifyCa => PgSslMode::Require,
+                SslMode::VerifyFull => PgSslMode::VerifyFull,
+            };
+            Ok(JournalPlace::Postgres(Box::new(options)))
+        }
+    }
+}
+
+/// Takes the environment's deploy lock; fails at once when another deploy holds it.
+pub async fn lock(place: &JournalPlace, environment: &str) -> Result<DeployLock, SessionError> {
+    Ok(match place {
+        JournalPlace::File { lock, .. } => DeployLock::File(lock_file(lock, environment)?),
+        JournalPlace::Postgres(options) => DeployLock::Postgres(lock_postgres(options, environment).await?),
+    })
+}
+
+/// Opens the environment's journal (creating it on the first deploy).
+pub async fn open_journal(place: &JournalPlace, environment: &str) -> Result<Journal, SessionError> {
+    Ok(match place {
+        JournalPlace::File { journal, .. } => Journal::open_file(journal, environment).await?,
+        JournalPlace::Postgres(options) => Journal::open_postgres(options, environment).await?,
+    })
+}
+
+/// Opens the journal only if it exists (for `plan` and `status`, which never create one).
+pub async fn open_existing_journal(place: &JournalPlace, environment: &str) -> Result<Option<Journal>, SessionError> {
+    match place {
+        JournalPlace::File { journal, .. } if !journal.exists() => Ok(None),
+        _ => open_journal(place, environment).await.map(Some),
+    }
+}
+
+/// The last successful snapshot of each step.
+pub async fn previous_snapshots(journal: &Journal) -> Result<BTreeMap<String, Snapshot>, SessionError> {
+    let latest = journal.latest().await?;
+    Ok(latest
+        .into_values()
+        .filter(|r| r.outcome == StepOutcome::Succeeded)
+        .filter_map(|r| serde_json::from_value::<Snapshot>(r.snapshot.clone()).ok().map(|s| (r.step_id.clone(), s)))
+        .collect())
+}
+
+/// The fingerprint of each step's last success.
+pub async fn previous_successes(journal: &Journal) -> Result<BTreeMap<String, String>, SessionError> {
+    let latest = journal.latest().await?;
+    Ok(latest.into_values().filter(|r| r.outcome == StepOutcome::Succeeded).map(|r| (r.step_id, r.fingerprint)).collect())
+}
+
+impl JournalSink for Journal {
+    async fn append(&mut self, record: &Record) -> Result<(), String> {
+        let record = StepRecord {
+            step_id: record.step_id.clone(),
+            fingerprint: record.fingerprint.clone(),
+            outcome: match &record.outcome {
+                RecordOutcome::Succeeded => StepOutcome::Succeeded,
+                RecordOutcome::Failed { message } => StepOutcome::Failed { message: message.clone() },
+            },
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            outputs: record.outputs.clone(),
+            snapshot: serde_json::to_value(&record.snapshot).expect("serializable"),
+        };
+        Journal::append(self, &record).await.map_err(|e| e.to_string())
+    }
+}

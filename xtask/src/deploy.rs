@@ -1,0 +1,229 @@
+//! `cargo xtask deploy`.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+
+use platform::access::read_env_file;
+use platform::drivers::directory::DirectoryDriver;
+use platform::exec::{Driver, ExecOptions, Failpoint, Progress, execute};
+use platform::plan::diff::{ChangeKind, classify};
+use platform::plan::{Plan, TargetSpec};
+use platform::session::{self, JournalPlace, SessionError};
+
+use crate::compile_env::{Keys, compile, identities};
+use crate::flags::{DeployCmd, OutputFormat};
+use crate::progress::{JsonProgress, PlainProgress, TerminalProgress};
+use crate::repo::Repo;
+use crate::{Outcome, ui};
+
+/// `OPUS_FAILPOINT=kill-after:<step-id>` kills the process right after that step is
+/// journaled. For the crash tests only.
+const FAILPOINT_ENV: &str = "OPUS_FAILPOINT";
+
+pub fn run(repo: &Repo, cmd: &DeployCmd) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    runtime.block_on(deploy(repo, cmd))
+}
+
+async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
+    let identities = match identities(repo, &cmd.environment, Keys::Required) {
+        Ok(ids) => ids,
+        Err(outcome) => return outcome,
+    };
+    let mut plan = match compile(&repo.tree(), &cmd.environment, identities.as_ref()) {
+        Ok(plan) => plan,
+        Err(outcome) => return outcome,
+    };
+    if !cmd.only.is_empty() {
+        let known: BTreeSet<&str> = plan.components();
+        for wanted in &cmd.only {
+            if !known.iter().any(|c| c == wanted || c.ends_with(&format!("/{wanted}"))) {
+                ui::error(&format!("`{wanted}` is not a component of `{}`", cmd.environment));
+                return Outcome::CouldNotStart;
+            }
+        }
+        plan = match plan.restrict_to(&cmd.only) {
+            Ok(plan) => plan,
+            Err(e) => {
+                ui::error(&format!("internal error: {e}"));
+                return Outcome::Failed;
+            }
+        };
+    }
+    // Never run an unverified plan, nor one whose secrets are not all decrypted.
+    if let Err(e) = plan.verify() {
+        ui::error(&format!("the plan of `{}` failed verification: {e}", cmd.environment));
+        return Outcome::Failed;
+    }
+    if !plan.is_executable() {
+        ui::error(&format!(
+            "cannot deploy `{}`: its secrets could not be decrypted (no age identity for them; see `cargo xtask keys save {}`)",
+            cmd.environment, cmd.environment
+        ));
+        return Outcome::CouldNotStart;
+    }
+    for step in &cmd.force_step {
+        if plan.step(step).is_none() {
+            ui::error(&format!("--force-step: `{step}` is not a step of the plan (see `cargo xtask plan {}`)", cmd.environment));
+            return Outcome::CouldNotStart;
+        }
+    }
+    let env_file = match read_env_file(&repo.root, &cmd.environment) {
+        Ok(env_file) => env_file,
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    let place = match session::journal_place(&repo.root, &cmd.environment, &env_file, identities.as_ref()) {
+        Ok(place) => place,
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    // The lock first: nothing below may race another deploy.
+    let lock = match session::lock(&place, &cmd.environment).await {
+        Ok(lock) => lock,
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    if let Some(stale) = lock.stale_taken_over() {
+        eprintln!("note: took over a stale lock of {}@{} (pid {}, no longer running)", stale.user, stale.host, stale.pid);
+    }
+    if cmd.repair_journal
+        && let JournalPlace::File { journal, .. } = &place
+    {
+        match platform::journal::repair(journal, &cmd.environment) {
+            Ok(Some(report)) => eprintln!("note: repaired {}: {report}", journal.display()),
+            Ok(None) => {}
+            Err(e) => {
+                ui::error_chain(&e);
+                return Outcome::CouldNotStart;
+            }
+        }
+    }
+    let mut journal = match session::open_journal(&place, &cmd.environment).await {
+        Ok(journal) => journal,
+        Err(e) => {
+            ui::error_chain(&e);
+            if matches!(e, SessionError::Journal(platform::journal::JournalError::TornRecord { .. })) {
+                eprintln!("help: rerun with --repair-journal to drop the torn record (the step it described runs again)");
+            }
+            return Outcome::CouldNotStart;
+        }
+    };
+    let (snapshots, successes) = match (session::previous_snapshots(&journal).await, session::previous_successes(&journal).await) {
+        (Ok(s), Ok(f)) => (s, f),
+        (Err(e), _) | (_, Err(e)) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+
+    // The summary, and confirmation for protected environments.
+    let changes = classify(&plan, &snapshots);
+    let count = |k: ChangeKind| changes.values().filter(|(c, _)| *c == k).count();
+    ui::status(
+        "Planned",
+        &format!(
+            "`{}`: {} steps ({} to create, {} to update, {} unchanged)",
+            cmd.environment,
+            plan.len(),
+            count(ChangeKind::Create),
+            count(ChangeKind::Update),
+            count(ChangeKind::Unchanged)
+        ),
+    );
+    if plan.protected && !cmd.yes {
+        if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+            ui::error(&format!("`{}` is protected: pass --yes to deploy without a terminal", cmd.environment));
+            return Outcome::CouldNotStart;
+        }
+        eprint!("`{}` is protected. Review `cargo xtask plan {}`. Deploy? Type the environment's name to confirm: ", cmd.environment, cmd.environment);
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        if std::io::stdin().lock().read_line(&mut answer).is_err() || answer.trim() != cmd.environment {
+            ui::error("not confirmed; nothing was changed");
+            return Outcome::CouldNotStart;
+        }
+    }
+
+    let driver: Arc<dyn Driver> = match &plan.target {
+        TargetSpec::Directory { path } => {
+            let recipients = match platform::secrets::parse_recipients(&env_file.secrets.age_recipients) {
+                Ok(r) => r,
+                Err(e) => {
+                    ui::error_chain(&e);
+                    return Outcome::CouldNotStart;
+                }
+            };
+            let driver = DirectoryDriver::new(repo.root.join(path), recipients);
+            if let Err(e) = std::fs::create_dir_all(repo.root.join(path)).map_err(|e| e.to_string()).and_then(|()| driver.write_index(&plan).map_err(|e| e.message)) {
+                ui::error(&format!("cannot write the bundle index: {e}"));
+                return Outcome::Failed;
+            }
+            Arc::new(driver)
+        }
+        TargetSpec::Kube { .. } => match crate::kube_target::driver(repo, &plan, &env_file).await {
+            Ok(driver) => driver,
+            Err(outcome) => return outcome,
+        },
+    };
+
+    let progress: Arc<dyn Progress> = match cmd.output {
+        OutputFormat::Json => Arc::new(JsonProgress),
+        OutputFormat::Plain => Arc::new(PlainProgress),
+        OutputFormat::Auto if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() => Arc::new(TerminalProgress::new()),
+        OutputFormat::Auto => Arc::new(PlainProgress),
+    };
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: no new steps start; waiting for the running ones");
+            let _ = cancel_tx.send(true);
+        }
+    });
+    let failpoint = std::env::var(FAILPOINT_ENV)
+        .ok()
+        .and_then(|v| v.strip_prefix("kill-after:").map(|s| Failpoint { kill_after_step: s.to_owned() }));
+    let options = ExecOptions {
+        jobs: usize::from(cmd.jobs),
+        previous_successes: successes,
+        force_steps: cmd.force_step.iter().cloned().collect(),
+        cancel: cancel_rx,
+        failpoint,
+    };
+    let summary = execute(&plan, driver, &mut journal, progress, options).await;
+    if let Err(e) = lock.release().await {
+        eprintln!("warning: {e}");
+    }
+    report(&plan, cmd, &summary)
+}
+
+fn report(plan: &Plan, cmd: &DeployCmd, summary: &platform::exec::Summary) -> Outcome {
+    let line = format!(
+        "`{}`: {} succeeded, {} failed, {} skipped, {} unchanged",
+        plan.environment,
+        summary.succeeded.len(),
+        summary.failed.len(),
+        summary.skipped.len(),
+        summary.unchanged.len()
+    );
+    if summary.is_success() {
+        ui::status("Deployed", &line);
+        return Outcome::Success;
+    }
+    if let Some(error) = &summary.journal_error {
+        ui::error(&format!("stopped: the journal could not be written: {error}"));
+    }
+    for (id, message) in &summary.failed {
+        eprintln!("  failed: {id}: {message}");
+    }
+    eprintln!("error: {line}");
+    eprintln!("resume with: cargo xtask deploy {}{}", cmd.environment, if cmd.only.is_empty() { String::new() } else { format!(" --only {}", cmd.only.join(" ")) });
+    if summary.interrupted { Outcome::Interrupted } else { Outcome::Failed }
+}
