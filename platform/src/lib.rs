@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod check;
 pub mod diagnostic;
 pub mod drivers;
+pub mod journal;
 pub mod load;
 pub mod model;
 pub mod secrets;
