@@ -49,7 +49,7 @@ pub enum StepOutcome {
     Interrupted,
 }
 
-/// One run of one step.
+/// One run of one step. The journals keep its timestamps to the microsecond.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// `<namespace>/<component>/<step>`
