@@ -12,6 +12,7 @@ pub mod check;
 pub mod compile;
 pub mod diagnostic;
 pub mod drivers;
+pub mod journal;
 pub mod load;
 pub mod model;
 pub mod plan;

@@ -1,0 +1,276 @@
+//! The deploy journal and the deploy lock: one journal per environment records, for every step
+//! the executor ran, its fingerprint, outcome, timestamps and non-secret outputs, so that a rerun
+//! skips each step whose fingerprint equals a recorded success. Resuming after a crash and
+//! redeploying an unchanged environment are therefore the same mechanism.
+//!
+//! Two backends: a local file ([`file`], the default: a checksummed append log, fsynced after
+//! every record, a torn last record reported rather than read as empty) and PostgreSQL
+//! ([`postgres`], for teams: schema created and migrated by the tool). Each journal carries a
+//! lineage id, written by the first deploy, so that a journal of another environment (or a stale
+//! copy) is refused. [`lock`] makes sure only one deploy per environment runs at a time.
+//!
+//! **Invariant: nothing secret is ever stored.** A record holds fingerprints (keyed hashes, never
+//! the values they were computed from), outcomes, non-secret outputs and step snapshots whose
+//! secrets the planner has already masked. Neither backend knows how to hold a
+//! [`SecretString`](crate::sensitive::SecretString): the only secret this module handles is the
+//! PostgreSQL password, which is sent through the driver's connection and never stored or shown.
+
+pub mod file;
+pub mod lock;
+pub mod postgres;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use file::{FileJournal, RepairReport, repair};
+pub use lock::{
+    DeployLock, FileLockGuard, LockBackend, LockError, LockHolder, PgLockGuard, lock_file, lock_postgres,
+};
+pub use postgres::{PostgresJournal, PostgresJournalOptions};
+
+use crate::drivers::postgres::PostgresError;
+
+/// The journal format version written by this build, in file headers and PostgreSQL schemas.
+pub const JOURNAL_FORMAT: u32 = 1;
+
+/// What happened to a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum StepOutcome {
+    Succeeded,
+    Failed {
+        message: String,
+    },
+    /// The deploy was stopped (signal, crash of a sibling step) while the step ran.
+    Interrupted,
+}
+
+/// One run of one step. The journals keep its timestamps to the microsecond.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// `<namespace>/<component>/<step>`
+    pub step_id: String,
+    /// Hex of the step's keyed fingerprint.
+    pub fingerprint: String,
+    pub outcome: StepOutcome,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    /// Non-secret outputs of the step (a helm revision, a job name).
+    pub outputs: serde_json::Value,
+    /// The step as planned, secrets already masked (for plan diffs).
+    pub snapshot: serde_json::Value,
+}
+
+impl StepRecord {
+    /// True when this record is a success of a step with `fingerprint`: the executor skips the
+    /// step.
+    pub fn succeeded_with(&self, fingerprint: &str) -> bool {
+        self.outcome == StepOutcome::Succeeded && self.fingerprint == fingerprint
+    }
+
+    /// The record with its timestamps cut to microseconds, the precision PostgreSQL keeps; both
+    /// backends store this form so that they give back equal records.
+    pub(crate) fn normalized(&self) -> StepRecord {
+        StepRecord {
+            started_at: truncate_to_micros(self.started_at),
+            finished_at: truncate_to_micros(self.finished_at),
+            ..self.clone()
+        }
+    }
+}
+
+pub(crate) fn truncate_to_micros(at: OffsetDateTime) -> OffsetDateTime {
+    let nanos = at.nanosecond();
+    at.replace_nanosecond(nanos - nanos % 1_000).expect("a smaller nanosecond is valid")
+}
+
+/// Identity of a journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalHeader {
+    pub environment: String,
+    /// Written by the first deploy of the environment; never changes afterwards.
+    pub lineage: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub format: u32,
+}
+
+impl JournalHeader {
+    fn new(environment: &str, lineage: Option<Uuid>) -> JournalHeader {
+        JournalHeader {
+            environment: environment.to_owned(),
+            lineage: lineage.unwrap_or_else(Uuid::new_v4),
+            created_at: truncate_to_micros(OffsetDateTime::now_utc()),
+            format: JOURNAL_FORMAT,
+        }
+    }
+}
+
+/// Options for opening a journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenJournalOptions {
+    /// The lineage the journal must have, when the caller knows it (recorded in the cluster,
+    /// or taken from another backend's journal). A journal with another lineage is refused. A
+    /// journal that does not exist yet is created with this lineage instead of a new one.
+    pub expected_lineage: Option<Uuid>,
+}
+
+/// Where a journal lives, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalLocation {
+    File(PathBuf),
+    Postgres { host: String, port: u16, database: String },
+}
+
+impl std::fmt::Display for JournalLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JournalLocation::File(path) => write!(f, "{}", path.display()),
+            JournalLocation::Postgres { host, port, database } => {
+                write!(f, "PostgreSQL database `{database}` at {host}:{port}")
+            }
+        }
+    }
+}
+
+/// Errors of the journal. None carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("could not {step} journal {path}")]
+    Io {
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "journal {path} ends with a torn record at line {line} (a deploy was interrupted while \
+         writing it); repair the journal to drop it"
+    )]
+    TornRecord { path: PathBuf, line: usize },
+    #[error("journal {path} is corrupt at line {line}: {reason}")]
+    Corrupt { path: PathBuf, line: usize, reason: String },
+    #[error("journal {path} belongs to environment `{found}` (lineage {lineage}), not to `{expected}`")]
+    WrongEnvironment { path: PathBuf, expected: String, found: String, lineage: Uuid },
+    #[error(
+        "journal of environment `{environment}` in {location} has lineage {found}, expected \
+         {expected}: it is not the journal this environment was deployed with"
+    )]
+    LineageMismatch { location: JournalLocation, environment: String, expected: Uuid, found: Uuid },
+    #[error("journal {location} has format {found}; this build reads format {JOURNAL_FORMAT} at most")]
+    UnsupportedFormat { location: JournalLocation, found: u32 },
+    #[error("could not write journal {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: crate::secrets::AtomicWriteError,
+    },
+    #[error("could not encode a journal record of step `{step_id}`")]
+    Encode {
+        step_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("journal tables in {location}")]
+    Postgres {
+        location: JournalLocation,
+        #[source]
+        source: PostgresError,
+    },
+    #[error(
+        "journal schema in {location} is version {found}; this build knows version {known} at most \
+         (upgrade opus-deploy)"
+    )]
+    SchemaTooNew { location: JournalLocation, found: i32, known: i32 },
+    #[error("journal record {id} of environment `{environment}` in {location} is unreadable: {reason}")]
+    BadRow { location: JournalLocation, environment: String, id: i64, reason: String },
+}
+
+/// A journal of one environment, in one of the backends.
+#[derive(Debug)]
+pub enum Journal {
+    File(FileJournal),
+    Postgres(PostgresJournal),
+}
+
+impl Journal {
+    /// Opens the file journal at `path`, creating it with a new lineage when missing.
+    pub async fn open_file(path: &Path, environment: &str) -> Result<Journal, JournalError> {
+        Journal::open_file_with(path, environment, &OpenJournalOptions::default()).await
+    }
+
+    pub async fn open_file_with(
+        path: &Path,
+        environment: &str,
+        options: &OpenJournalOptions,
+    ) -> Result<Journal, JournalError> {
+        let path = path.to_owned();
+        let environment = environment.to_owned();
+        let options = options.clone();
+        let journal = tokio::task::spawn_blocking(move || FileJournal::open(&path, &environment, &options))
+            .await
+            .expect("the file journal task does not panic")?;
+        Ok(Journal::File(journal))
+    }
+
+    /// Opens the PostgreSQL journal of `environment`, creating or migrating the schema and the
+    /// environment's header when needed.
+    pub async fn open_postgres(
+        options: &PostgresJournalOptions,
+        environment: &str,
+    ) -> Result<Journal, JournalError> {
+        Journal::open_postgres_with(options, environment, &OpenJournalOptions::default()).await
+    }
+
+    pub async fn open_postgres_with(
+        options: &PostgresJournalOptions,
+        environment: &str,
+        open_options: &OpenJournalOptions,
+    ) -> Result<Journal, JournalError> {
+        Ok(Journal::Postgres(PostgresJournal::open(options, environment, open_options).await?))
+    }
+
+    pub fn header(&self) -> &JournalHeader {
+        match self {
+            Journal::File(journal) => journal.header(),
+            Journal::Postgres(journal) => journal.header(),
+        }
+    }
+
+    pub fn location(&self) -> JournalLocation {
+        match self {
+            Journal::File(journal) => JournalLocation::File(journal.path().to_owned()),
+            Journal::Postgres(journal) => journal.location(),
+        }
+    }
+
+    /// The last record of every step, by step id.
+    pub async fn latest(&self) -> Result<BTreeMap<String, StepRecord>, JournalError> {
+        match self {
+            Journal::File(journal) => Ok(journal.latest().clone()),
+            Journal::Postgres(journal) => journal.latest().await,
+        }
+    }
+
+    /// Appends a record; it is durable when this returns.
+    pub async fn append(&mut self, record: &StepRecord) -> Result<(), JournalError> {
+        match self {
+            Journal::File(journal) => journal.append(record).await,
+            Journal::Postgres(journal) => journal.append(record).await,
+        }
+    }
+
+    /// The last `limit` records, newest first.
+    pub async fn history(&self, limit: usize) -> Result<Vec<StepRecord>, JournalError> {
+        match self {
+            Journal::File(journal) => journal.history(limit).await,
+            Journal::Postgres(journal) => journal.history(limit).await,
+        }
+    }
+}
