@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::drivers::postgres::{AdminOptions, SslMode as PgSslMode};
 use crate::exec::{JournalSink, Record, RecordOutcome};
-use crate::journal::{DeployLock, Journal, JournalError, LockError, StepOutcome, StepRecord, lock_file, lock_postgres};
+use crate::journal::{
+    DeployLock, Journal, JournalError, LockError, StepOutcome, StepRecord, lock_file, lock_postgres,
+};
 use crate::load::environment::ENVIRONMENTS_DIR;
 use crate::model::{EnvFile, JournalSettings, SslMode};
 use crate::plan::diff::Snapshot;
@@ -22,7 +24,9 @@ pub enum JournalPlace {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("the PostgreSQL journal needs `database.admin_password` from {path}, which could not be decrypted")]
+    #[error(
+        "the PostgreSQL journal needs `database.admin_password` from {path}, which could not be decrypted"
+    )]
     NoAdminPassword {
         path: PathBuf,
         #[source]
@@ -36,7 +40,12 @@ pub enum SessionError {
 
 /// The journal's place for an environment. The PostgreSQL backend needs the admin password,
 /// decrypted with `identities`.
-pub fn journal_place(root: &Path, environment: &str, env: &EnvFile, identities: Option<&Identities>) -> Result<JournalPlace, SessionError> {
+pub fn journal_place(
+    root: &Path,
+    environment: &str,
+    env: &EnvFile,
+    identities: Option<&Identities>,
+) -> Result<JournalPlace, SessionError> {
     let dir = root.join(ENVIRONMENTS_DIR).join(environment);
     match &env.journal {
         JournalSettings::File => {
@@ -48,12 +57,14 @@ pub fn journal_place(root: &Path, environment: &str, env: &EnvFile, identities: 
             let Some(identities) = identities else {
                 return Err(SessionError::NoAdminPassword { path, source: None });
             };
-            let tree = decrypt_file(&path, identities).map_err(|e| SessionError::NoAdminPassword { path: path.clone(), source: Some(e) })?;
+            let tree = decrypt_file(&path, identities)
+                .map_err(|e| SessionError::NoAdminPassword { path: path.clone(), source: Some(e) })?;
             let password = tree
                 .get("database.admin_password")
                 .map(|v| v.text().clone())
                 .ok_or(SessionError::NoAdminPassword { path: path.clone(), source: None })?;
-            let mut options = AdminOptions::new(env.database.host.clone(), env.database.admin_user.clone(), password);
+            let mut options =
+                AdminOptions::new(env.database.host.clone(), env.database.admin_user.clone(), password);
             options.port = env.database.port;
             options.database = database.clone();
             options.sslmode = match env.database.sslmode {
@@ -84,7 +95,10 @@ pub async fn open_journal(place: &JournalPlace, environment: &str) -> Result<Jou
 }
 
 /// Opens the journal only if it exists (for `plan` and `status`, which never create one).
-pub async fn open_existing_journal(place: &JournalPlace, environment: &str) -> Result<Option<Journal>, SessionError> {
+pub async fn open_existing_journal(
+    place: &JournalPlace,
+    environment: &str,
+) -> Result<Option<Journal>, SessionError> {
     match place {
         JournalPlace::File { journal, .. } if !journal.exists() => Ok(None),
         _ => open_journal(place, environment).await.map(Some),
@@ -97,14 +111,20 @@ pub async fn previous_snapshots(journal: &Journal) -> Result<BTreeMap<String, Sn
     Ok(latest
         .into_values()
         .filter(|r| r.outcome == StepOutcome::Succeeded)
-        .filter_map(|r| serde_json::from_value::<Snapshot>(r.snapshot.clone()).ok().map(|s| (r.step_id.clone(), s)))
+        .filter_map(|r| {
+            serde_json::from_value::<Snapshot>(r.snapshot.clone()).ok().map(|s| (r.step_id.clone(), s))
+        })
         .collect())
 }
 
 /// The fingerprint of each step's last success.
 pub async fn previous_successes(journal: &Journal) -> Result<BTreeMap<String, String>, SessionError> {
     let latest = journal.latest().await?;
-    Ok(latest.into_values().filter(|r| r.outcome == StepOutcome::Succeeded).map(|r| (r.step_id, r.fingerprint)).collect())
+    Ok(latest
+        .into_values()
+        .filter(|r| r.outcome == StepOutcome::Succeeded)
+        .map(|r| (r.step_id, r.fingerprint))
+        .collect())
 }
 
 impl JournalSink for Journal {

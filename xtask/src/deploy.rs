@@ -65,7 +65,10 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
     }
     for step in &cmd.force_step {
         if plan.step(step).is_none() {
-            ui::error(&format!("--force-step: `{step}` is not a step of the plan (see `cargo xtask plan {}`)", cmd.environment));
+            ui::error(&format!(
+                "--force-step: `{step}` is not a step of the plan (see `cargo xtask plan {}`)",
+                cmd.environment
+            ));
             return Outcome::CouldNotStart;
         }
     }
@@ -92,13 +95,22 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
         }
     };
     if let Some(stale) = lock.stale_taken_over() {
-        eprintln!("note: took over a stale lock of {}@{} (pid {}, no longer running)", stale.user, stale.host, stale.pid);
+        eprintln!(
+            "note: took over a stale lock of {}@{} (pid {}, no longer running)",
+            stale.user, stale.host, stale.pid
+        );
     }
     if cmd.repair_journal
         && let JournalPlace::File { journal, .. } = &place
     {
         match platform::journal::repair(journal, &cmd.environment) {
-            Ok(Some(report)) => eprintln!("note: repaired {}: {report}", journal.display()),
+            Ok(Some(report)) => eprintln!(
+                "note: repaired {}: dropped the torn record at line {} ({} bytes, starting `{}`)",
+                journal.display(),
+                report.line,
+                report.dropped_bytes,
+                report.dropped_preview
+            ),
             Ok(None) => {}
             Err(e) => {
                 ui::error_chain(&e);
@@ -111,18 +123,21 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
         Err(e) => {
             ui::error_chain(&e);
             if matches!(e, SessionError::Journal(platform::journal::JournalError::TornRecord { .. })) {
-                eprintln!("help: rerun with --repair-journal to drop the torn record (the step it described runs again)");
+                eprintln!(
+                    "help: rerun with --repair-journal to drop the torn record (the step it described runs again)"
+                );
             }
             return Outcome::CouldNotStart;
         }
     };
-    let (snapshots, successes) = match (session::previous_snapshots(&journal).await, session::previous_successes(&journal).await) {
-        (Ok(s), Ok(f)) => (s, f),
-        (Err(e), _) | (_, Err(e)) => {
-            ui::error_chain(&e);
-            return Outcome::CouldNotStart;
-        }
-    };
+    let (snapshots, successes) =
+        match (session::previous_snapshots(&journal).await, session::previous_successes(&journal).await) {
+            (Ok(s), Ok(f)) => (s, f),
+            (Err(e), _) | (_, Err(e)) => {
+                ui::error_chain(&e);
+                return Outcome::CouldNotStart;
+            }
+        };
 
     // The summary, and confirmation for protected environments.
     let changes = classify(&plan, &snapshots);
@@ -140,14 +155,20 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
     );
     if plan.protected && !cmd.yes {
         if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-            ui::error(&format!("`{}` is protected: pass --yes to deploy without a terminal", cmd.environment));
+            ui::error(&format!(
+                "`{}` is protected: pass --yes to deploy without a terminal",
+                cmd.environment
+            ));
             return Outcome::CouldNotStart;
         }
-        eprint!("`{}` is protected. Review `cargo xtask plan {}`. Deploy? Type the environment's name to confirm: ", cmd.environment, cmd.environment);
+        eprint!(
+            "`{}` is protected. Review `cargo xtask plan {}`. Deploy? Type the environment's name to confirm: ",
+            cmd.environment, cmd.environment
+        );
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
         if std::io::stdin().lock().read_line(&mut answer).is_err() || answer.trim() != cmd.environment {
-            ui::error("not confirmed; nothing was changed");
+            ui::error(&"not confirmed; nothing was changed");
             return Outcome::CouldNotStart;
         }
     }
@@ -162,7 +183,10 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
                 }
             };
             let driver = DirectoryDriver::new(repo.root.join(path), recipients);
-            if let Err(e) = std::fs::create_dir_all(repo.root.join(path)).map_err(|e| e.to_string()).and_then(|()| driver.write_index(&plan).map_err(|e| e.message)) {
+            if let Err(e) = std::fs::create_dir_all(repo.root.join(path))
+                .map_err(|e| e.to_string())
+                .and_then(|()| driver.write_index(&plan).map_err(|e| e.message))
+            {
                 ui::error(&format!("cannot write the bundle index: {e}"));
                 return Outcome::Failed;
             }
@@ -177,7 +201,9 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
     let progress: Arc<dyn Progress> = match cmd.output {
         OutputFormat::Json => Arc::new(JsonProgress),
         OutputFormat::Plain => Arc::new(PlainProgress),
-        OutputFormat::Auto if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() => Arc::new(TerminalProgress::new()),
+        OutputFormat::Auto if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() => {
+            Arc::new(TerminalProgress::new())
+        }
         OutputFormat::Auto => Arc::new(PlainProgress),
     };
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
@@ -224,6 +250,10 @@ fn report(plan: &Plan, cmd: &DeployCmd, summary: &platform::exec::Summary) -> Ou
         eprintln!("  failed: {id}: {message}");
     }
     eprintln!("error: {line}");
-    eprintln!("resume with: cargo xtask deploy {}{}", cmd.environment, if cmd.only.is_empty() { String::new() } else { format!(" --only {}", cmd.only.join(" ")) });
+    eprintln!(
+        "resume with: cargo xtask deploy {}{}",
+        cmd.environment,
+        if cmd.only.is_empty() { String::new() } else { format!(" --only {}", cmd.only.join(" ")) }
+    );
     if summary.interrupted { Outcome::Interrupted } else { Outcome::Failed }
 }

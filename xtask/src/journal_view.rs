@@ -11,9 +11,14 @@ use crate::repo::Repo;
 
 /// The last successful snapshot of each step; empty when there is no journal yet. A journal
 /// that cannot be read (a PostgreSQL one without keys, say) is reported as a note.
-pub fn previous_snapshots(repo: &Repo, environment: &str, identities: Option<&Identities>) -> BTreeMap<String, Snapshot> {
+pub fn previous_snapshots(
+    repo: &Repo,
+    environment: &str,
+    identities: Option<&Identities>,
+) -> BTreeMap<String, Snapshot> {
     let Ok(env_file) = read_env_file(&repo.root, environment) else { return BTreeMap::new() };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(async {
         let place = match session::journal_place(&repo.root, environment, &env_file, identities) {
             Ok(place) => place,

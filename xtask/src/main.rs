@@ -3,17 +3,18 @@
 //! workspace prints.
 
 mod check;
-mod deploy;
-mod progress;
-mod status;
 mod compile_env;
+mod deploy;
 mod flags;
 mod graph;
 mod journal_view;
+mod kube_target;
 mod plan;
+mod progress;
 mod repo;
 mod schema;
 mod secrets_cmd;
+mod status;
 mod ui;
 
 use std::process::ExitCode;

@@ -13,7 +13,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 fn now() -> String {
-    OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::now_utc()).format(&Rfc3339).unwrap_or_default()
+    OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(OffsetDateTime::now_utc())
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 fn status_word(status: StepStatus) -> &'static str {
@@ -100,9 +104,11 @@ impl TerminalProgress {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let overall = multi.add(ProgressBar::new(0));
         overall.set_style(
-            ProgressStyle::with_template("{prefix:>12.bold.cyan} [{bar:30.cyan/blue}] {pos}/{len} steps {elapsed}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>12.bold.cyan} [{bar:30.cyan/blue}] {pos}/{len} steps {elapsed}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         overall.set_prefix("Deploying");
         TerminalProgress { multi, overall, running: Mutex::new(BTreeMap::new()) }
@@ -124,7 +130,9 @@ impl Progress for TerminalProgress {
         match event.status {
             StepStatus::Started => {
                 let bar = self.multi.insert_before(&self.overall, ProgressBar::new_spinner());
-                bar.set_style(ProgressStyle::with_template("  {spinner} {prefix} {wide_msg}").expect("valid template"));
+                bar.set_style(
+                    ProgressStyle::with_template("  {spinner} {prefix} {wide_msg}").expect("valid template"),
+                );
                 bar.set_prefix(event.step.clone());
                 bar.enable_steady_tick(Duration::from_millis(120));
                 running.insert(event.step.clone(), bar);

@@ -14,7 +14,8 @@ use crate::repo::Repo;
 use crate::{Outcome, ui};
 
 pub fn run(repo: &Repo, cmd: &StatusCmd) -> Outcome {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(status(repo, cmd))
 }
 
@@ -101,14 +102,28 @@ async fn status(repo: &Repo, cmd: &StatusCmd) -> Outcome {
                     let _ = writeln!(out, "journal: {} (lineage {})", j.location(), j.header().lineage);
                 }
                 None => {
-                    let _ = writeln!(out, "journal: none yet (`{}` was never deployed from here)", cmd.environment);
+                    let _ = writeln!(
+                        out,
+                        "journal: none yet (`{}` was never deployed from here)",
+                        cmd.environment
+                    );
                 }
             }
             for row in &rows {
                 let last = row["last"].as_str().unwrap_or("never run");
                 let at = row["at"].as_str().map(|a| format!(" at {a}")).unwrap_or_default();
-                let change = if row["would_change"] == serde_json::json!(true) { "would change" } else { "up to date" };
-                let _ = writeln!(out, "  {:<48} {:<12}{:<26} {change}", row["step"].as_str().unwrap_or_default(), last, at);
+                let change = if row["would_change"] == serde_json::json!(true) {
+                    "would change"
+                } else {
+                    "up to date"
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<48} {:<12}{:<26} {change}",
+                    row["step"].as_str().unwrap_or_default(),
+                    last,
+                    at
+                );
                 if let Some(error) = row["error"].as_str() {
                     let _ = writeln!(out, "      error: {error}");
                 }

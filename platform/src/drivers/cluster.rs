@@ -41,9 +41,12 @@ pub struct ClusterOptions {
 
 /// A client for the environment's cluster (reads the kubeconfig; contacts nothing yet).
 pub async fn client(options: &ClusterOptions) -> Result<::kube::Client, StepError> {
-    kube::connect(&ClientOptions { kubeconfig: options.kubeconfig.clone(), context: Some(options.context.clone()) })
-        .await
-        .map_err(|e| StepError::new(e.to_string()))
+    kube::connect(&ClientOptions {
+        kubeconfig: options.kubeconfig.clone(),
+        context: Some(options.context.clone()),
+    })
+    .await
+    .map_err(|e| StepError::new(e.to_string()))
 }
 
 fn outcome_json(outcome: ApplyOutcome) -> Json {
@@ -70,7 +73,9 @@ impl ClusterDriver {
     fn chart(&self, spec: &ChartSpec) -> ChartRef {
         let source = match &spec.repository {
             Some(url) => ChartSource::Repository { url: url.clone(), chart: spec.reference.clone() },
-            None if spec.reference.starts_with("oci://") => ChartSource::Oci { reference: spec.reference.clone() },
+            None if spec.reference.starts_with("oci://") => {
+                ChartSource::Oci { reference: spec.reference.clone() }
+            }
             None => ChartSource::Local { path: self.root.join(&spec.reference) },
         };
         ChartRef { source, version: Some(spec.version.clone()) }
@@ -78,7 +83,7 @@ impl ClusterDriver {
 
     async fn run_step(&self, step: &Step, phase: PhaseReporter) -> Result<StepOutput, StepError> {
         let apply = ApplyOptions::default();
-        let err = |e: &dyn std::fmt::Display| StepError::new(format!("{}: {e}", step.id));
+        let id = step.id.as_str();
         match &step.action {
             Action::Preflight { max_kubernetes_version, storage_class, crds } => {
                 phase("checking the cluster version");
@@ -89,18 +94,23 @@ impl ClusterDriver {
                         ClusterVersion::parse(major, minor, "")
                     })
                     .unwrap_or(ClusterVersion::SUPPORTED_MAXIMUM);
-                let version = kube::check_cluster_version(&self.client, maximum).await.map_err(|e| err(&e))?;
+                let version = boxed(kube::check_cluster_version(&self.client, maximum))
+                    .await
+                    .map_err(|e| fail(id, e))?;
                 phase("checking the StorageClass");
-                let class = kube::check_storage_class(&self.client, storage_class.as_deref()).await.map_err(|e| err(&e))?;
+                let class = boxed(kube::check_storage_class(&self.client, storage_class.as_deref()))
+                    .await
+                    .map_err(|e| fail(id, e))?;
                 phase("checking CustomResourceDefinitions");
                 let names: Vec<&str> = crds.iter().map(String::as_str).collect();
-                kube::check_crds_installed(&self.client, &names).await.map_err(|e| err(&e))?;
+                boxed(kube::check_crds_installed(&self.client, &names)).await.map_err(|e| fail(id, e))?;
                 Ok(json!({"kubernetes": version.to_string(), "storage_class": class.name}))
             }
             Action::DatabasePreflight { host, port, min_server_version, .. } => {
-                let admin = self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
+                let admin =
+                    self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
                 phase("connecting to PostgreSQL");
-                let version = postgres::preflight(admin).await.map_err(|e| err(&e))?;
+                let version = boxed(postgres::preflight(admin)).await.map_err(|e| fail(id, e))?;
                 if version / 10_000 < *min_server_version {
                     return Err(StepError::new(format!(
                         "{}: PostgreSQL at {host}:{port} is version {} but the platform needs {min_server_version} or newer",
@@ -111,8 +121,13 @@ impl ClusterDriver {
                 Ok(json!({"server_version_num": version}))
             }
             Action::EnsureNamespace { name, labels, annotations } => {
-                let spec = NamespaceSpec { name: name.clone(), labels: labels.clone(), annotations: annotations.clone() };
-                let outcome = kube::apply_namespace(&self.client, &spec, &apply).await.map_err(|e| err(&e))?;
+                let spec = NamespaceSpec {
+                    name: name.clone(),
+                    labels: labels.clone(),
+                    annotations: annotations.clone(),
+                };
+                let outcome =
+                    kube::apply_namespace(&self.client, &spec, &apply).await.map_err(|e| fail(id, e))?;
                 Ok(json!({"namespace": outcome_json(outcome)}))
             }
             Action::ApplySecret { namespace, name, labels, data } => {
@@ -121,24 +136,48 @@ impl ClusterDriver {
                     .as_object()
                     .map(|map| {
                         map.iter()
-                            .map(|(k, v)| (k.clone(), SecretString::new(v.as_str().map_or_else(|| v.to_string(), str::to_owned))))
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    SecretString::new(
+                                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                                    ),
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
-                let spec = SecretSpec { namespace: namespace.clone(), name: name.clone(), labels: labels.clone(), secret_type: None, data };
-                let outcome = kube::apply_secret(&self.client, &spec, &apply).await.map_err(|e| err(&e))?;
+                let spec = SecretSpec {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    labels: labels.clone(),
+                    secret_type: None,
+                    data,
+                };
+                let outcome =
+                    kube::apply_secret(&self.client, &spec, &apply).await.map_err(|e| fail(id, e))?;
                 Ok(json!({"secret": outcome_json(outcome)}))
             }
             Action::ProvisionDatabase { role, database, password, .. } => {
-                let admin = self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
+                let admin =
+                    self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
                 let clear = password.expose_tree().ok_or_else(not_decrypted)?;
                 let provisioning = Provisioning {
-                    role: Identifier::new("role", role).map_err(|e| err(&e))?,
-                    database: Identifier::new("database", database).map_err(|e| err(&e))?,
+                    role: Identifier::new("role", role).map_err(|e| fail(id, e))?,
+                    database: Identifier::new("database", database).map_err(|e| fail(id, e))?,
                     password: SecretString::new(clear.as_str().unwrap_or_default().to_owned()),
                 };
                 phase("provisioning");
-                let outcome = postgres::provision(admin, &provisioning).await.map_err(|e| err(&e))?;
+                let admin = admin.clone();
+                // sqlx's provisioning future is not provably `Send` for every lifetime (a rustc
+                // limit), so it runs on a blocking thread of the same runtime instead.
+                let handle = tokio::runtime::Handle::current();
+                let outcome = tokio::task::spawn_blocking(move || {
+                    handle.block_on(postgres::provision(&admin, &provisioning))
+                })
+                .await
+                .map_err(|e| fail(id, e))?
+                .map_err(|e| fail(id, e))?;
                 Ok(json!({"changes": format!("{outcome:?}")}))
             }
             Action::ApplyObjects { objects, .. } => {
@@ -146,7 +185,9 @@ impl ClusterDriver {
                 let items = clear.as_array().cloned().unwrap_or_else(|| vec![clear.clone()]);
                 let mut outcomes = Vec::new();
                 for item in &items {
-                    let outcome = kube::apply_manifest(&self.client, item, &apply).await.map_err(|e| err(&e))?;
+                    let outcome = boxed(kube::apply_manifest(&self.client, item, &apply))
+                        .await
+                        .map_err(|e| fail(id, e))?;
                     outcomes.push(outcome_json(outcome));
                 }
                 Ok(json!({"objects": outcomes}))
@@ -161,11 +202,16 @@ impl ClusterDriver {
                     Action::HelmRelease { values, .. } => values,
                     _ => unreachable!(),
                 });
-                let options = UpgradeOptions { timeout: Duration::from_secs(u64::from(*timeout_seconds)), create_namespace: false };
+                let options = UpgradeOptions {
+                    timeout: Duration::from_secs(u64::from(*timeout_seconds)),
+                    create_namespace: false,
+                };
                 phase("helm upgrade --install");
-                let output = tokio::task::spawn_blocking(move || helm::upgrade_install(&context, &release, &chart, &values, &options, &redactor))
-                    .await
-                    .map_err(|e| StepError::new(format!("{}: helm did not finish: {e}", step.id)))?;
+                let output = tokio::task::spawn_blocking(move || {
+                    helm::upgrade_install(&context, &release, &chart, &values, &options, &redactor)
+                })
+                .await
+                .map_err(|e| StepError::new(format!("{}: helm did not finish: {e}", step.id)))?;
                 match output {
                     Ok(stdout) => Ok(json!({"helm": stdout.lines().take(6).collect::<Vec<_>>().join("\n")})),
                     Err(error) => Err(helm_error(step, error)),
@@ -173,13 +219,19 @@ impl ClusterDriver {
             }
             Action::WaitReady { namespace, selector, timeout_seconds } => {
                 phase("waiting for Deployments and StatefulSets");
-                let options = ReadinessOptions { timeout: Duration::from_secs(u64::from(*timeout_seconds)), ..ReadinessOptions::default() };
-                kube::wait_for_workloads(&self.client, namespace, selector, &options).await.map_err(|e| err(&e))?;
+                let options = ReadinessOptions {
+                    timeout: Duration::from_secs(u64::from(*timeout_seconds)),
+                    ..ReadinessOptions::default()
+                };
+                boxed(kube::wait_for_workloads(&self.client, namespace, selector, &options))
+                    .await
+                    .map_err(|e| fail(id, e))?;
                 Ok(json!({"ready": true}))
             }
             Action::StoreKey { namespace, secret_name, recipients } => {
                 let location = KeyStoreLocation { namespace: namespace.clone(), name: secret_name.clone() };
-                let stored = kube::read_keys(&self.client, &location).await.map_err(|e| err(&e))?;
+                let stored =
+                    boxed(kube::read_keys(&self.client, &location)).await.map_err(|e| fail(id, e))?;
                 if let Some(stored) = &stored {
                     if recipients.contains(&stored.current.recipient) {
                         return Ok(json!({"key_store": "unchanged", "recipient": stored.current.recipient}));
@@ -194,13 +246,34 @@ impl ClusterDriver {
                 let (recipient, private_key) = recipients
                     .iter()
                     .find_map(|r| self.identities.secret_key_for(r).map(|k| (r.clone(), k)))
-                    .ok_or_else(|| StepError::new(format!("{}: none of the local age identities is {}", step.id, recipients.join(", "))))?;
-                let new = NewKey { key: StoredKey { private_key, recipient: recipient.clone() }, created: time::OffsetDateTime::now_utc() };
-                let outcome = kube::store_current_key(&self.client, &location, &new).await.map_err(|e| err(&e))?;
+                    .ok_or_else(|| {
+                        StepError::new(format!(
+                            "{}: none of the local age identities is {}",
+                            step.id,
+                            recipients.join(", ")
+                        ))
+                    })?;
+                let new = NewKey {
+                    key: StoredKey { private_key, recipient: recipient.clone() },
+                    created: time::OffsetDateTime::now_utc(),
+                };
+                let outcome = boxed(kube::store_current_key(&self.client, &location, &new))
+                    .await
+                    .map_err(|e| fail(id, e))?;
                 Ok(json!({"key_store": outcome_json(outcome), "recipient": recipient}))
             }
         }
     }
+}
+
+/// Boxes a driver future so its `Send`-ness is checked here, with concrete lifetimes (works
+/// around rustc's higher-ranked lifetime limits for futures held across `.await`).
+fn boxed<'a, T>(future: impl std::future::Future<Output = T> + Send + 'a) -> BoxFuture<'a, T> {
+    Box::pin(future)
+}
+
+fn fail(step_id: &str, error: impl std::fmt::Display) -> StepError {
+    StepError::new(format!("{step_id}: {error}"))
 }
 
 fn helm_error(step: &Step, error: helm::HelmError) -> StepError {
@@ -212,7 +285,11 @@ fn helm_error(step: &Step, error: helm::HelmError) -> StepError {
 }
 
 impl Driver for ClusterDriver {
-    fn run<'a>(&'a self, step: &'a Step, phase: PhaseReporter) -> BoxFuture<'a, Result<StepOutput, StepError>> {
+    fn run<'a>(
+        &'a self,
+        step: &'a Step,
+        phase: PhaseReporter,
+    ) -> BoxFuture<'a, Result<StepOutput, StepError>> {
         Box::pin(self.run_step(step, phase))
     }
 }

@@ -14,8 +14,8 @@ use serde_json::{Value as Json, json};
 use crate::drivers::postgres::{Identifier, provisioning_sql, scram_verifier};
 use crate::exec::{Driver, PhaseReporter, StepError, StepOutput};
 use crate::plan::{Action, Plan, Step};
-use crate::secrets::{EncryptionRule, Recipient, SecretTree, encrypt_document, write_atomic};
 use crate::secrets::AtomicWriteOptions;
+use crate::secrets::{EncryptionRule, Recipient, SecretTree, encrypt_document, write_atomic};
 use crate::values::Values;
 
 /// Writes steps into a bundle folder.
@@ -43,17 +43,25 @@ impl DirectoryDriver {
     fn write(&self, relative: &str, text: &str) -> Result<(), StepError> {
         let path = self.bundle.join(relative);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| StepError::new(format!("cannot create {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StepError::new(format!("cannot create {}: {e}", parent.display())))?;
         }
         write_atomic(&path, text.as_bytes(), &AtomicWriteOptions { mode: Some(0o644) })
             .map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))
     }
 
     /// Encrypts a tree (YAML text with secrets) for the environment's recipients.
-    fn write_encrypted(&self, relative: &str, yaml: &crate::sensitive::SecretString, rule: EncryptionRule) -> Result<(), StepError> {
+    fn write_encrypted(
+        &self,
+        relative: &str,
+        yaml: &crate::sensitive::SecretString,
+        rule: EncryptionRule,
+    ) -> Result<(), StepError> {
         let path = self.bundle.join(relative);
-        let tree = SecretTree::from_yaml(Path::new(relative), yaml.expose()).map_err(|e| StepError::new(e.to_string()))?;
-        let text = encrypt_document(&path, &tree, &self.recipients, &rule).map_err(|e| StepError::new(e.to_string()))?;
+        let tree = SecretTree::from_yaml(Path::new(relative), yaml.expose())
+            .map_err(|e| StepError::new(e.to_string()))?;
+        let text = encrypt_document(&path, &tree, &self.recipients, &rule)
+            .map_err(|e| StepError::new(e.to_string()))?;
         self.write(relative, &text)
     }
 
@@ -61,9 +69,13 @@ impl DirectoryDriver {
         let files = files_of(step);
         match &step.action {
             Action::Preflight { .. } => {
-                std::fs::create_dir_all(&self.bundle)
-                    .map_err(|e| StepError::new(format!("cannot create the bundle folder {}: {e}", self.bundle.display())))?;
-                self.write(".opus-bundle", "This folder is written by `cargo xtask deploy`; edits are overwritten.\n")?;
+                std::fs::create_dir_all(&self.bundle).map_err(|e| {
+                    StepError::new(format!("cannot create the bundle folder {}: {e}", self.bundle.display()))
+                })?;
+                self.write(
+                    ".opus-bundle",
+                    "This folder is written by `cargo xtask deploy`; edits are overwritten.\n",
+                )?;
             }
             Action::DatabasePreflight { .. } => {
                 return Ok(json!({"note": "the directory target does not connect to PostgreSQL"}));
@@ -77,13 +89,19 @@ impl DirectoryDriver {
                 let clear = data.expose_tree().ok_or_else(not_decrypted)?;
                 manifest["stringData"] = clear;
                 let yaml = crate::sensitive::SecretString::new(to_yaml(&manifest));
-                self.write_encrypted(&files[0], &yaml, EncryptionRule::EncryptedRegex("^(data|stringData)$".to_owned()))?;
+                self.write_encrypted(
+                    &files[0],
+                    &yaml,
+                    EncryptionRule::EncryptedRegex("^(data|stringData)$".to_owned()),
+                )?;
             }
             Action::ProvisionDatabase { role, database, password, .. } => {
                 let clear = password.expose_tree().ok_or_else(not_decrypted)?;
-                let password = crate::sensitive::SecretString::new(clear.as_str().unwrap_or_default().to_owned());
+                let password =
+                    crate::sensitive::SecretString::new(clear.as_str().unwrap_or_default().to_owned());
                 let role = Identifier::new("role", role).map_err(|e| StepError::new(e.to_string()))?;
-                let database = Identifier::new("database", database).map_err(|e| StepError::new(e.to_string()))?;
+                let database =
+                    Identifier::new("database", database).map_err(|e| StepError::new(e.to_string()))?;
                 let sql = provisioning_sql(&role, &database, &scram_verifier(&password));
                 self.write(&files[0], &sql)?;
             }
@@ -131,7 +149,11 @@ fn not_decrypted() -> StepError {
 }
 
 impl Driver for DirectoryDriver {
-    fn run<'a>(&'a self, step: &'a Step, phase: PhaseReporter) -> BoxFuture<'a, Result<StepOutput, StepError>> {
+    fn run<'a>(
+        &'a self,
+        step: &'a Step,
+        phase: PhaseReporter,
+    ) -> BoxFuture<'a, Result<StepOutput, StepError>> {
         Box::pin(async move {
             phase("writing files");
             self.run_step(step)

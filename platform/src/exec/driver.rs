@@ -36,5 +36,9 @@ pub type PhaseReporter = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 /// Performs steps against one target.
 pub trait Driver: Send + Sync {
     /// Runs one step. Called only for steps whose dependencies succeeded.
-    fn run<'a>(&'a self, step: &'a Step, phase: PhaseReporter) -> BoxFuture<'a, Result<StepOutput, StepError>>;
+    fn run<'a>(
+        &'a self,
+        step: &'a Step,
+        phase: PhaseReporter,
+    ) -> BoxFuture<'a, Result<StepOutput, StepError>>;
 }

@@ -94,31 +94,38 @@ pub async fn execute<J: JournalSink>(
     progress: Arc<dyn Progress>,
     mut options: ExecOptions,
 ) -> Summary {
-    let order: BTreeMap<&str, usize> = plan.steps().enumerate().map(|(idx, s)| (s.id.as_str(), idx)).collect();
-    let mut waiting_on: BTreeMap<String, usize> = plan.steps().map(|s| (s.id.clone(), s.depends_on.len())).collect();
+    let order: BTreeMap<&str, usize> =
+        plan.steps().enumerate().map(|(idx, s)| (s.id.as_str(), idx)).collect();
+    let mut waiting_on: BTreeMap<String, usize> =
+        plan.steps().map(|s| (s.id.clone(), s.depends_on.len())).collect();
     let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for step in plan.steps() {
         for dep in &step.depends_on {
             dependents.entry(dep.as_str()).or_default().push(step.id.as_str());
         }
     }
-    let mut ready: BTreeSet<(usize, String)> =
-        plan.steps().filter(|s| s.depends_on.is_empty()).map(|s| (order[s.id.as_str()], s.id.clone())).collect();
+    let mut ready: BTreeSet<(usize, String)> = plan
+        .steps()
+        .filter(|s| s.depends_on.is_empty())
+        .map(|s| (order[s.id.as_str()], s.id.clone()))
+        .collect();
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut summary = Summary::default();
-    let mut running: JoinSet<(String, Instant, OffsetDateTime, Result<StepOutput, StepError>)> = JoinSet::new();
+    let mut running: JoinSet<(String, Instant, OffsetDateTime, Result<StepOutput, StepError>)> =
+        JoinSet::new();
     let jobs = options.jobs.max(1);
     progress.start(plan.len());
 
-    let release = |id: &str, ready: &mut BTreeSet<(usize, String)>, waiting_on: &mut BTreeMap<String, usize>| {
-        for next in dependents.get(id).into_iter().flatten() {
-            let count = waiting_on.get_mut(*next).expect("every step is counted");
-            *count -= 1;
-            if *count == 0 {
-                ready.insert((order[next], (*next).to_owned()));
+    let release =
+        |id: &str, ready: &mut BTreeSet<(usize, String)>, waiting_on: &mut BTreeMap<String, usize>| {
+            for next in dependents.get(id).into_iter().flatten() {
+                let count = waiting_on.get_mut(*next).expect("every step is counted");
+                *count -= 1;
+                if *count == 0 {
+                    ready.insert((order[next], (*next).to_owned()));
+                }
             }
-        }
-    };
+        };
 
     loop {
         let cancelled = *options.cancel.borrow();
@@ -130,13 +137,25 @@ pub async fn execute<J: JournalSink>(
             let step = plan.step(&id).expect("a step of the plan").clone();
             let recorded = options.previous_successes.get(&id);
             if recorded == Some(&step.fingerprint) && !options.force_steps.contains(&id) {
-                progress.step(&StepEvent { step: id.clone(), status: StepStatus::Unchanged, message: None, output: None, duration_ms: None });
+                progress.step(&StepEvent {
+                    step: id.clone(),
+                    status: StepStatus::Unchanged,
+                    message: None,
+                    output: None,
+                    duration_ms: None,
+                });
                 summary.unchanged.push(id.clone());
                 done.insert(id.clone());
                 release(&id, &mut ready, &mut waiting_on);
                 continue;
             }
-            progress.step(&StepEvent { step: id.clone(), status: StepStatus::Started, message: None, output: None, duration_ms: None });
+            progress.step(&StepEvent {
+                step: id.clone(),
+                status: StepStatus::Started,
+                message: None,
+                output: None,
+                duration_ms: None,
+            });
             let driver = driver.clone();
             let phase_progress = progress.clone();
             let phase_id = id.clone();
@@ -191,7 +210,13 @@ pub async fn execute<J: JournalSink>(
         done.insert(id.clone());
         match result {
             Ok(_) => {
-                progress.step(&StepEvent { step: id.clone(), status: StepStatus::Succeeded, message: None, output: None, duration_ms });
+                progress.step(&StepEvent {
+                    step: id.clone(),
+                    status: StepStatus::Succeeded,
+                    message: None,
+                    output: None,
+                    duration_ms,
+                });
                 summary.succeeded.push(id.clone());
                 release(&id, &mut ready, &mut waiting_on);
             }
@@ -231,7 +256,13 @@ pub async fn execute<J: JournalSink>(
         } else {
             format!("dependency {} did not run", blocker.map_or("?", |d| d.as_str()))
         };
-        progress.step(&StepEvent { step: step.id.clone(), status: StepStatus::Skipped, message: Some(reason.clone()), output: None, duration_ms: None });
+        progress.step(&StepEvent {
+            step: step.id.clone(),
+            status: StepStatus::Skipped,
+            message: Some(reason.clone()),
+            output: None,
+            duration_ms: None,
+        });
         summary.skipped.push((step.id.clone(), reason));
     }
     progress.finish(&summary);
