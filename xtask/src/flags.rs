@@ -48,6 +48,7 @@ pub enum Command {
 ///   cargo xtask check              # every environment
 ///   cargo xtask check prod staging
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct CheckCmd {
     /// Environments to check (default: all of them).
     #[arg(value_name = "ENV")]
@@ -65,6 +66,7 @@ pub struct CheckCmd {
 ///   printf %s "$PASSWORD" | cargo xtask secrets set environments/prod/secrets.enc.yaml database.admin_password -
 ///   cargo xtask secrets show environments/example/secrets.enc.yaml
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct SecretsCmd {
     #[command(subcommand)]
     pub action: SecretsAction,
@@ -115,6 +117,7 @@ pub enum SecretsAction {
 ///   cargo xtask plan prod --format json > plan.json
 ///   cargo xtask plan prod --base origin/main --format markdown   # a PR comment
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct PlanCmd {
     /// The environment.
     pub environment: String,
@@ -140,6 +143,7 @@ pub enum PlanFormat {
 ///   cargo xtask graph staging                  # Mermaid, for Markdown viewers
 ///   cargo xtask graph prod --format dot | dot -Tsvg > prod.svg
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct GraphCmd {
     /// The environment.
     pub environment: String,
@@ -164,6 +168,7 @@ pub enum GraphFormat {
 ///   cargo xtask schema            # writes schemas/ and .taplo.toml
 ///   cargo xtask schema --check    # fails when they are out of date (for CI)
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct SchemaCmd {
     /// Only check that the written files are up to date.
     #[arg(long)]
@@ -181,6 +186,7 @@ pub struct SchemaCmd {
 ///   cargo xtask deploy prod --yes --jobs 8 --output json
 ///   cargo xtask deploy staging --force-step opus/oob-consent/release
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct DeployCmd {
     /// The environment.
     pub environment: String,
@@ -220,6 +226,7 @@ pub enum OutputFormat {
 ///   cargo xtask status staging
 ///   cargo xtask status prod --format json
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct StatusCmd {
     /// The environment.
     pub environment: String,
