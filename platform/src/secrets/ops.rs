@@ -411,6 +411,24 @@ impl SignalGuard {
 
 impl Drop for SignalGuard {
     fn drop(&mut self) {
+        // A signal sent just before the editor exited may still be pending for the process
+        // (the kernel delivers it to whichever thread runs next). Restoring the default action
+        // now would let it kill us after all, with the plaintext already removed but the
+        // outcome unreported: let it land in our handler first. Bounded, so a blocked signal
+        // cannot hang us.
+        for _ in 0..1000 {
+            // SAFETY: sigpending writes into the set we own.
+            let pending = unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigpending(&mut set);
+                self.previous.iter().any(|(signal, _)| libc::sigismember(&set, *signal) == 1)
+            };
+            if !pending {
+                break;
+            }
+            std::thread::yield_now();
+        }
         for (signal, old) in &self.previous {
             // SAFETY: restores the action saved in `install`.
             unsafe {
