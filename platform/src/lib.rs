@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod core_version;
 pub mod diagnostic;
 pub mod drivers;
 pub mod load;
