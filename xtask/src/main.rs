@@ -3,6 +3,7 @@
 //! workspace prints.
 
 mod check;
+mod core_cmd;
 mod flags;
 mod repo;
 mod ui;
@@ -32,9 +33,16 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match repo::Repo::find(flags.root.as_deref()) {
-        Ok(repo) => match flags.command {
-            flags::Command::Check(cmd) => check::run(&repo, &cmd),
-        },
+        Ok(repo) => {
+            // Environments pinned to another core run that core's xtask; the rest runs here.
+            let routed = core_cmd::route(&repo, flags.command);
+            let here = match routed.here {
+                None => Outcome::Success,
+                Some(flags::Command::Check(cmd)) => check::run(&repo, &cmd),
+                Some(flags::Command::Core(cmd)) => core_cmd::run(&repo, &cmd),
+            };
+            core_cmd::worst(routed.elsewhere, here)
+        }
         Err(e) => {
             ui::error(&e);
             Outcome::CouldNotStart
