@@ -618,6 +618,7 @@ pub fn build_core_xtask(cache: &Path, environment: &str, core: &ResolvedCore) ->
         return Ok(binary);
     }
     verify_checkout(cache, environment, &core.commit)?;
+    stamp_now(&core.checkout).map_err(|source| CoreError::Write { path: core.checkout.clone(), source })?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target = target_dir(cache);
     let output = Command::new(&cargo)
@@ -651,6 +652,29 @@ pub fn build_core_xtask(cache: &Path, environment: &str, core: &ResolvedCore) ->
     fs::copy(&built, &temp).map_err(write(&temp))?;
     fs::rename(&temp, &binary).map_err(write(&binary))?;
     Ok(binary)
+}
+
+/// Sets the modification time of every file under `dir` to now. Cargo hashes a workspace's
+/// own crates by their path *relative to the workspace*, so in the shared target folder every
+/// core's `platform`, `components` and `xtask` have the same artifacts, told apart only by
+/// source mtimes; `git archive` gives files the commit's date, which can be older than the
+/// last core's build. Stamping the sources makes cargo recompile this core's crates (and only
+/// them: dependencies stay shared).
+fn stamp_now(dir: &Path) -> io::Result<()> {
+    let now = std::time::SystemTime::now();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in fs::read_dir(&current)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                fs::File::open(entry.path())?.set_modified(now)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One core in the cache, for `core list`.
