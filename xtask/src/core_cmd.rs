@@ -103,7 +103,10 @@ fn route_check(repo: &Repo, cmd: CheckCmd) -> Routed {
         let args = narrow_check_args(&original, &cmd.environments, environments);
         elsewhere = worst(elsewhere, run_with_core(repo, environments, version, args));
     }
-    let here = (!here_names.is_empty()).then(|| Command::Check(CheckCmd { environments: here_names, ..cmd }));
+    // The rest of the flags stay as given; only the environment list narrows.
+    let mut cmd = cmd;
+    cmd.environments = here_names;
+    let here = (!cmd.environments.is_empty()).then_some(Command::Check(cmd));
     Routed { here, elsewhere }
 }
 
