@@ -46,7 +46,11 @@ fn no_trailing_whitespace_in_sources() {
         let text = std::fs::read_to_string(&path).expect("readable");
         for (idx, line) in text.lines().enumerate() {
             if line.ends_with(' ') || line.ends_with('\t') {
-                offenders.push(format!("{}:{}", path.strip_prefix(root()).unwrap_or(&path).display(), idx + 1));
+                offenders.push(format!(
+                    "{}:{}",
+                    path.strip_prefix(root()).unwrap_or(&path).display(),
+                    idx + 1
+                ));
             }
         }
     }
@@ -56,12 +60,14 @@ fn no_trailing_whitespace_in_sources() {
 #[test]
 fn member_crates_take_versions_from_the_workspace() {
     for member in ["platform", "xtask", "components"] {
-        let text = std::fs::read_to_string(root().join(member).join("Cargo.toml")).expect("readable manifest");
+        let text =
+            std::fs::read_to_string(root().join(member).join("Cargo.toml")).expect("readable manifest");
         let manifest: toml::Table = text.parse().expect("valid manifest");
         for section in ["dependencies", "dev-dependencies", "build-dependencies"] {
             let Some(deps) = manifest.get(section).and_then(|d| d.as_table()) else { continue };
             for (name, spec) in deps {
-                let from_workspace = spec.as_table().and_then(|t| t.get("workspace")).and_then(|w| w.as_bool()) == Some(true);
+                let from_workspace =
+                    spec.as_table().and_then(|t| t.get("workspace")).and_then(|w| w.as_bool()) == Some(true);
                 assert!(from_workspace, "{member}/Cargo.toml [{section}] {name} must use `workspace = true`");
             }
         }

@@ -10,6 +10,7 @@ pub mod access;
 pub mod catalog;
 pub mod check;
 pub mod compile;
+pub mod core_version;
 pub mod diagnostic;
 pub mod drivers;
 pub mod exec;

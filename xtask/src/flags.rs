@@ -38,6 +38,7 @@ pub enum Command {
     Graph(GraphCmd),
     Schema(SchemaCmd),
     Secrets(SecretsCmd),
+    Core(CoreCmd),
 }
 
 /// Verify environments: every file against its schema, every component against the catalog,
@@ -239,3 +240,51 @@ pub enum StatusFormat {
     Text,
     Json,
 }
+/// The core each environment is deployed with. `core` in env.toml is `example` (this checkout)
+/// or a version such as `1.4.0`: tag `v1.4.0` of `[core] repository` in client.toml, fetched
+/// once into a cache outside the repository ($OPUS_CORE_CACHE, else
+/// $XDG_CACHE_HOME/opus-deploy/cores, else ~/.cache/opus-deploy/cores) and pinned to the commit
+/// the tag had then: a tag that moves later is refused, never followed. Every command on such an
+/// environment runs that core's own xtask (built once, then reused), so staging can run a newer
+/// core than prod from the same repository. Once fetched, nothing needs the network.
+///
+/// Examples:
+///   cargo xtask core fetch prod     # pre-fetch before going offline; verify the tag did not move
+///   cargo xtask core list
+#[derive(Debug, Args)]
+pub struct CoreCmd {
+    #[command(subcommand)]
+    pub command: CoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CoreCommand {
+    Fetch(CoreFetchCmd),
+    List(CoreListCmd),
+}
+
+/// Fetch, pin and check out the core of environments and print its commit. Always contacts the
+/// core repository, so it also verifies that a pinned tag has not moved.
+///
+/// Examples:
+///   cargo xtask core fetch              # every environment that pins a version
+///   cargo xtask core fetch staging
+///   cargo xtask core fetch prod --accept-moved-tag
+#[derive(Debug, Args)]
+pub struct CoreFetchCmd {
+    /// Environments whose core to fetch (default: every environment that pins a version).
+    #[arg(value_name = "ENV")]
+    pub environments: Vec<String>,
+    /// Re-pin a tag that moved to the commit it points at now. Review the change first: the
+    /// environment will run different code under the same version.
+    #[arg(long)]
+    pub accept_moved_tag: bool,
+}
+
+/// List the cached cores: commit, tags, size on disk, whether built, and the environments of
+/// this repository that use each.
+///
+/// Example:
+///   cargo xtask core list
+#[derive(Debug, Args)]
+pub struct CoreListCmd {}

@@ -4,6 +4,7 @@
 
 mod check;
 mod compile_env;
+mod core_cmd;
 mod deploy;
 mod flags;
 mod graph;
@@ -44,15 +45,22 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match repo::Repo::find(flags.root.as_deref()) {
-        Ok(repo) => match flags.command {
-            flags::Command::Check(cmd) => check::run(&repo, &cmd),
-            flags::Command::Secrets(cmd) => secrets_cmd::run(&repo, cmd),
-            flags::Command::Plan(cmd) => plan::run(&repo, &cmd),
-            flags::Command::Deploy(cmd) => deploy::run(&repo, &cmd),
-            flags::Command::Status(cmd) => status::run(&repo, &cmd),
-            flags::Command::Graph(cmd) => graph::run(&repo, &cmd),
-            flags::Command::Schema(cmd) => schema::run(&repo, &cmd),
-        },
+        Ok(repo) => {
+            // Environments pinned to another core run that core's xtask; the rest runs here.
+            let routed = core_cmd::route(&repo, flags.command);
+            let here = match routed.here {
+                None => Outcome::Success,
+                Some(flags::Command::Check(cmd)) => check::run(&repo, &cmd),
+                Some(flags::Command::Core(cmd)) => core_cmd::run(&repo, &cmd),
+                Some(flags::Command::Secrets(cmd)) => secrets_cmd::run(&repo, cmd),
+                Some(flags::Command::Plan(cmd)) => plan::run(&repo, &cmd),
+                Some(flags::Command::Deploy(cmd)) => deploy::run(&repo, &cmd),
+                Some(flags::Command::Status(cmd)) => status::run(&repo, &cmd),
+                Some(flags::Command::Graph(cmd)) => graph::run(&repo, &cmd),
+                Some(flags::Command::Schema(cmd)) => schema::run(&repo, &cmd),
+            };
+            core_cmd::worst(routed.elsewhere, here)
+        }
         Err(e) => {
             ui::error(&e);
             Outcome::CouldNotStart

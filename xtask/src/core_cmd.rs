@@ -1,0 +1,417 @@
+//! `cargo xtask core fetch|list`, and running each environment with the core it pins.
+//!
+//! How a pinned core runs: before a command that names environments is dispatched, [`route`]
+//! reads each environment's `core` (only that key of env.toml). Environments on `example` run
+//! in this process. For the others, the core is resolved in the cache (fetched only the first
+//! time), its xtask is built once into the cache's shared target folder, and that binary is
+//! re-executed with `--root <this repository>`, the same arguments (for `check`, narrowed to the
+//! environments on that core) and `OPUS_CORE_ACTIVE=<commit>`, inheriting stdin, stdout and
+//! stderr; its exit code becomes ours. A process started with `OPUS_CORE_ACTIVE` never
+//! re-executes, so a core cannot loop into itself. The pinned core thus uses its own catalog
+//! *and* its own engine, exactly as the release was tested.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use platform::core_version::{
+    ACTIVE_CORE_ENV, CoreChoice, CoreRequest, FetchPolicy, ResolveOptions, ResolvedCore, build_core_xtask,
+    built_binary, cache_dir, list_cached_cores, read_core_repository, read_environment_core, read_pins,
+    resolve_core,
+};
+use platform::load::environment::list_environments;
+
+use crate::flags::{CheckCmd, Command, CoreCmd, CoreCommand, CoreFetchCmd, SecretsAction};
+use crate::repo::Repo;
+use crate::{Outcome, ui};
+
+/// What is left to run in this process after the pinned cores ran their share.
+pub struct Routed {
+    /// The command for this process (`None`: everything ran elsewhere).
+    pub here: Option<Command>,
+    /// The combined outcome of the pinned cores' runs.
+    pub elsewhere: Outcome,
+}
+
+impl Routed {
+    fn here(command: Command) -> Routed {
+        Routed { here: Some(command), elsewhere: Outcome::Success }
+    }
+}
+
+/// Runs the environments a command names with their pinned cores, and returns what is left.
+pub fn route(repo: &Repo, command: Command) -> Routed {
+    if std::env::var_os(ACTIVE_CORE_ENV).is_some() {
+        return Routed::here(command);
+    }
+    match command {
+        Command::Check(cmd) => route_check(repo, cmd),
+        Command::Plan(cmd) => route_one(repo, &cmd.environment.clone(), Command::Plan(cmd)),
+        Command::Deploy(cmd) => route_one(repo, &cmd.environment.clone(), Command::Deploy(cmd)),
+        Command::Status(cmd) => route_one(repo, &cmd.environment.clone(), Command::Status(cmd)),
+        Command::Graph(cmd) => route_one(repo, &cmd.environment.clone(), Command::Graph(cmd)),
+        Command::Secrets(cmd) => {
+            // Secrets commands name a file; its environment decides the core (the catalog says
+            // which keys `secrets new` creates).
+            let path = match &cmd.action {
+                SecretsAction::Edit { path }
+                | SecretsAction::Show { path }
+                | SecretsAction::Set { path, .. }
+                | SecretsAction::New { path } => path.clone(),
+            };
+            match platform::access::environment_of(&repo.root, &path) {
+                Ok((environment, _)) => route_one(repo, &environment, Command::Secrets(cmd)),
+                Err(_) => Routed::here(Command::Secrets(cmd)),
+            }
+        }
+        command @ (Command::Core(_) | Command::Schema(_)) => Routed::here(command),
+    }
+}
+
+/// A command on one environment: all of it runs with that environment's core.
+fn route_one(repo: &Repo, environment: &str, command: Command) -> Routed {
+    match pinned_version(repo, environment) {
+        Some(version) => {
+            let environments = [environment.to_owned()];
+            let args = forwarded_args(std::env::args_os().skip(1));
+            Routed { here: None, elsewhere: run_with_core(repo, &environments, &version, args) }
+        }
+        None => Routed::here(command),
+    }
+}
+
+/// The version an environment pins, or `None` for `example` and for files the cheap read
+/// cannot make sense of: the loader in this process then reports them properly.
+fn pinned_version(repo: &Repo, environment: &str) -> Option<String> {
+    match read_environment_core(&repo.root, environment) {
+        Ok(CoreChoice::Version(version)) => Some(version),
+        Ok(CoreChoice::Example) | Err(_) => None,
+    }
+}
+
+/// `check` with several environments: each group of environments on one core runs with it.
+fn route_check(repo: &Repo, cmd: CheckCmd) -> Routed {
+    let names = if cmd.environments.is_empty() {
+        match list_environments(&repo.tree()) {
+            Ok(names) => names,
+            Err(_) => return Routed::here(Command::Check(cmd)),
+        }
+    } else {
+        cmd.environments.clone()
+    };
+    let mut groups: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+    for name in names {
+        groups.entry(pinned_version(repo, &name)).or_default().push(name);
+    }
+    let here_names = groups.remove(&None).unwrap_or_default();
+    if groups.is_empty() {
+        return Routed::here(Command::Check(cmd));
+    }
+    if here_names.is_empty() && groups.len() == 1 && !cmd.environments.is_empty() {
+        // Every named environment is on one core: the arguments go through unchanged.
+        let first = cmd.environments[0].clone();
+        return route_one(repo, &first, Command::Check(cmd));
+    }
+    let original = forwarded_args(std::env::args_os().skip(1));
+    let mut elsewhere = Outcome::Success;
+    for (version, environments) in &groups {
+        let version = version.as_deref().expect("the `example` group was removed");
+        let args = narrow_check_args(&original, &cmd.environments, environments);
+        elsewhere = worst(elsewhere, run_with_core(repo, environments, version, args));
+    }
+    // The rest of the flags stay as given; only the environment list narrows.
+    let mut cmd = cmd;
+    cmd.environments = here_names;
+    let here = (!cmd.environments.is_empty()).then_some(Command::Check(cmd));
+    Routed { here, elsewhere }
+}
+
+/// The arguments of this invocation without `--root` (the child gets it explicitly).
+fn forwarded_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut forwarded = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            forwarded.push(arg);
+            forwarded.extend(args.by_ref());
+            break;
+        }
+        if arg == "--root" {
+            args.next();
+        } else if !arg.to_string_lossy().starts_with("--root=") {
+            forwarded.push(arg);
+        }
+    }
+    forwarded
+}
+
+/// `check` arguments for one group: the environments the user named are replaced by the group.
+fn narrow_check_args(args: &[OsString], named: &[String], group: &[String]) -> Vec<OsString> {
+    let mut to_remove: Vec<&str> = named.iter().map(String::as_str).collect();
+    let mut seen_check = false;
+    let mut narrowed = Vec::new();
+    for arg in args {
+        if seen_check {
+            if let Some(pos) = to_remove.iter().position(|name| arg == *name) {
+                to_remove.remove(pos);
+                continue;
+            }
+        } else if arg == "check" {
+            seen_check = true;
+        }
+        narrowed.push(arg.clone());
+    }
+    narrowed.extend(group.iter().map(OsString::from));
+    narrowed
+}
+
+fn quoted_list(environments: &[String]) -> String {
+    environments.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..12.min(commit.len())]
+}
+
+/// Resolves and builds core `version` for `environments`, then runs its xtask with `args`.
+fn run_with_core(repo: &Repo, environments: &[String], version: &str, args: Vec<OsString>) -> Outcome {
+    let label = quoted_list(environments);
+    let prepared = (|| {
+        let cache = cache_dir()?;
+        let repository = read_core_repository(&repo.root)?;
+        let request = CoreRequest { environment: &environments[0], repository: &repository, version };
+        let core = resolve_core(&cache, request, ResolveOptions::default())?;
+        if core.fetched {
+            ui::status(
+                "Fetched",
+                &format!("core {version} (commit {}) from {repository}", short(&core.commit)),
+            );
+        }
+        let binary = match built_binary(&cache, &core.commit) {
+            Some(binary) => binary,
+            None => {
+                ui::status(
+                    "Building",
+                    &format!(
+                        "core {version} (commit {}): once per core, later runs reuse it",
+                        short(&core.commit)
+                    ),
+                );
+                build_core_xtask(&cache, &environments[0], &core)?
+            }
+        };
+        Ok::<(ResolvedCore, PathBuf), platform::core_version::CoreError>((core, binary))
+    })();
+    let (core, binary) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    ui::status("Running", &format!("{label} with core {version} (commit {})", short(&core.commit)));
+    let status = std::process::Command::new(&binary)
+        .arg("--root")
+        .arg(&repo.root)
+        .args(&args)
+        .env(ACTIVE_CORE_ENV, &core.commit)
+        .status();
+    let outcome = match status {
+        Ok(status) => match status.code() {
+            Some(0) => Outcome::Success,
+            Some(2) => Outcome::CouldNotStart,
+            _ => Outcome::Failed,
+        },
+        Err(e) => {
+            ui::error(&format!("cannot run core {version} at {}: {e}", binary.display()));
+            return Outcome::CouldNotStart;
+        }
+    };
+    if outcome != Outcome::Success {
+        // The one hint a core too old for the environment's files can give: which core ran.
+        eprintln!(
+            "note: {label} ran with core {version} (commit {}); files that need a newer core fail to load: raise `core` in env.toml",
+            short(&core.commit)
+        );
+    }
+    outcome
+}
+
+/// The worse of two outcomes (could not start > failed > success).
+pub fn worst(a: Outcome, b: Outcome) -> Outcome {
+    use Outcome::*;
+    match (a, b) {
+        (CouldNotStart, _) | (_, CouldNotStart) => CouldNotStart,
+        (Failed, _) | (_, Failed) => Failed,
+        _ => Success,
+    }
+}
+
+/// `cargo xtask core fetch|list`.
+pub fn run(repo: &Repo, cmd: &CoreCmd) -> Outcome {
+    let cache = match cache_dir() {
+        Ok(cache) => cache,
+        Err(e) => {
+            ui::error(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    match &cmd.command {
+        CoreCommand::Fetch(fetch) => run_fetch(repo, &cache, fetch),
+        CoreCommand::List(_) => run_list(repo, &cache),
+    }
+}
+
+/// Every environment of the repository with the version it pins (`None`: `example`).
+fn environment_versions(repo: &Repo) -> Result<Vec<(String, Option<String>)>, Outcome> {
+    let names = list_environments(&repo.tree()).map_err(|e| {
+        ui::error_chain(&e);
+        Outcome::CouldNotStart
+    })?;
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let version = pinned_version(repo, &name);
+            (name, version)
+        })
+        .collect())
+}
+
+fn run_fetch(repo: &Repo, cache: &Path, cmd: &CoreFetchCmd) -> Outcome {
+    let names: Vec<String> = if cmd.environments.is_empty() {
+        match environment_versions(repo) {
+            Ok(all) => {
+                all.into_iter().filter(|(_, version)| version.is_some()).map(|(name, _)| name).collect()
+            }
+            Err(outcome) => return outcome,
+        }
+    } else {
+        cmd.environments.clone()
+    };
+    if names.is_empty() {
+        ui::status("Nothing", "to fetch: every environment uses this checkout (core = \"example\")");
+        return Outcome::Success;
+    }
+    let repository = match read_core_repository(&repo.root) {
+        Ok(repository) => repository,
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    let options = ResolveOptions { fetch: FetchPolicy::Always, accept_moved_tag: cmd.accept_moved_tag };
+    let mut outcome = Outcome::Success;
+    for name in &names {
+        let version = match read_environment_core(&repo.root, name) {
+            Ok(CoreChoice::Version(version)) => version,
+            Ok(CoreChoice::Example) => {
+                ui::status("Skipped", &format!("`{name}`: it uses this checkout (core = \"example\")"));
+                continue;
+            }
+            Err(e) => {
+                ui::error_chain(&e);
+                outcome = worst(outcome, Outcome::CouldNotStart);
+                continue;
+            }
+        };
+        let request = CoreRequest { environment: name, repository: &repository, version: &version };
+        match resolve_core(cache, request, options) {
+            Ok(core) => {
+                ui::status("Fetched", &format!("core {version} for `{name}` at {}", core.checkout.display()));
+                println!("{name}\t{version}\t{}", core.commit);
+            }
+            Err(e) => {
+                ui::error_chain(&e);
+                outcome = worst(outcome, Outcome::Failed);
+            }
+        }
+    }
+    outcome
+}
+
+fn run_list(repo: &Repo, cache: &Path) -> Outcome {
+    let listed = list_cached_cores(cache).and_then(|cores| Ok((cores, read_pins(cache)?)));
+    let (cores, pins) = match listed {
+        Ok(listed) => listed,
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    let versions = match environment_versions(repo) {
+        Ok(versions) => versions,
+        Err(outcome) => return outcome,
+    };
+    // Which commit each environment runs, through the pins of this repository's core source.
+    let repository = read_core_repository(&repo.root).ok();
+    let mut users: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, version) in &versions {
+        let Some(version) = version else { continue };
+        let commit = repository.as_deref().and_then(|r| pins.commit_for(r, &format!("v{version}")));
+        match commit {
+            Some(commit) => users.entry(commit).or_default().push(name),
+            None => eprintln!("note: `{name}` pins core {version}, not fetched yet"),
+        }
+    }
+    if cores.is_empty() {
+        eprintln!("no cores cached in {}", cache.display());
+        return Outcome::Success;
+    }
+    println!("{:<12}  {:<20}  {:>9}  {:<5}  ENVIRONMENTS", "COMMIT", "TAGS", "SIZE", "BUILT");
+    for core in &cores {
+        let tags = core.pins.iter().map(|pin| pin.tag.as_str()).collect::<Vec<_>>().join(",");
+        let environments = users.get(core.commit.as_str()).map(|names| names.join(", ")).unwrap_or_default();
+        println!(
+            "{:<12}  {:<20}  {:>9}  {:<5}  {}",
+            short(&core.commit),
+            if tags.is_empty() { "-" } else { &tags },
+            human_size(core.size_bytes),
+            if core.built { "yes" } else { "no" },
+            if environments.is_empty() { "-" } else { &environments },
+        );
+    }
+    Outcome::Success
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{size:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn root_flag_is_not_forwarded() {
+        let args = os(&["--root", "/repo", "check", "--root=/x", "prod", "--", "--root"]);
+        assert_eq!(forwarded_args(args.into_iter()), os(&["check", "prod", "--", "--root"]));
+    }
+
+    #[test]
+    fn check_args_are_narrowed_to_the_group() {
+        let named = ["old".to_owned(), "new".to_owned(), "example".to_owned()];
+        let narrowed =
+            narrow_check_args(&os(&["check", "old", "new", "example"]), &named, &["new".to_owned()]);
+        assert_eq!(narrowed, os(&["check", "new"]));
+        let all = narrow_check_args(&os(&["check"]), &[], &["a".to_owned(), "b".to_owned()]);
+        assert_eq!(all, os(&["check", "a", "b"]));
+    }
+
+    #[test]
+    fn sizes_are_human_readable() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 * 1024 * 1024), "3.0 MiB");
+    }
+}
