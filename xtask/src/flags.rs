@@ -41,9 +41,10 @@ pub enum Command {
     Core(CoreCmd),
 }
 
-/// Verify environments: every file against its schema, every component against the catalog,
-/// dependencies, cycles and the platform's rules. Needs no secrets and no network: the gate
-/// of every pull request.
+/// Verify environments (the pull-request gate; no keys, no network).
+///
+/// Checks every file against its schema, every component against the catalog, dependencies,
+/// cycles, the platform's rules and the secrets files' structure, and renders every template.
 ///
 /// Examples:
 ///   cargo xtask check              # every environment
@@ -56,7 +57,9 @@ pub struct CheckCmd {
     pub environments: Vec<String>,
 }
 
-/// Read and change SOPS-encrypted secrets files (`secrets.enc.yaml`). Identities come from
+/// Read and change SOPS-encrypted secrets files.
+///
+/// Works on `secrets.enc.yaml` files. Identities come from
 /// `SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`, `~/.config/sops/age/keys.txt` (as with sops) and, for a
 /// `directory` environment, its local key store; recipients come from the environment's
 /// env.toml. Files stay readable by `sops`.
@@ -107,9 +110,11 @@ pub enum SecretsAction {
     },
 }
 
-/// Compile an environment into its plan and show what a deploy would do: every step in
-/// execution order, create / update / unchanged (against the journal of the last deploy),
-/// and for updates the changed values by YAML path. Secrets show as `(sensitive)` or
+/// Show what a deploy would do, step by step.
+///
+/// Compiles the environment into its plan and prints every step in execution order with
+/// what will happen to it (create, update or unchanged, against the journal of the last
+/// deploy) and, for updates, the changed values by YAML path. Secrets show as `(sensitive)` or
 /// `(sensitive, changed)`, never in clear. Works without keys (sensitive values are then
 /// compared by their ciphertexts).
 ///
@@ -161,9 +166,11 @@ pub enum GraphFormat {
     Dot,
 }
 
-/// Write JSON Schemas for every kind of TOML file (client.toml, env.toml, namespace.toml,
-/// component.toml, and one per component template with its typed inputs) plus a
-/// `.taplo.toml` that maps them, so editors complete and validate the files as you type.
+/// Write JSON Schemas and a .taplo.toml for editors.
+///
+/// One schema per kind of TOML file (client.toml, env.toml, namespace.toml, component.toml, and
+/// one per component template with its typed inputs) plus a `.taplo.toml` that maps them, so
+/// editors complete and validate the files as you type.
 ///
 /// Examples:
 ///   cargo xtask schema            # writes schemas/ and .taplo.toml
@@ -176,10 +183,12 @@ pub struct SchemaCmd {
     pub check: bool,
 }
 
-/// Deploy an environment: compile and verify its plan, show the summary, ask for
-/// confirmation on a protected environment, then run every step in dependency order with a
-/// journal. Steps whose fingerprint equals a recorded success are skipped, so a rerun after a
-/// failure or a crash resumes where it stopped and an unchanged deploy does nothing.
+/// Deploy an environment, resuming where the last deploy stopped.
+///
+/// Compiles and verifies the plan, shows the summary, asks for confirmation on a protected
+/// environment, then runs every step in dependency order with a journal. Steps whose
+/// fingerprint equals a recorded success are skipped, so a rerun after a failure or a crash
+/// resumes where it stopped and an unchanged deploy does nothing.
 ///
 /// Examples:
 ///   cargo xtask deploy example
@@ -220,8 +229,10 @@ pub enum OutputFormat {
     Json,
 }
 
-/// What the journal says about an environment, step by step, and whether the current
-/// configuration would change anything.
+/// Show what the journal says, step by step, and what would change.
+///
+/// Reads the journal of the environment's last deploys and compares it with the current
+/// configuration.
 ///
 /// Examples:
 ///   cargo xtask status staging
@@ -240,8 +251,9 @@ pub enum StatusFormat {
     Text,
     Json,
 }
-/// The core each environment is deployed with. `core` in env.toml is `example` (this checkout)
-/// or a version such as `1.4.0`: tag `v1.4.0` of `[core] repository` in client.toml, fetched
+/// Fetch and list the cores environments are pinned to.
+///
+/// `core` in env.toml is `example` (this checkout) or a version such as `1.4.0`: tag `v1.4.0` of `[core] repository` in client.toml, fetched
 /// once into a cache outside the repository ($OPUS_CORE_CACHE, else
 /// $XDG_CACHE_HOME/opus-deploy/cores, else ~/.cache/opus-deploy/cores) and pinned to the commit
 /// the tag had then: a tag that moves later is refused, never followed. Every command on such an
@@ -252,6 +264,7 @@ pub enum StatusFormat {
 ///   cargo xtask core fetch prod     # pre-fetch before going offline; verify the tag did not move
 ///   cargo xtask core list
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct CoreCmd {
     #[command(subcommand)]
     pub command: CoreCommand,
