@@ -126,13 +126,12 @@ async fn run(
     journal: &mut MemoryJournal,
     options: ExecOptions,
 ) -> Summary {
-    let summary = tokio::time::timeout(
+    tokio::time::timeout(
         WAIT,
         execute(plan, driver, journal, Arc::new(RecordingProgress::default()), options),
     )
     .await
-    .expect("the run finishes");
-    summary
+    .expect("the run finishes")
 }
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
