@@ -68,10 +68,16 @@ impl Repo {
 
     /// Runs the binary with `--root` pointing at this repository.
     pub fn xtask(&self, args: &[&str]) -> Run {
+        self.xtask_with(args, &RunOptions::default())
+    }
+
+    /// Runs the binary with `--root` pointing at this repository, with extra environment
+    /// variables and stdin.
+    pub fn xtask_with(&self, args: &[&str], options: &RunOptions) -> Run {
         let root = self.root().to_str().expect("a UTF-8 temp path").to_owned();
         let mut all = vec!["--root", root.as_str()];
         all.extend_from_slice(args);
-        xtask(&all)
+        xtask_with(&all, options)
     }
 }
 
@@ -134,10 +140,37 @@ impl Run {
     }
 }
 
+/// Extra settings for one run of the binary.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Environment variables set after the scrubbed defaults (so they may replace `PATH` or
+    /// `HOME`).
+    pub env: Vec<(String, String)>,
+    /// Bytes written to the binary's stdin (none: stdin is closed).
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl RunOptions {
+    pub fn env(mut self, name: &str, value: impl Into<String>) -> RunOptions {
+        self.env.push((name.to_owned(), value.into()));
+        self
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> RunOptions {
+        self.stdin = Some(bytes.into());
+        self
+    }
+}
+
 /// Runs the real `xtask` binary with a scrubbed environment: only `PATH`, a fresh `HOME` and
 /// `NO_COLOR=1`, in a fresh working directory, with no stdin. Fails the test after
 /// [`RUN_TIMEOUT`].
 pub fn xtask(args: &[&str]) -> Run {
+    xtask_with(args, &RunOptions::default())
+}
+
+/// [`xtask`] with extra environment variables and stdin.
+pub fn xtask_with(args: &[&str], options: &RunOptions) -> Run {
     let home = tempfile::tempdir().expect("create a temp home");
     let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
     command
@@ -147,10 +180,19 @@ pub fn xtask(args: &[&str]) -> Run {
         .env("HOME", home.path())
         .env("NO_COLOR", "1")
         .current_dir(home.path())
-        .stdin(Stdio::null())
+        .stdin(if options.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = command.spawn().expect("start the xtask binary");
+    for (name, value) in &options.env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start the xtask binary");
+    if let Some(bytes) = &options.stdin {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("a piped stdin");
+        stdin.write_all(bytes).expect("write the binary's stdin");
+        // Dropped here: the binary sees end of file.
+    }
     let pid = child.id();
     let (done, finished) = mpsc::channel();
     std::thread::spawn(move || {

@@ -31,7 +31,10 @@ impl DirectoryDriver {
     }
 
     /// Writes `index.json`: the plan's steps in execution order with the files each writes.
+    /// First removes the temporary files of atomic writes that a killed deploy left behind
+    /// (`.<name>.<random>.tmp`): the caller holds the deploy lock, so no write is in flight.
     pub fn write_index(&self, plan: &Plan) -> Result<(), StepError> {
+        remove_interrupted_writes(&self.bundle)?;
         let steps: Vec<Json> = plan
             .steps()
             .map(|step| json!({"id": step.id, "fingerprint": step.fingerprint, "depends_on": step.depends_on, "files": files_of(step)}))
@@ -237,6 +240,26 @@ fn retain_paths(tree: &mut Json, paths: &[String], prefix: &str) {
 
 fn to_yaml(value: &Json) -> String {
     serde_yaml_ng::to_string(value).expect("JSON is YAML")
+}
+
+/// Removes the temporary files of interrupted atomic writes under `bundle`.
+fn remove_interrupted_writes(bundle: &Path) -> Result<(), StepError> {
+    let mut stack = vec![bundle.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else if name.starts_with('.') && name.ends_with(".tmp") {
+                std::fs::remove_file(&path).map_err(|e| {
+                    StepError::new(format!("cannot remove the interrupted write {}: {e}", path.display()))
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Files in the bundle that no step of `plan` writes (left by removed components).
