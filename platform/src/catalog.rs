@@ -59,24 +59,35 @@ pub struct ChartRef {
     pub version: &'static str,
     #[serde(flatten)]
     pub source: ChartSource,
+    /// A chart under `charts/` that stands in for a third-party chart when `client.toml` sets
+    /// `[charts] local = true` (tests, clusters without access to the chart repositories).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stand_in: Option<&'static str>,
 }
 
 impl ChartRef {
     /// A chart of the platform vendor, with a local stand-in chart under `charts/`.
     pub fn vendor(name: &'static str, version: &'static str, local: &'static str) -> ChartRef {
-        ChartRef { name, version, source: ChartSource::Vendor { local } }
+        ChartRef { name, version, source: ChartSource::Vendor { local }, stand_in: None }
     }
 
     pub fn repository(url: &'static str, name: &'static str, version: &'static str) -> ChartRef {
-        ChartRef { name, version, source: ChartSource::Repository { url } }
+        ChartRef { name, version, source: ChartSource::Repository { url }, stand_in: None }
     }
 
     pub fn oci(url: &'static str, name: &'static str, version: &'static str) -> ChartRef {
-        ChartRef { name, version, source: ChartSource::Oci { url } }
+        ChartRef { name, version, source: ChartSource::Oci { url }, stand_in: None }
+    }
+
+    /// Uses the local chart at `path` (relative to the repository root) instead of this one
+    /// when `[charts] local = true`, as vendor charts do.
+    pub fn with_stand_in(mut self, path: &'static str) -> ChartRef {
+        self.stand_in = Some(path);
+        self
     }
 
     pub fn local(path: &'static str, name: &'static str, version: &'static str) -> ChartRef {
-        ChartRef { name, version, source: ChartSource::Local { path } }
+        ChartRef { name, version, source: ChartSource::Local { path }, stand_in: None }
     }
 }
 

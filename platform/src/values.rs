@@ -128,6 +128,10 @@ pub struct Values {
     sensitive: BTreeMap<String, String>,
     /// The secrets by path, when decrypted.
     secrets: BTreeMap<String, SecretString>,
+    /// The decrypted secrets by JSON pointer (RFC 6901), for [`Values::expose_tree`]: the dotted
+    /// paths above are for people and are ambiguous when a key holds a dot (`db.password` as
+    /// one key of a Secret's data, `dapr.io/app-id` as an annotation).
+    exposed: Vec<(String, SecretString)>,
 }
 
 impl Values {
@@ -135,7 +139,7 @@ impl Values {
     /// absorbed before (see [`finish_tree`]).
     pub fn from_marked(tree: &serde_json::Value, table: &SecretTable) -> Values {
         let mut values = Values::default();
-        values.shown = values.walk(tree, table, &mut String::new());
+        values.shown = values.walk(tree, table, &mut String::new(), &mut String::new());
         values
     }
 
@@ -144,18 +148,22 @@ impl Values {
         node: &serde_json::Value,
         table: &SecretTable,
         path: &mut String,
+        pointer: &mut String,
     ) -> serde_json::Value {
         match node {
             serde_json::Value::Object(map) => serde_json::Value::Object(
                 map.iter()
                     .map(|(key, value)| {
-                        let len = path.len();
+                        let (len, pointer_len) = (path.len(), pointer.len());
                         if !path.is_empty() {
                             path.push('.');
                         }
                         path.push_str(key);
-                        let shown = self.walk(value, table, path);
+                        pointer.push('/');
+                        pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                        let shown = self.walk(value, table, path, pointer);
                         path.truncate(len);
+                        pointer.truncate(pointer_len);
                         (key.clone(), shown)
                     })
                     .collect(),
@@ -165,10 +173,12 @@ impl Values {
                     .iter()
                     .enumerate()
                     .map(|(idx, item)| {
-                        let len = path.len();
+                        let (len, pointer_len) = (path.len(), pointer.len());
                         path.push_str(&format!("[{idx}]"));
-                        let shown = self.walk(item, table, path);
+                        pointer.push_str(&format!("/{idx}"));
+                        let shown = self.walk(item, table, path, pointer);
                         path.truncate(len);
+                        pointer.truncate(pointer_len);
                         shown
                     })
                     .collect(),
@@ -178,6 +188,7 @@ impl Values {
                     self.sensitive.insert(path.clone(), entry.digest.clone());
                     if let Some(value) = &entry.value {
                         self.secrets.insert(path.clone(), value.clone());
+                        self.exposed.push((pointer.clone(), value.clone()));
                     }
                     serde_json::Value::String(REDACTED.to_owned())
                 }
@@ -215,8 +226,8 @@ impl Values {
             return None;
         }
         let mut tree = self.shown.clone();
-        for (path, secret) in &self.secrets {
-            if let Some(slot) = pointer_mut(&mut tree, path) {
+        for (pointer, secret) in &self.exposed {
+            if let Some(slot) = tree.pointer_mut(pointer) {
                 *slot = serde_json::Value::String(secret.expose().to_owned());
             }
         }
@@ -270,43 +281,6 @@ pub fn deep_merge(lower: &mut serde_json::Value, upper: &serde_json::Value) {
     }
 }
 
-/// The slot at a dotted path with `[idx]` list indexes.
-fn pointer_mut<'a>(tree: &'a mut serde_json::Value, path: &str) -> Option<&'a mut serde_json::Value> {
-    let mut node = tree;
-    for part in split_path(path) {
-        node = match part {
-            PathPart::Key(key) => node.as_object_mut()?.get_mut(key)?,
-            PathPart::Index(idx) => node.as_array_mut()?.get_mut(idx)?,
-        };
-    }
-    Some(node)
-}
-
-enum PathPart<'a> {
-    Key(&'a str),
-    Index(usize),
-}
-
-fn split_path(path: &str) -> Vec<PathPart<'_>> {
-    let mut parts = Vec::new();
-    for segment in path.split('.') {
-        let (key, mut rest) = match segment.find('[') {
-            Some(i) => (&segment[..i], &segment[i..]),
-            None => (segment, ""),
-        };
-        if !key.is_empty() {
-            parts.push(PathPart::Key(key));
-        }
-        while let Some(end) = rest.find(']') {
-            if let Ok(idx) = rest[1..end].parse() {
-                parts.push(PathPart::Index(idx));
-            }
-            rest = &rest[end + 1..];
-        }
-    }
-    parts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +288,30 @@ mod tests {
 
     fn key() -> DigestKey {
         DigestKey::Keyed(SecretString::new("k"))
+    }
+
+    #[test]
+    fn secrets_under_keys_with_dots_and_slashes_are_exposed_in_place() {
+        let mut table = SecretTable::default();
+        let k = key();
+        let mut placeholder = |text: &str| {
+            let secret = SecretString::new(text);
+            table.placeholder(SecretEntry { digest: k.digest(&secret), value: Some(secret) })
+        };
+        let tree = json!({
+            "db.password": placeholder("canary-dotted"),
+            "annotations": {"vault.example/token": placeholder("canary-slashed")},
+            "env": [{"value": placeholder("canary-listed")}],
+        });
+        let values = Values::from_marked(&tree, &table);
+        assert_eq!(
+            values.expose_tree().unwrap(),
+            json!({
+                "db.password": "canary-dotted",
+                "annotations": {"vault.example/token": "canary-slashed"},
+                "env": [{"value": "canary-listed"}],
+            })
+        );
     }
 
     #[test]

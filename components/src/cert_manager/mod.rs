@@ -38,7 +38,7 @@ impl Component for CertManager {
 
     fn definition() -> Definition {
         Definition::of::<Self>(Kind::HelmRelease, "cert-manager with a Let's Encrypt issuer, for staging only.")
-            .chart(ChartRef::repository("https://charts.jetstack.io", "cert-manager", "v1.15.3"))
+            .chart(ChartRef::repository("https://charts.jetstack.io", "cert-manager", "v1.15.3").with_stand_in("charts/opus-infra"))
             .needs_crd("certificates.cert-manager.io")
             .forbidden_in_protected(
                 "production certificates come from the ecosystem's certification authorities (ICP-Brasil), never from cert-manager; remove this component",

@@ -37,7 +37,10 @@ impl Component for Dapr {
 
     fn definition() -> Definition {
         Definition::of::<Self>(Kind::HelmRelease, "The Dapr control plane.")
-            .chart(ChartRef::repository("https://dapr.github.io/helm-charts", "dapr", "1.14.4"))
+            .chart(
+                ChartRef::repository("https://dapr.github.io/helm-charts", "dapr", "1.14.4")
+                    .with_stand_in("charts/opus-infra"),
+            )
             .needs_crd("components.dapr.io")
             .values_template(crate::values_template!("dapr"))
     }

@@ -39,7 +39,10 @@ impl Component for LogCollector {
             Kind::HelmRelease,
             "Fluent Bit, shipping container logs to the bank's log store.",
         )
-        .chart(ChartRef::repository("https://fluent.github.io/helm-charts", "fluent-bit", "0.47.9"))
+        .chart(
+            ChartRef::repository("https://fluent.github.io/helm-charts", "fluent-bit", "0.47.9")
+                .with_stand_in("charts/opus-infra"),
+        )
         .without_readiness_wait()
         .values_template(crate::values_template!("log_collector"))
     }

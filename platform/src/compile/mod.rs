@@ -307,6 +307,9 @@ fn target_spec(env: &Environment) -> TargetSpec {
 
 fn chart_spec(env: &Environment, chart: &crate::catalog::ChartRef) -> ChartSpec {
     let version = chart.version.to_owned();
+    if let (Some(stand_in), true) = (chart.stand_in, env.client.charts.local) {
+        return ChartSpec { reference: stand_in.to_owned(), repository: None, version };
+    }
     match &chart.source {
         ChartSource::Vendor { local } if env.client.charts.local => {
             ChartSpec { reference: (*local).to_owned(), repository: None, version }
