@@ -8,10 +8,12 @@ mod deploy;
 mod flags;
 mod graph;
 mod journal_view;
+mod keys_cmd;
 mod kube_target;
 mod plan;
 mod progress;
 mod repo;
+mod rotate_cmd;
 mod schema;
 mod secrets_cmd;
 mod status;
@@ -52,6 +54,8 @@ fn main() -> ExitCode {
             flags::Command::Status(cmd) => status::run(&repo, &cmd),
             flags::Command::Graph(cmd) => graph::run(&repo, &cmd),
             flags::Command::Schema(cmd) => schema::run(&repo, &cmd),
+            flags::Command::Keys(cmd) => keys_cmd::run(&repo, &cmd),
+            flags::Command::RotateKeys(cmd) => rotate_cmd::run(&repo, &cmd),
         },
         Err(e) => {
             ui::error(&e);
