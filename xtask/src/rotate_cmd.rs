@@ -34,17 +34,23 @@ async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
             return Outcome::CouldNotStart;
         }
     };
-    let identities = match identities_for(&repo.root, &env_file) {
-        Ok(identities) => identities,
-        Err(e) => {
-            ui::error_chain(&e);
-            return Outcome::CouldNotStart;
-        }
-    };
     let local_key_file = match local_key_file(&IdentitySources::from_env()) {
         Ok(path) => path,
         Err(e) => {
             ui::error(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    // The new key goes into this file; a named `SOPS_AGE_KEY_FILE` that does not exist yet
+    // would otherwise make loading the current identities fail.
+    if let Err(e) = ensure_key_file(&local_key_file) {
+        ui::error(&format!("could not create the local key file {}: {e}", local_key_file.display()));
+        return Outcome::CouldNotStart;
+    }
+    let identities = match identities_for(&repo.root, &env_file) {
+        Ok(identities) => identities,
+        Err(e) => {
+            ui::error_chain(&e);
             return Outcome::CouldNotStart;
         }
     };
@@ -112,6 +118,15 @@ async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
         "note: back up the new key now, somewhere safe: cargo xtask keys get {environment} > {environment}-age-key.json"
     );
     Outcome::Success
+}
+
+/// Creates an empty key file (mode 0600, its folder 0700) when there is none.
+fn ensure_key_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+    }
+    std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path).map(drop)
 }
 
 fn show(event: &RotationEvent) {
