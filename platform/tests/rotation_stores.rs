@@ -91,7 +91,7 @@ async fn rotation_with_the_file_store_reencrypts_everything_and_keeps_only_the_n
             .unwrap();
 
     let new = Identities::from_key_text("local", &key_text(&local_key_file)).unwrap();
-    assert_eq!(new.recipients(), [report.new_recipient.clone()]);
+    assert_eq!(new.recipients(), std::slice::from_ref(&report.new_recipient));
     assert_eq!(decrypted_tree(root, &new), before);
     for path in before.keys() {
         assert!(
@@ -105,7 +105,7 @@ async fn rotation_with_the_file_store_reencrypts_everything_and_keeps_only_the_n
     let demo = std::fs::read_to_string(root.join(DEMO_KEY)).unwrap();
     assert!(demo.starts_with("# DEMO KEY FOR THE `example` ENVIRONMENT ONLY."), "{demo}");
     let demo_keys = Identities::from_key_text("demo", &SecretString::new(demo)).unwrap();
-    assert_eq!(demo_keys.recipients(), [report.new_recipient.clone()]);
+    assert_eq!(demo_keys.recipients(), std::slice::from_ref(&report.new_recipient));
     assert!(!rotation_journal_path(root, "example").exists());
     assert_eq!(report.changed_paths.len(), 7, "{:?}", report.changed_paths);
     assert!(!report.resumed);

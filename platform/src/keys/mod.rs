@@ -35,7 +35,7 @@ pub enum KeysError {
     Kube {
         store: String,
         #[source]
-        source: KubeError,
+        source: Box<KubeError>,
     },
     #[error("could not use the key store file {path}")]
     StoreFile {

@@ -44,7 +44,7 @@ pub struct KubeKeyStore {
 
 impl KubeKeyStore {
     fn error(&self, source: kube::KubeError) -> KeysError {
-        KeysError::Kube { store: self.describe(), source }
+        KeysError::Kube { store: self.describe(), source: Box::new(source) }
     }
 }
 
