@@ -15,6 +15,7 @@ pub mod diagnostic;
 pub mod drivers;
 pub mod exec;
 pub mod journal;
+pub mod keys;
 pub mod load;
 pub mod model;
 pub mod plan;

@@ -21,7 +21,7 @@ use platform::core_version::{
 };
 use platform::load::environment::list_environments;
 
-use crate::flags::{CheckCmd, Command, CoreCmd, CoreCommand, CoreFetchCmd, SecretsAction};
+use crate::flags::{CheckCmd, Command, CoreCmd, CoreCommand, CoreFetchCmd, KeysAction, SecretsAction};
 use crate::repo::Repo;
 use crate::{Outcome, ui};
 
@@ -63,6 +63,13 @@ pub fn route(repo: &Repo, command: Command) -> Routed {
                 Ok((environment, _)) => route_one(repo, &environment, Command::Secrets(cmd)),
                 Err(_) => Routed::here(Command::Secrets(cmd)),
             }
+        }
+        Command::RotateKeys(cmd) => route_one(repo, &cmd.environment.clone(), Command::RotateKeys(cmd)),
+        Command::Keys(cmd) => {
+            let environment = match &cmd.action {
+                KeysAction::Save { environment } | KeysAction::Get { environment, .. } => environment.clone(),
+            };
+            route_one(repo, &environment, Command::Keys(cmd))
         }
         command @ (Command::Core(_) | Command::Schema(_)) => Routed::here(command),
     }

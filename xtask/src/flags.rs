@@ -39,6 +39,8 @@ pub enum Command {
     Schema(SchemaCmd),
     Secrets(SecretsCmd),
     Core(CoreCmd),
+    Keys(KeysCmd),
+    RotateKeys(RotateKeysCmd),
 }
 
 /// Verify environments (the pull-request gate; no keys, no network).
@@ -301,3 +303,62 @@ pub struct CoreFetchCmd {
 ///   cargo xtask core list
 #[derive(Debug, Args)]
 pub struct CoreListCmd {}
+
+/// Save or back up an environment's age key.
+///
+/// Copies the key from the key store (the cluster's Secret, or a `directory` environment's
+/// local key store file) into your local key file, or prints it as JSON for a backup. The local key file is `SOPS_AGE_KEY_FILE`, else
+/// `~/.config/sops/age/keys.txt`.
+///
+/// Examples:
+///   cargo xtask keys save staging
+///   cargo xtask keys get prod > /secure/backup/prod-age-key.json
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct KeysCmd {
+    #[command(subcommand)]
+    pub action: KeysAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Add the environment's private key to the local key file (created with mode 0600; the
+    /// keys already there are kept as they are; a key already there is not added again).
+    Save {
+        /// The environment.
+        environment: String,
+    },
+    /// Print a JSON document for backup (environment, cluster, public key, private key,
+    /// creation time) to stdout. Refuses to print to a terminal unless `--force`, so the
+    /// private key does not land in scrollback by accident.
+    Get {
+        /// The environment.
+        environment: String,
+        /// Print even when stdout is a terminal.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Rotate an environment's age key, crash-safe and resumable.
+///
+/// Generates a new identity, store it in the key store (the
+/// previous key is kept until the end) and in your local key file, re-encrypt every secrets
+/// file of the environment for it, update `age_recipients` in env.toml, verify every file,
+/// then retire the old key. Takes the environment's deploy lock. Crash-safe: an interrupted
+/// rotation is completed by running the command again. Refuses to start when a secrets file
+/// cannot be decrypted or has uncommitted changes. Back up the new key afterwards
+/// (`cargo xtask keys get ENV`).
+///
+/// Examples:
+///   cargo xtask rotate-keys staging
+///   cargo xtask rotate-keys prod --commit    # commits the changed files, then `git push`
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct RotateKeysCmd {
+    /// The environment.
+    pub environment: String,
+    /// Commit exactly the changed files with the message "Encryption keys rotation".
+    #[arg(long)]
+    pub commit: bool,
+}

@@ -9,10 +9,12 @@ mod deploy;
 mod flags;
 mod graph;
 mod journal_view;
+mod keys_cmd;
 mod kube_target;
 mod plan;
 mod progress;
 mod repo;
+mod rotate_cmd;
 mod schema;
 mod secrets_cmd;
 mod status;
@@ -58,6 +60,8 @@ fn main() -> ExitCode {
                 Some(flags::Command::Status(cmd)) => status::run(&repo, &cmd),
                 Some(flags::Command::Graph(cmd)) => graph::run(&repo, &cmd),
                 Some(flags::Command::Schema(cmd)) => schema::run(&repo, &cmd),
+                Some(flags::Command::Keys(cmd)) => keys_cmd::run(&repo, &cmd),
+                Some(flags::Command::RotateKeys(cmd)) => rotate_cmd::run(&repo, &cmd),
             };
             core_cmd::worst(routed.elsewhere, here)
         }

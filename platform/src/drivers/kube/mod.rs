@@ -11,7 +11,7 @@ mod preflight;
 mod readiness;
 
 #[cfg(test)]
-mod mock;
+pub(crate) mod mock;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -1,0 +1,73 @@
+//! The git side of a key rotation: refusing to start over uncommitted secrets files, and
+//! committing exactly the rotated files (an explicit list of paths, never a glob, checked
+//! against `git diff --cached --name-only` before the commit).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::KeysError;
+use crate::secrets::SECRETS_FILE_NAME;
+
+/// The commit message of a rotation.
+pub const ROTATION_COMMIT_MESSAGE: &str = "Encryption keys rotation";
+
+fn git(dir: &Path, args: &[&str]) -> Result<String, KeysError> {
+    let failed = |detail: String| KeysError::Git { command: args.join(" "), dir: dir.to_owned(), detail };
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .map_err(|e| failed(format!("could not run git: {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(failed(stderr.trim().lines().next().unwrap_or("no message").to_owned()));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Secrets files of the environment folder (`environments/ENV`, relative to `root`) that
+/// `git status --porcelain` reports as changed, staged or untracked.
+pub fn uncommitted_secrets_files(root: &Path, environment_dir: &Path) -> Result<Vec<String>, KeysError> {
+    let dir = environment_dir.to_string_lossy();
+    let status = git(root, &["status", "--porcelain", "--untracked-files=all", "--", &dir])?;
+    Ok(status
+        .lines()
+        .filter_map(|line| line.get(3..))
+        .map(|path| path.rsplit(" -> ").next().unwrap_or(path).trim_matches('"').to_owned())
+        .filter(|path| path.ends_with(SECRETS_FILE_NAME))
+        .collect())
+}
+
+/// Whether git ignores `path` (relative to `root`): such a file is not committed.
+pub fn is_ignored(root: &Path, path: &Path) -> bool {
+    Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["check-ignore", "-q", "--"])
+        .arg(path)
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Stages exactly `paths` (relative to `root`), checks that nothing else is staged, and
+/// commits them with [`ROTATION_COMMIT_MESSAGE`].
+pub fn commit_paths(root: &Path, paths: &[PathBuf]) -> Result<(), KeysError> {
+    let relative: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let mut add = vec!["add", "--"];
+    add.extend(relative.iter().map(String::as_str));
+    git(root, &add)?;
+    // Staged paths are relative to the top of the git repository, which may be above `root`.
+    let prefix = git(root, &["rev-parse", "--show-prefix"])?.trim().to_owned();
+    let mut expected: Vec<String> = relative.iter().map(|path| format!("{prefix}{path}")).collect();
+    let mut staged: Vec<String> =
+        git(root, &["diff", "--cached", "--name-only"])?.lines().map(str::to_owned).collect();
+    expected.sort();
+    staged.sort();
+    if expected != staged {
+        return Err(KeysError::StagedMismatch { expected, staged });
+    }
+    git(root, &["commit", "--quiet", "-m", ROTATION_COMMIT_MESSAGE])?;
+    Ok(())
+}

@@ -1,0 +1,435 @@
+//! `rotate-keys`: a new age identity for an environment, every secrets file re-encrypted for
+//! it under a fresh data key, env.toml's recipients updated, the new key stored, everything
+//! verified, and only then the old key retired.
+//!
+//! Crash safety rests on one order and one journal (`environments/ENV/.opus/rotation.json`,
+//! written atomically, holding the new PUBLIC key, the phase and per-file progress):
+//! 1. the journal is written with the new public key (phase `generated`);
+//! 2. the new private key is made durable in the local key file AND the key store, which keeps
+//!    the old key as the previous one (phase `key-stored`);
+//! 3. files are re-encrypted one by one (atomic replace), each journaled once written, so
+//!    after a crash every file opens with the old or the new key, never neither;
+//! 4. env.toml's `age_recipients` is replaced by the new recipient (a textual edit of that
+//!    array only, verified by re-parsing), then every file is checked to decrypt with the new
+//!    key alone (MAC included) and to be encrypted for nobody else;
+//! 5. the previous key is retired from the key store and the journal removed.
+//!
+//! A rerun with a journal present resumes that same rotation from its phase; a journal whose
+//! new key never became durable (crash during step 1) is discarded, nothing having been
+//! encrypted for it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{KeyStore, KeysError, git, secrets_files};
+use crate::drivers::kube::{NewKey, StoredKey};
+use crate::load::environment::ENVIRONMENTS_DIR;
+use crate::model::EnvFile;
+use crate::secrets::{
+    AtomicWriteOptions, Identities, Recipient, append_identity_to_key_file, decrypt_file, generate_identity,
+    inspect_file, parse_recipient, reencrypt_file, write_atomic,
+};
+use crate::sensitive::SecretString;
+
+/// Options for [`rotate_keys`].
+#[derive(Debug, Clone)]
+pub struct RotationOptions {
+    /// The repository root.
+    pub root: PathBuf,
+    pub environment: String,
+    /// The operator's local key file, which gets the new key before any file is re-encrypted.
+    pub local_key_file: PathBuf,
+    /// Test-only failpoint: kill the process (SIGKILL) once this many files are re-encrypted
+    /// and journaled.
+    pub kill_after_file: Option<usize>,
+}
+
+/// What happened, for the caller to show as progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationEvent {
+    Resuming { recipient: String, done: usize, total: usize },
+    Generated { recipient: String },
+    KeyStored { store: String },
+    Reencrypted { path: PathBuf, index: usize, total: usize },
+    RecipientsUpdated { path: PathBuf },
+    Verified { files: usize },
+    Retired { store: String },
+}
+
+/// The outcome of a completed rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationReport {
+    pub new_recipient: String,
+    pub old_recipients: Vec<String>,
+    /// The re-encrypted secrets files, relative to the root.
+    pub files: Vec<PathBuf>,
+    /// Every changed file under the root that belongs in the commit: the secrets files,
+    /// env.toml and a key store file inside the repository.
+    pub changed_paths: Vec<PathBuf>,
+    pub resumed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Phase {
+    Generated,
+    KeyStored,
+    FilesReencrypted,
+    RecipientsUpdated,
+    Verified,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FileProgress {
+    path: PathBuf,
+    reencrypted: bool,
+}
+
+/// The rotation journal. It never holds a private key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Journal {
+    environment: String,
+    new_recipient: String,
+    old_recipients: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+    phase: Phase,
+    files: Vec<FileProgress>,
+}
+
+/// Where an environment's rotation journal lives.
+pub fn rotation_journal_path(root: &Path, environment: &str) -> PathBuf {
+    root.join(ENVIRONMENTS_DIR).join(environment).join(".opus").join("rotation.json")
+}
+
+fn read_journal(path: &Path) -> Result<Option<Journal>, KeysError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(KeysError::Journal { path: path.to_owned(), reason: error.to_string() }),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| KeysError::Journal {
+        path: path.to_owned(),
+        reason: format!("not a rotation journal: {e}"),
+    })
+}
+
+fn write_journal(path: &Path, journal: &Journal) -> Result<(), KeysError> {
+    let fail = |reason: String| KeysError::Journal { path: path.to_owned(), reason };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| fail(format!("could not create its folder: {e}")))?;
+    }
+    let text = serde_json::to_vec_pretty(journal).expect("a journal always serializes");
+    write_atomic(path, &text, &AtomicWriteOptions { mode: Some(0o644) }).map_err(|e| fail(e.to_string()))
+}
+
+fn env_toml_path(root: &Path, environment: &str) -> PathBuf {
+    root.join(ENVIRONMENTS_DIR).join(environment).join("env.toml")
+}
+
+fn read_env_text(path: &Path) -> Result<String, KeysError> {
+    std::fs::read_to_string(path).map_err(|source| KeysError::ReadEnv { path: path.to_owned(), source })
+}
+
+fn parse_env(path: &Path, text: &str) -> Result<EnvFile, KeysError> {
+    toml::from_str(text)
+        .map_err(|e| KeysError::EnvToml { path: path.to_owned(), reason: e.message().to_owned() })
+}
+
+/// env.toml's text with the `age_recipients` array replaced by `recipients`, everything else
+/// (comments, layout, other keys) untouched. The result is re-parsed and must equal the
+/// original with only `secrets.age_recipients` changed.
+pub fn update_recipients_text(path: &Path, text: &str, recipients: &[String]) -> Result<String, KeysError> {
+    let fail = |reason: &str| KeysError::EnvToml { path: path.to_owned(), reason: reason.to_owned() };
+    // A recipient is bech32 (no `]`), so the array ends at the first `]` after its `[`.
+    let pattern = regex::Regex::new(r"(?m)^([ \t]*age_recipients[ \t]*=[ \t]*)\[[^\]]*\]")
+        .expect("a valid regular expression");
+    let matches = pattern.find_iter(text).count();
+    if matches != 1 {
+        return Err(fail(&format!("expected one `age_recipients = [...]` array, found {matches}")));
+    }
+    let array = format!("[{}]", recipients.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", "));
+    let updated = pattern.replace(text, |captures: &regex::Captures<'_>| format!("{}{array}", &captures[1]));
+    let updated = updated.into_owned();
+    let mut expected: toml::Table =
+        toml::from_str(text).map_err(|e| fail(&format!("not valid TOML: {}", e.message())))?;
+    let found: toml::Table =
+        toml::from_str(&updated).map_err(|_| fail("the edited recipients would not be valid TOML"))?;
+    let new_value = toml::Value::Array(recipients.iter().map(|r| toml::Value::String(r.clone())).collect());
+    match expected.get_mut("secrets").and_then(toml::Value::as_table_mut) {
+        Some(secrets) if secrets.contains_key("age_recipients") => {
+            secrets.insert("age_recipients".to_owned(), new_value);
+        }
+        _ => return Err(fail("`age_recipients` is not in the [secrets] table")),
+    }
+    if expected != found {
+        return Err(fail("editing `age_recipients` would change other settings; edit it by hand"));
+    }
+    Ok(updated)
+}
+
+fn identity_entry(recipient: &str, private_key: &SecretString) -> SecretString {
+    SecretString::new(format!("# public key: {recipient}\n{}\n", private_key.expose()))
+}
+
+/// The private key of `recipient`, from the identities given or the key store.
+async fn find_private_key(
+    store: &dyn KeyStore,
+    identities: &Identities,
+    recipient: &str,
+) -> Result<Option<SecretString>, KeysError> {
+    if let Some(key) = identities.secret_key_for(recipient) {
+        return Ok(Some(key));
+    }
+    let stored = store.read().await?;
+    Ok(stored.and_then(|keys| {
+        [Some(keys.current), keys.previous]
+            .into_iter()
+            .flatten()
+            .find(|key| key.recipient == recipient)
+            .map(|key| key.private_key)
+    }))
+}
+
+/// Rotates the environment's keys, or completes the rotation its journal records. `identities`
+/// are the current ones (they must open every secrets file); `progress` sees each step.
+pub async fn rotate_keys(
+    store: &dyn KeyStore,
+    identities: &Identities,
+    options: &RotationOptions,
+    progress: &mut dyn FnMut(&RotationEvent),
+) -> Result<RotationReport, KeysError> {
+    let root = &options.root;
+    let environment = &options.environment;
+    let journal_path = rotation_journal_path(root, environment);
+    let env_path = env_toml_path(root, environment);
+
+    let mut resumed = None;
+    if let Some(journal) = read_journal(&journal_path)? {
+        match find_private_key(store, identities, &journal.new_recipient).await? {
+            Some(key) => resumed = Some((journal, key)),
+            None if journal.phase == Phase::Generated && journal.files.iter().all(|f| !f.reencrypted) => {
+                // The key never became durable and nothing was encrypted for it: start over.
+            }
+            None => {
+                return Err(KeysError::NewKeyLost {
+                    journal: journal_path.clone(),
+                    recipient: journal.new_recipient.clone(),
+                });
+            }
+        }
+    }
+    let was_resumed = resumed.is_some();
+
+    let (mut journal, new_key) = match resumed {
+        Some((mut journal, key)) => {
+            // Files added since the rotation started are rotated too.
+            for path in secrets_files(root, environment)? {
+                if !journal.files.iter().any(|f| f.path == path) {
+                    journal.files.push(FileProgress { path, reencrypted: false });
+                }
+            }
+            progress(&RotationEvent::Resuming {
+                recipient: journal.new_recipient.clone(),
+                done: journal.files.iter().filter(|f| f.reencrypted).count(),
+                total: journal.files.len(),
+            });
+            (journal, key)
+        }
+        None => {
+            let env = parse_env(&env_path, &read_env_text(&env_path)?)?;
+            let files = secrets_files(root, environment)?;
+            let environment_dir = Path::new(ENVIRONMENTS_DIR).join(environment);
+            let uncommitted = git::uncommitted_secrets_files(root, &environment_dir)?;
+            if !uncommitted.is_empty() {
+                return Err(KeysError::UncommittedSecrets {
+                    environment: environment.clone(),
+                    files: uncommitted,
+                });
+            }
+            let undecryptable: Vec<(PathBuf, String)> = files
+                .iter()
+                .filter_map(|path| {
+                    decrypt_file(&root.join(path), identities).err().map(|e| (path.clone(), e.to_string()))
+                })
+                .collect();
+            if !undecryptable.is_empty() {
+                return Err(KeysError::Undecryptable {
+                    environment: environment.clone(),
+                    files: undecryptable,
+                });
+            }
+            if store.read().await?.is_some_and(|keys| keys.previous.is_some()) {
+                return Err(KeysError::RotationInProgress { store: store.describe() });
+            }
+            let generated = generate_identity();
+            let journal = Journal {
+                environment: environment.clone(),
+                new_recipient: generated.recipient.to_string(),
+                old_recipients: env.secrets.age_recipients.clone(),
+                started_at: OffsetDateTime::now_utc(),
+                phase: Phase::Generated,
+                files: files.into_iter().map(|path| FileProgress { path, reencrypted: false }).collect(),
+            };
+            write_journal(&journal_path, &journal)?;
+            progress(&RotationEvent::Generated { recipient: journal.new_recipient.clone() });
+            (journal, generated.secret_key)
+        }
+    };
+    let new_recipient: Recipient = parse_recipient(&journal.new_recipient)?;
+
+    if journal.phase < Phase::KeyStored {
+        // Durable in two places before anything is encrypted for it.
+        append_identity_to_key_file(&options.local_key_file, &new_key)?;
+        let new = NewKey {
+            key: StoredKey { private_key: new_key.clone(), recipient: journal.new_recipient.clone() },
+            created: OffsetDateTime::now_utc(),
+        };
+        store.store(&new).await?;
+        journal.phase = Phase::KeyStored;
+        write_journal(&journal_path, &journal)?;
+        progress(&RotationEvent::KeyStored { store: store.describe() });
+    }
+
+    let mut both = identities.clone();
+    both.add_key_text("the new key", &identity_entry(&journal.new_recipient, &new_key))?;
+    let total = journal.files.len();
+    for index in 0..total {
+        if journal.files[index].reencrypted {
+            continue;
+        }
+        let path = journal.files[index].path.clone();
+        reencrypt_file(&root.join(&path), &both, std::slice::from_ref(&new_recipient))?;
+        journal.files[index].reencrypted = true;
+        write_journal(&journal_path, &journal)?;
+        progress(&RotationEvent::Reencrypted { path, index: index + 1, total });
+        let done = journal.files.iter().filter(|f| f.reencrypted).count();
+        if options.kill_after_file == Some(done) {
+            // SAFETY: kill(2) with our own pid and a valid signal number has no preconditions.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+    }
+    if journal.phase < Phase::FilesReencrypted {
+        journal.phase = Phase::FilesReencrypted;
+        write_journal(&journal_path, &journal)?;
+    }
+
+    if journal.phase < Phase::RecipientsUpdated {
+        let text = read_env_text(&env_path)?;
+        let env = parse_env(&env_path, &text)?;
+        let wanted = vec![journal.new_recipient.clone()];
+        if env.secrets.age_recipients != wanted {
+            let updated = update_recipients_text(&env_path, &text, &wanted)?;
+            write_atomic(&env_path, updated.as_bytes(), &AtomicWriteOptions::default())
+                .map_err(crate::secrets::SecretsError::from)?;
+        }
+        journal.phase = Phase::RecipientsUpdated;
+        write_journal(&journal_path, &journal)?;
+        progress(&RotationEvent::RecipientsUpdated {
+            path: env_path.strip_prefix(root).unwrap_or(&env_path).to_owned(),
+        });
+    }
+
+    if journal.phase < Phase::Verified {
+        verify(root, &journal, &new_key, identities)?;
+        journal.phase = Phase::Verified;
+        write_journal(&journal_path, &journal)?;
+        progress(&RotationEvent::Verified { files: total });
+    }
+
+    store.retire_previous().await?;
+    progress(&RotationEvent::Retired { store: store.describe() });
+    std::fs::remove_file(&journal_path).map_err(|e| KeysError::Journal {
+        path: journal_path.clone(),
+        reason: format!("could not remove it: {e}"),
+    })?;
+
+    let files: Vec<PathBuf> = journal.files.iter().map(|f| f.path.clone()).collect();
+    let mut changed_paths = files.clone();
+    changed_paths.push(env_path.strip_prefix(root).unwrap_or(&env_path).to_owned());
+    if let Some(file) = store.file()
+        && let Ok(relative) = file.strip_prefix(root)
+        && !git::is_ignored(root, relative)
+    {
+        changed_paths.push(relative.to_owned());
+    }
+    Ok(RotationReport {
+        new_recipient: journal.new_recipient,
+        old_recipients: journal.old_recipients,
+        files,
+        changed_paths,
+        resumed: was_resumed,
+    })
+}
+
+/// Every file decrypts (MAC included) with the new key alone, is encrypted for the new
+/// recipient only, and does not open with any old key still at hand.
+fn verify(
+    root: &Path,
+    journal: &Journal,
+    new_key: &SecretString,
+    identities: &Identities,
+) -> Result<(), KeysError> {
+    let new_only =
+        Identities::from_key_text("the new key", &identity_entry(&journal.new_recipient, new_key))?;
+    let mut old_only = Identities::new();
+    for recipient in journal.old_recipients.iter().filter(|r| **r != journal.new_recipient) {
+        if let Some(key) = identities.secret_key_for(recipient) {
+            old_only.add_key_text("an old key", &identity_entry(recipient, &key))?;
+        }
+    }
+    for file in &journal.files {
+        let path = root.join(&file.path);
+        let failed = |reason: String| KeysError::Verification { path: file.path.clone(), reason };
+        decrypt_file(&path, &new_only)
+            .map_err(|e| failed(format!("it does not decrypt with the new key: {e}")))?;
+        let summary = inspect_file(&path)?;
+        if summary.recipients != [journal.new_recipient.clone()] {
+            return Err(failed(format!("it is encrypted for {}", summary.recipients.join(", "))));
+        }
+        if !old_only.is_empty() && decrypt_file(&path, &old_only).is_ok() {
+            return Err(failed("it still decrypts with an old key".to_owned()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENV_TOML: &str = "\
+# header comment
+core = \"example\"
+
+[target]
+kind = \"directory\"
+path = \"bundle/x\"
+
+[secrets]
+# who can read the secrets
+age_recipients = [
+  \"age1old\", # a comment
+]
+
+[labels]
+a = \"b\"
+";
+
+    #[test]
+    fn recipients_edit_keeps_comments_and_layout() {
+        let updated =
+            update_recipients_text(Path::new("env.toml"), ENV_TOML, &["age1new".to_owned()]).unwrap();
+        assert_eq!(updated, ENV_TOML.replace("[\n  \"age1old\", # a comment\n]", "[\"age1new\"]"));
+    }
+
+    #[test]
+    fn recipients_edit_refuses_an_ambiguous_file() {
+        let text = format!("{ENV_TOML}\n[other]\nage_recipients = []\n");
+        let error =
+            update_recipients_text(Path::new("env.toml"), &text, &["age1new".to_owned()]).unwrap_err();
+        assert!(error.to_string().contains("found 2"), "{error}");
+    }
+}

@@ -1,0 +1,148 @@
+//! `cargo xtask rotate-keys` end to end on a copy of the `example` environment (directory
+//! target, its key store file `demo.agekey`), killed with SIGKILL at every file boundary and
+//! resumed: no file is ever unreadable, the rerun completes the same rotation, content is
+//! unchanged, the old key opens nothing, and `--commit` commits exactly the changed files.
+
+mod keys_support;
+
+use std::path::PathBuf;
+
+use keys_support::{DEMO_KEY, KeysRepo, git};
+use platform::keys::secrets_files;
+use platform::secrets::decrypt_file;
+
+/// Adds copies of the environment's secrets file in extra folders, so the rotation has many
+/// files, and commits them.
+fn add_secrets_files(repo: &KeysRepo, count: usize) {
+    let source = repo.root().join("environments/example/secrets.enc.yaml");
+    for index in 0..count {
+        let dir = repo.root().join(format!("environments/example/extra/part-{index:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&source, dir.join("secrets.enc.yaml")).unwrap();
+    }
+    git(&repo.root(), &["add", "."]);
+    git(&repo.root(), &["commit", "-qm", "more secrets files"]);
+}
+
+#[test]
+fn rotation_killed_at_every_file_boundary_resumes_and_completes_the_same_rotation() {
+    let repo = KeysRepo::new();
+    add_secrets_files(&repo, 7);
+    let root = repo.root();
+    let old = repo.identities(&root.join(DEMO_KEY));
+    let before = repo.decrypted(&old);
+    let total = before.len();
+    assert_eq!(total, 12);
+    let key_file = repo.home().join("keys.txt");
+    let key_file_var = ("SOPS_AGE_KEY_FILE", key_file.to_str().unwrap());
+
+    let mut new_recipient: Option<String> = None;
+    for k in 1..total {
+        let failpoint = format!("kill-after-file:{k}");
+        let run = repo.xtask(&[key_file_var, ("OPUS_FAILPOINT", &failpoint)], &["rotate-keys", "example"]);
+        run.assert_code(None).assert_no_private_key(false);
+        if k > 1 {
+            run.assert_stderr_contains_resuming();
+        }
+        // The same new key all along: the local key file holds exactly one.
+        let new = repo.identities(&key_file);
+        assert_eq!(new.len(), 1, "after kill {k}");
+        let recipient = new.recipients()[0].clone();
+        assert_eq!(new_recipient.get_or_insert(recipient.clone()), &recipient);
+        for path in secrets_files(&root, "example").unwrap() {
+            let full = root.join(&path);
+            assert!(std::fs::metadata(&full).unwrap().len() > 0, "{} is empty", path.display());
+            let with_old = decrypt_file(&full, &old).is_ok();
+            let with_new = decrypt_file(&full, &new).is_ok();
+            assert!(
+                with_old ^ with_new,
+                "after kill {k}: {} opens with old={with_old} new={with_new}",
+                path.display()
+            );
+        }
+        let reencrypted = secrets_files(&root, "example")
+            .unwrap()
+            .iter()
+            .filter(|path| decrypt_file(&root.join(path), &new).is_ok())
+            .count();
+        assert_eq!(reencrypted, k, "after kill {k}");
+    }
+
+    let run = repo.xtask(&[key_file_var], &["rotate-keys", "example"]);
+    run.assert_code(Some(0)).assert_no_private_key(false);
+    assert!(run.stderr.contains("cargo xtask keys get example"), "no backup reminder:\n{}", run.stderr);
+    let new = repo.identities(&key_file);
+    assert_eq!(new.recipients(), [new_recipient.clone().unwrap()]);
+    assert_eq!(repo.decrypted(&new), before, "content changed");
+    for path in before.keys() {
+        assert!(
+            decrypt_file(&root.join(path), &old).is_err(),
+            "{} still opens with the old key",
+            path.display()
+        );
+    }
+    let demo = repo.identities(&root.join(DEMO_KEY));
+    assert_eq!(demo.recipients(), new.recipients(), "the key store holds only the new key");
+    let env_toml = std::fs::read_to_string(root.join("environments/example/env.toml")).unwrap();
+    assert!(env_toml.contains(&format!("age_recipients = [\"{}\"]", new_recipient.unwrap())), "{env_toml}");
+    assert!(!root.join("environments/example/.opus/rotation.json").exists());
+}
+
+trait RunExt {
+    fn assert_stderr_contains_resuming(&self);
+}
+
+impl RunExt for keys_support::Run {
+    fn assert_stderr_contains_resuming(&self) {
+        assert!(self.stderr.contains("Resuming"), "not a resumed rotation:\n{}", self.stderr);
+    }
+}
+
+#[test]
+fn commit_flag_commits_exactly_the_rotated_files() {
+    let repo = KeysRepo::new();
+    let root = repo.root();
+    // An unrelated change that must stay out of the commit.
+    std::fs::write(root.join("environments/example/notes.txt"), "unrelated\n").unwrap();
+    let key_file = repo.home().join("keys.txt");
+    let run = repo
+        .xtask(&[("SOPS_AGE_KEY_FILE", key_file.to_str().unwrap())], &["rotate-keys", "example", "--commit"]);
+    run.assert_code(Some(0)).assert_no_private_key(false);
+
+    assert_eq!(git(&root, &["log", "-1", "--format=%s"]).trim(), "Encryption keys rotation");
+    let mut committed: Vec<PathBuf> =
+        git(&root, &["show", "--name-only", "--format=", "HEAD"]).lines().map(PathBuf::from).collect();
+    committed.sort();
+    let mut expected = secrets_files(&root, "example").unwrap();
+    expected.push(PathBuf::from("environments/example/env.toml"));
+    expected.push(PathBuf::from(DEMO_KEY));
+    expected.sort();
+    assert_eq!(committed, expected);
+    assert_eq!(git(&root, &["status", "--porcelain"]).trim(), "?? environments/example/notes.txt");
+}
+
+#[test]
+fn rotation_refuses_uncommitted_or_undecryptable_secrets_files_and_lists_them() {
+    let repo = KeysRepo::new();
+    let root = repo.root();
+    let key_file = repo.home().join("keys.txt");
+    let vars = [("SOPS_AGE_KEY_FILE", key_file.to_str().unwrap())];
+    let path = "environments/example/opus/oob-consent/secrets.enc.yaml";
+    let original = std::fs::read_to_string(root.join(path)).unwrap();
+
+    std::fs::write(
+        root.join(path),
+        original.replace("sops:", "extra: ENC[AES256_GCM,data:AAAA,iv:AAAA,tag:AAAA,type:str]\nsops:"),
+    )
+    .unwrap();
+    let run = repo.xtask(&vars, &["rotate-keys", "example"]);
+    run.assert_code(Some(2)).assert_no_private_key(false);
+    assert!(run.stderr.contains("uncommitted") && run.stderr.contains(path), "{}", run.stderr);
+
+    git(&root, &["commit", "-qam", "broken file"]);
+    let run = repo.xtask(&vars, &["rotate-keys", "example"]);
+    run.assert_code(Some(2)).assert_no_private_key(false);
+    assert!(run.stderr.contains("cannot be decrypted") && run.stderr.contains(path), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), "", "no key was generated");
+    assert!(!root.join("environments/example/.opus/rotation.json").exists());
+}

@@ -1,0 +1,152 @@
+//! `cargo xtask rotate-keys ENV [--commit]`: takes the deploy lock, runs (or resumes) the
+//! rotation, shows its progress on stderr, commits the changed files when asked and reminds
+//! the operator to back up the new key.
+
+use platform::access::{identities_for, read_env_file};
+use platform::keys::{self, KeysError, RotationEvent, RotationOptions, git, local_key_file};
+use platform::secrets::IdentitySources;
+use platform::session;
+
+use crate::flags::RotateKeysCmd;
+use crate::keys_cmd::open_store;
+use crate::repo::Repo;
+use crate::{Outcome, ui};
+
+/// `OPUS_FAILPOINT=kill-after-file:<k>` kills the process once k files are re-encrypted and
+/// journaled. For the crash tests only.
+const FAILPOINT_ENV: &str = "OPUS_FAILPOINT";
+
+fn kill_after_file() -> Option<usize> {
+    std::env::var(FAILPOINT_ENV).ok()?.strip_prefix("kill-after-file:")?.parse().ok()
+}
+
+pub fn run(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    runtime.block_on(rotate(repo, cmd))
+}
+
+async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
+    let environment = &cmd.environment;
+    let env_file = match read_env_file(&repo.root, environment) {
+        Ok(env_file) => env_file,
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    let local_key_file = match local_key_file(&IdentitySources::from_env()) {
+        Ok(path) => path,
+        Err(e) => {
+            ui::error(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    // The new key goes into this file; a named `SOPS_AGE_KEY_FILE` that does not exist yet
+    // would otherwise make loading the current identities fail.
+    if let Err(e) = ensure_key_file(&local_key_file) {
+        ui::error(&format!("could not create the local key file {}: {e}", local_key_file.display()));
+        return Outcome::CouldNotStart;
+    }
+    let identities = match identities_for(&repo.root, &env_file) {
+        Ok(identities) => identities,
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    let opened = match open_store(repo, environment, &env_file).await {
+        Ok(opened) => opened,
+        Err(outcome) => return outcome,
+    };
+    // No deploy may run while files change keys.
+    let _lock = match session::journal_place(&repo.root, environment, &env_file, Some(&identities)) {
+        Ok(place) => match session::lock(&place, environment).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                ui::error_chain(&e);
+                return Outcome::CouldNotStart;
+            }
+        },
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    };
+    let options = RotationOptions {
+        root: repo.root.clone(),
+        environment: environment.clone(),
+        local_key_file: local_key_file.clone(),
+        kill_after_file: kill_after_file(),
+    };
+    let report = match keys::rotate_keys(opened.store.as_ref(), &identities, &options, &mut show).await {
+        Ok(report) => report,
+        Err(e) => {
+            ui::error_chain(&e);
+            return match e {
+                KeysError::Undecryptable { .. } | KeysError::UncommittedSecrets { .. } => {
+                    Outcome::CouldNotStart
+                }
+                _ => Outcome::Failed,
+            };
+        }
+    };
+    ui::status(
+        "Rotated",
+        &format!(
+            "`{environment}`: {} secrets files now encrypted for {} (was {}); the new key is in {} and {}",
+            report.files.len(),
+            report.new_recipient,
+            report.old_recipients.join(", "),
+            opened.store.describe(),
+            local_key_file.display()
+        ),
+    );
+    if cmd.commit {
+        if let Err(e) = git::commit_paths(&repo.root, &report.changed_paths) {
+            ui::error_chain(&e);
+            return Outcome::Failed;
+        }
+        ui::status(
+            "Committed",
+            &format!("\"{}\" ({} files)", git::ROTATION_COMMIT_MESSAGE, report.changed_paths.len()),
+        );
+    } else {
+        let paths: Vec<String> = report.changed_paths.iter().map(|p| p.display().to_string()).collect();
+        eprintln!("note: commit the changed files: git add -- {}", paths.join(" "));
+    }
+    eprintln!(
+        "note: back up the new key now, somewhere safe: cargo xtask keys get {environment} > {environment}-age-key.json"
+    );
+    Outcome::Success
+}
+
+/// Creates an empty key file (mode 0600, its folder 0700) when there is none.
+fn ensure_key_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+    }
+    std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path).map(drop)
+}
+
+fn show(event: &RotationEvent) {
+    match event {
+        RotationEvent::Resuming { recipient, done, total } => {
+            ui::status("Resuming", &format!("the rotation to {recipient} ({done} of {total} files done)"))
+        }
+        RotationEvent::Generated { recipient } => ui::status("Generated", &format!("new key {recipient}")),
+        RotationEvent::KeyStored { store } => {
+            ui::status("Stored", &format!("the new key in {store} (the previous one is kept until the end)"))
+        }
+        RotationEvent::Reencrypted { path, index, total } => {
+            ui::status("Re-encrypted", &format!("[{index}/{total}] {}", path.display()))
+        }
+        RotationEvent::RecipientsUpdated { path } => {
+            ui::status("Updated", &format!("age_recipients in {}", path.display()))
+        }
+        RotationEvent::Verified { files } => {
+            ui::status("Verified", &format!("{files} files decrypt with the new key only"))
+        }
+        RotationEvent::Retired { store } => ui::status("Retired", &format!("the previous key from {store}")),
+    }
+}
