@@ -5,6 +5,7 @@ use platform::catalog::{ChartRef, Component, Definition, Kind};
 use crate::inputs::ServiceInputs;
 use crate::oob_authorization_server::OobAuthorizationServer;
 use crate::oob_consent::OobConsent;
+use crate::pubsub::Pubsub;
 
 pub struct OobFinancialData;
 
@@ -20,6 +21,7 @@ impl Component for OobFinancialData {
         .chart(ChartRef::vendor("oob-financial-data", "1.8.0", "charts/opus-service"))
         .depends_on::<OobConsent>()
         .depends_on::<OobAuthorizationServer>()
+        .depends_on::<Pubsub>()
         .app("oob-financial-data")
         .values_template(crate::values_template!("oob_financial_data"))
     }

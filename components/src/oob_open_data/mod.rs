@@ -4,6 +4,8 @@ use platform::catalog::{ChartRef, Component, Definition, Kind};
 
 use crate::dapr::Dapr;
 use crate::inputs::ServiceInputs;
+use crate::oob_authorization_server::OobAuthorizationServer;
+use crate::pubsub::Pubsub;
 
 pub struct OobOpenData;
 
@@ -15,6 +17,8 @@ impl Component for OobOpenData {
         Definition::of::<Self>(Kind::HelmRelease, "Open data of products and channels (phase 1).")
             .chart(ChartRef::vendor("oob-open-data", "1.8.0", "charts/opus-service"))
             .depends_on::<Dapr>()
+            .depends_on::<Pubsub>()
+            .depends_on::<OobAuthorizationServer>()
             .app("oob-open-data")
             .values_template(crate::values_template!("oob_open_data"))
     }

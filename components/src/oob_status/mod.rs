@@ -4,6 +4,8 @@ use platform::catalog::{ChartRef, Component, Definition, Kind};
 
 use crate::dapr::Dapr;
 use crate::inputs::ServiceInputs;
+use crate::oob_authorization_server::OobAuthorizationServer;
+use crate::pubsub::Pubsub;
 
 pub struct OobStatus;
 
@@ -18,6 +20,8 @@ impl Component for OobStatus {
         )
         .chart(ChartRef::vendor("oob-status", "1.8.0", "charts/opus-service"))
         .depends_on::<Dapr>()
+        .depends_on::<Pubsub>()
+        .depends_on::<OobAuthorizationServer>()
         .app("oob-status")
         .values_template(crate::values_template!("oob_status"))
     }

@@ -3,6 +3,7 @@
 use platform::catalog::{ChartRef, Component, Definition, Kind};
 
 use crate::inputs::ServiceInputs;
+use crate::oob_authorization_server::OobAuthorizationServer;
 use crate::postgresql::Postgresql;
 use crate::pubsub::Pubsub;
 
@@ -17,6 +18,7 @@ impl Component for OofPcmService {
             .chart(ChartRef::vendor("oof-pcm-service", "1.8.0", "charts/opus-service"))
             .depends_on::<Postgresql>()
             .depends_on::<Pubsub>()
+            .depends_on::<OobAuthorizationServer>()
             .database("oof_pcm_service", "oof_pcm_service_user")
             .secret("db.password")
             .app("oof-pcm-service")

@@ -146,6 +146,8 @@ pub struct Plan {
     pub secrets_decrypted: bool,
     graph: DiGraph<Step, ()>,
     order: Vec<NodeIndex>,
+    /// Step id -> node, so lookups stay O(log n) on large plans.
+    index: BTreeMap<String, NodeIndex>,
 }
 
 /// Why a plan is not fit to execute.
@@ -190,7 +192,7 @@ impl Plan {
             }
         }
         let order = topological_order(&graph)?;
-        let plan = Plan { environment, protected, target, secrets_decrypted, graph, order };
+        let plan = Plan { environment, protected, target, secrets_decrypted, graph, order, index };
         plan.verify()?;
         Ok(plan)
     }
@@ -212,7 +214,7 @@ impl Plan {
     }
 
     pub fn step(&self, id: &str) -> Option<&Step> {
-        self.steps().find(|s| s.id == id)
+        self.index.get(id).map(|node| &self.graph[*node])
     }
 
     pub fn len(&self) -> usize {
