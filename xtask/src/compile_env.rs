@@ -29,6 +29,18 @@ pub fn identities(repo: &Repo, environment: &str, keys: Keys) -> Result<Option<I
     };
     match identities_for(&repo.root, &env_file) {
         Ok(ids) if ids.is_empty() && keys == Keys::IfAvailable => Ok(None),
+        Ok(ids) if ids.is_empty() => {
+            let looked: Vec<String> = ids.locations().to_vec();
+            ui::error(&format!(
+                "no age identity for `{environment}` (its files are encrypted for {}); looked in {}",
+                env_file.secrets.age_recipients.join(", "),
+                if looked.is_empty() { "nothing".to_owned() } else { looked.join(", ") }
+            ));
+            eprintln!(
+                "help: `cargo xtask keys save {environment}` copies the key from the cluster into your key file"
+            );
+            Err(Outcome::CouldNotStart)
+        }
         Ok(ids) => Ok(Some(ids)),
         Err(e) => {
             ui::error_chain(&e);
