@@ -1,7 +1,7 @@
 //! `cargo xtask deploy`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use platform::access::read_env_file;
@@ -154,22 +154,9 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
         ),
     );
     if plan.protected && !cmd.yes {
-        if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-            ui::error(&format!(
-                "`{}` is protected: pass --yes to deploy without a terminal",
-                cmd.environment
-            ));
-            return Outcome::CouldNotStart;
-        }
-        eprint!(
-            "`{}` is protected. Review `cargo xtask plan {}`. Deploy? Type the environment's name to confirm: ",
-            cmd.environment, cmd.environment
-        );
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        if std::io::stdin().lock().read_line(&mut answer).is_err() || answer.trim() != cmd.environment {
-            ui::error(&"not confirmed; nothing was changed");
-            return Outcome::CouldNotStart;
+        eprintln!("review the changes with `cargo xtask plan {}`", cmd.environment);
+        if let Err(outcome) = ui::confirm_protected(&cmd.environment, "deploy") {
+            return outcome;
         }
     }
 

@@ -361,4 +361,7 @@ pub struct RotateKeysCmd {
     /// Commit exactly the changed files with the message "Encryption keys rotation".
     #[arg(long)]
     pub commit: bool,
+    /// Do not ask for confirmation on a protected environment (required without a terminal).
+    #[arg(long)]
+    pub yes: bool,
 }

@@ -59,6 +59,9 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                         }
                         SecretString::new(text.strip_suffix('\n').unwrap_or(&text).to_owned())
                     } else {
+                        eprintln!(
+                            "note: a value on the command line is visible in shell history and process lists; prefer `-` and stdin"
+                        );
                         SecretString::new(value)
                     };
                     secrets::set_value(&absolute, &key, value, &identities)

@@ -68,3 +68,21 @@ pub fn stdout(text: &str) {
         // Broken pipe: the reader has what it wanted.
     }
 }
+
+/// Asks the operator to type the environment's name before changing a protected environment.
+/// Refuses without a terminal: `--yes` is the way to say yes in a script.
+pub fn confirm_protected(environment: &str, doing: &str) -> Result<(), crate::Outcome> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        error(&format!("`{environment}` is protected: pass --yes to {doing} without a terminal"));
+        return Err(crate::Outcome::CouldNotStart);
+    }
+    eprint!("`{environment}` is protected. Type its name to {doing}: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() || answer.trim() != environment {
+        error(&"not confirmed; nothing was changed");
+        return Err(crate::Outcome::CouldNotStart);
+    }
+    Ok(())
+}
