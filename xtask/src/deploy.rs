@@ -211,6 +211,29 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
         failpoint,
     };
     let summary = execute(&plan, driver, &mut journal, progress, options).await;
+    // A complete deploy of a whole environment to a bundle removes what no step writes any
+    // more (files of removed components), so the bundle never deploys a component twice.
+    if let TargetSpec::Directory { path } = &plan.target
+        && summary.is_success()
+        && cmd.only.is_empty()
+    {
+        let bundle = repo.root.join(path);
+        for stale in platform::drivers::directory::stale_files(&bundle, &plan) {
+            match std::fs::remove_file(&stale) {
+                Ok(()) => {
+                    eprintln!(
+                        "     Removed {} (no step writes it any more)",
+                        stale.strip_prefix(&repo.root).unwrap_or(&stale).display()
+                    );
+                    // Fails, as it should, while the folder still holds other files.
+                    if let Some(parent) = stale.parent() {
+                        let _ = std::fs::remove_dir(parent);
+                    }
+                }
+                Err(e) => eprintln!("warning: cannot remove {}: {e}", stale.display()),
+            }
+        }
+    }
     if let Err(e) = lock.release().await {
         eprintln!("warning: {e}");
     }
