@@ -228,3 +228,21 @@ fn torn_journal_stops_deploy_until_repaired() {
     let events = events(&repaired.stdout);
     assert_eq!(events["succeeded"], BTreeSet::from([torn_step]), "only the torn step runs again");
 }
+
+#[test]
+fn removing_a_component_removes_its_bundle_files_after_a_complete_deploy() {
+    let repo = Repo::shipped();
+    deploy_json(&repo, &RunOptions::default()).assert_code(0);
+    let release_dir = repo.root().join(BUNDLE).join("releases/opus/oob-status");
+    assert!(release_dir.join("values.yaml").is_file(), "the first deploy writes the release");
+
+    std::fs::remove_dir_all(repo.root().join("environments/example/opus/oob-status"))
+        .expect("remove the component");
+    let run = deploy_json(&repo, &RunOptions::default());
+    run.assert_code(0).assert_stderr_contains("releases/opus/oob-status/values.yaml");
+    assert!(!release_dir.exists(), "the removed component's files and folder are gone");
+    assert!(
+        repo.root().join(BUNDLE).join("releases/opus/oob-consent/values.yaml").is_file(),
+        "other releases stay"
+    );
+}
