@@ -52,3 +52,61 @@ macro_rules! values_template {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use platform::catalog::Kind;
+    use platform::model::names::{is_dns_label, is_pg_identifier};
+
+    use super::catalog;
+
+    #[test]
+    fn every_template_is_well_formed() {
+        let catalog = catalog();
+        let names: Vec<&str> = catalog.names().collect();
+        assert!(names.len() >= 15, "the catalog ships the platform's components: {names:?}");
+        for template in catalog.templates() {
+            let definition = &template.definition;
+            let name = definition.name();
+            assert!(is_dns_label(name), "{name} is not a DNS-1123 label");
+            assert_eq!(
+                definition.kind() == Kind::HelmRelease,
+                definition.chart_ref().is_some(),
+                "{name}: a Helm release needs a chart, nothing else has one"
+            );
+            if matches!(definition.kind(), Kind::HelmRelease | Kind::Manifests) {
+                assert!(definition.template().is_some(), "{name} has no values template");
+            }
+            for dependency in definition.dependencies() {
+                assert!(
+                    catalog.get(dependency.name).is_some(),
+                    "{name} depends on unknown {}",
+                    dependency.name
+                );
+                assert_ne!(dependency.name, name, "{name} depends on itself");
+            }
+            if let Some(database) = definition.database_spec() {
+                assert!(is_pg_identifier(database.name), "{name}: database {}", database.name);
+                assert!(is_pg_identifier(database.user), "{name}: user {}", database.user);
+                assert!(
+                    definition.secret_keys().contains(&"db.password"),
+                    "{name} owns a database but no db.password"
+                );
+            }
+            let defaults = template.normalize_inputs(serde_json::json!({})).expect("defaults deserialize");
+            assert!(defaults.is_object(), "{name}: inputs are a table");
+        }
+    }
+
+    #[test]
+    fn values_templates_live_beside_their_module() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        for template in catalog().templates() {
+            if let Some(values) = template.definition.template() {
+                let on_disk =
+                    std::fs::read_to_string(root.join(values.path)).expect("the template file exists");
+                assert_eq!(on_disk, values.text, "{} is the file it names", values.path);
+            }
+        }
+    }
+}
