@@ -2,6 +2,9 @@
 //! `environments/<env>/.opus/` by default, or PostgreSQL (with the environment's database
 //! settings and admin credentials) when env.toml says `[journal] backend = "postgres"`.
 
+// Errors name where the journal lives; they are cold paths, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,8 @@
 //! lock of an exited process is taken over, another host's lock never is, and of many racing
 //! deploys exactly one wins.
 
+#![allow(clippy::result_large_err)]
+
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 

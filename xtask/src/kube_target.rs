@@ -2,7 +2,6 @@
 //! context, helm (`$OPUS_HELM`, `.tools/bin/helm`, or `helm` on PATH), the database admin
 //! credentials from the environment's secrets file, and the identities for the key store.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use platform::access::identities_for;
@@ -62,11 +61,8 @@ pub async fn driver(repo: &Repo, plan: &Plan, env_file: &EnvFile) -> Result<Arc<
     } else {
         None
     };
-    let helm = HelmContext {
-        binary: find_helm(Some(&repo.root)),
-        kube_context: Some(context.clone()),
-        kubeconfig: kubeconfig.map(PathBuf::from),
-    };
+    let helm =
+        HelmContext { binary: find_helm(Some(&repo.root)), kube_context: Some(context.clone()), kubeconfig };
     Ok(Arc::new(ClusterDriver {
         client,
         helm,

@@ -34,10 +34,11 @@ async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
             return Outcome::CouldNotStart;
         }
     };
-    if env_file.protected && !cmd.yes {
-        if let Err(outcome) = ui::confirm_protected(environment, "rotate its keys") {
-            return outcome;
-        }
+    if env_file.protected
+        && !cmd.yes
+        && let Err(outcome) = ui::confirm_protected(environment, "rotate its keys")
+    {
+        return outcome;
     }
     let local_key_file = match local_key_file(&IdentitySources::from_env()) {
         Ok(path) => path,

@@ -88,7 +88,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed, JournalError> {
     // A file ending with a newline splits into a last empty piece; otherwise the last piece is
     // an unterminated line.
     let unterminated_last = match lines.last() {
-        Some(last) if last.is_empty() => {
+        Some([]) => {
             lines.pop();
             false
         }

@@ -15,6 +15,10 @@
 //! [`SecretString`](crate::sensitive::SecretString): the only secret this module handles is the
 //! PostgreSQL password, which is sent through the driver's connection and never stored or shown.
 
+// Journal and lock errors carry where the journal lives (paths, hosts) so messages can name it;
+// they are cold paths, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod file;
 pub mod lock;
 pub mod postgres;

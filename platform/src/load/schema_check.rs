@@ -91,14 +91,16 @@ impl<'s> Checker<'s> {
             Some(Json::Array(ts)) => ts.iter().filter_map(Json::as_str).collect(),
             _ => return true,
         };
-        let ok = allowed.iter().any(|t| match (*t, &node.value) {
-            ("string", Value::String(_) | Value::Datetime(_)) => true,
-            ("integer", Value::Integer(_)) => true,
-            ("number", Value::Integer(_) | Value::Float(_)) => true,
-            ("boolean", Value::Boolean(_)) => true,
-            ("array", Value::Array(_)) => true,
-            ("object", Value::Table(_)) => true,
-            _ => false,
+        let ok = allowed.iter().any(|t| {
+            matches!(
+                (*t, &node.value),
+                ("string", Value::String(_) | Value::Datetime(_))
+                    | ("integer", Value::Integer(_))
+                    | ("number", Value::Integer(_) | Value::Float(_))
+                    | ("boolean", Value::Boolean(_))
+                    | ("array", Value::Array(_))
+                    | ("object", Value::Table(_))
+            )
         });
         if !ok {
             let expected: Vec<&str> = allowed

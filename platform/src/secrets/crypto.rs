@@ -356,6 +356,16 @@ pub(crate) fn unwrap_data_key(
     Err(SecretsError::WrongIdentity { path: path.to_owned(), recipients: recipients(), available: held })
 }
 
+/// `n` random bytes from the operating system, as lowercase hex: for generated passwords,
+/// keys and salts.
+pub fn random_hex(n: usize) -> crate::sensitive::SecretString {
+    let mut bytes = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let text = hex::encode(&bytes);
+    zeroize::Zeroize::zeroize(&mut bytes);
+    crate::sensitive::SecretString::new(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,14 +384,4 @@ mod tests {
     fn data_key_debug_is_redacted() {
         assert_eq!(format!("{:?}", DataKey::generate()), "DataKey((sensitive))");
     }
-}
-
-/// `n` random bytes from the operating system, as lowercase hex: for generated passwords,
-/// keys and salts.
-pub fn random_hex(n: usize) -> crate::sensitive::SecretString {
-    let mut bytes = vec![0u8; n];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let text = hex::encode(&bytes);
-    zeroize::Zeroize::zeroize(&mut bytes);
-    crate::sensitive::SecretString::new(text)
 }
