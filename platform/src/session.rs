@@ -56,29 +56,40 @@ pub fn journal_place(
             Ok(JournalPlace::File { journal: state.join("journal.log"), lock: state.join("deploy.lock") })
         }
         JournalSettings::Postgres { database } => {
-            let path = dir.join("secrets.enc.yaml");
-            let Some(identities) = identities else {
-                return Err(SessionError::NoAdminPassword { path, source: None });
-            };
-            let tree = decrypt_file(&path, identities)
-                .map_err(|e| SessionError::NoAdminPassword { path: path.clone(), source: Some(e) })?;
-            let password = tree
-                .get("database.admin_password")
-                .map(|v| v.text().clone())
-                .ok_or(SessionError::NoAdminPassword { path: path.clone(), source: None })?;
-            let mut options =
-                AdminOptions::new(env.database.host.clone(), env.database.admin_user.clone(), password);
-            options.port = env.database.port;
-            options.database = database.clone();
-            options.sslmode = match env.database.sslmode {
-                SslMode::Disable => PgSslMode::Disable,
-                SslMode::Prefer => PgSslMode::Prefer,
-                SslMode::Require | SslMode::VerifyCa => PgSslMode::Require,
-                SslMode::VerifyFull => PgSslMode::VerifyFull,
-            };
-            Ok(JournalPlace::Postgres(Box::new(options)))
+            Ok(JournalPlace::Postgres(Box::new(admin_options(root, environment, env, identities, database)?)))
         }
     }
+}
+
+/// How to reach the environment's PostgreSQL server as its admin, on `database`: host, port
+/// and sslmode from env.toml, the password from the environment's secrets file.
+pub fn admin_options(
+    root: &Path,
+    environment: &str,
+    env: &EnvFile,
+    identities: Option<&Identities>,
+    database: &str,
+) -> Result<AdminOptions, SessionError> {
+    let path = root.join(ENVIRONMENTS_DIR).join(environment).join("secrets.enc.yaml");
+    let Some(identities) = identities else {
+        return Err(SessionError::NoAdminPassword { path, source: None });
+    };
+    let tree = decrypt_file(&path, identities)
+        .map_err(|e| SessionError::NoAdminPassword { path: path.clone(), source: Some(e) })?;
+    let password = tree
+        .get("database.admin_password")
+        .map(|v| v.text().clone())
+        .ok_or(SessionError::NoAdminPassword { path: path.clone(), source: None })?;
+    let mut options = AdminOptions::new(env.database.host.clone(), env.database.admin_user.clone(), password);
+    options.port = env.database.port;
+    options.database = database.to_owned();
+    options.sslmode = match env.database.sslmode {
+        SslMode::Disable => PgSslMode::Disable,
+        SslMode::Prefer => PgSslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa => PgSslMode::Require,
+        SslMode::VerifyFull => PgSslMode::VerifyFull,
+    };
+    Ok(options)
 }
 
 /// Takes the environment's deploy lock; fails at once when another deploy holds it.

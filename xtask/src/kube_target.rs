@@ -10,8 +10,7 @@ use platform::drivers::helm::{HelmContext, find_helm};
 use platform::exec::Driver;
 use platform::model::{EnvFile, Target};
 use platform::plan::{Action, Plan};
-use platform::secrets::decrypt_file;
-use platform::session::{JournalPlace, journal_place};
+use platform::session::admin_options;
 
 use crate::repo::Repo;
 use crate::{Outcome, ui};
@@ -37,22 +36,8 @@ pub async fn driver(repo: &Repo, plan: &Plan, env_file: &EnvFile) -> Result<Arc<
         .steps()
         .any(|s| matches!(s.action, Action::ProvisionDatabase { .. } | Action::DatabasePreflight { .. }));
     let database = if needs_database {
-        let path = repo.root.join("environments").join(&plan.environment).join("secrets.enc.yaml");
-        let tree = decrypt_file(&path, &identities).map_err(|e| {
-            ui::error_chain(&e);
-            Outcome::CouldNotStart
-        })?;
-        if tree.get("database.admin_password").is_none() {
-            ui::error(&format!("{} has no `database.admin_password`", path.display()));
-            return Err(Outcome::CouldNotStart);
-        }
-        // The same options the PostgreSQL journal uses, on the `postgres` database.
-        let mut file_settings = env_file.clone();
-        file_settings.journal =
-            platform::model::JournalSettings::Postgres { database: "postgres".to_owned() };
-        match journal_place(&repo.root, &plan.environment, &file_settings, Some(&identities)) {
-            Ok(JournalPlace::Postgres(options)) => Some(*options),
-            Ok(JournalPlace::File { .. }) => None,
+        match admin_options(&repo.root, &plan.environment, env_file, Some(&identities), "postgres") {
+            Ok(options) => Some(options),
             Err(e) => {
                 ui::error_chain(&e);
                 return Err(Outcome::CouldNotStart);
