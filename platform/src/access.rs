@@ -55,7 +55,11 @@ pub fn environment_of(root: &Path, path: &Path) -> Result<(String, PathBuf), Acc
         std::env::current_dir().unwrap_or_default().join(path)
     };
     let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
-    let parent = absolute.parent().and_then(|p| p.canonicalize().ok()).unwrap_or_else(|| absolute.clone());
+    // The file (and even its folder, for `secrets new`) may not exist yet.
+    let parent = match absolute.parent() {
+        Some(parent) => parent.canonicalize().unwrap_or_else(|_| parent.to_owned()),
+        None => absolute.clone(),
+    };
     let absolute = match absolute.file_name() {
         Some(name) => parent.join(name),
         None => parent,

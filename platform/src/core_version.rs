@@ -75,7 +75,7 @@ pub enum CoreError {
     )]
     InvalidVersion { path: PathBuf, version: String },
     #[error(
-        "environments/client.toml: the core repository URL embeds a password: remove it and let a git credential helper provide it"
+        "environments/client.toml: the core repository URL embeds a password or token: remove it and let a git credential helper provide it"
     )]
     PasswordInUrl,
     #[error("cannot reach the core repository {repository} (for `{environment}`): {git_error}")]
@@ -205,11 +205,16 @@ pub fn read_core_repository(root: &Path) -> Result<String, CoreError> {
     Ok(repository)
 }
 
-/// `scheme://user:password@host/...`: a secret that would end up in process arguments.
+/// `scheme://user:password@host/...`, or `https://TOKEN@host/...` (a token as the user name,
+/// as hosting services hand them out): a secret that would end up in process arguments, the
+/// pin file and messages. An ssh user name (`ssh://git@host`) is not a secret.
 fn url_has_password(url: &str) -> bool {
-    let Some((_, rest)) = url.split_once("://") else { return false };
+    let Some((scheme, rest)) = url.split_once("://") else { return false };
     let authority = rest.split('/').next().unwrap_or_default();
-    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) => userinfo.contains(':') || !scheme.eq_ignore_ascii_case("ssh"),
+        None => false,
+    }
 }
 
 /// Neither `scheme://...` nor scp-like `host:path` (a colon before the first slash).

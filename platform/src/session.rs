@@ -86,7 +86,8 @@ pub fn admin_options(
     options.sslmode = match env.database.sslmode {
         SslMode::Disable => PgSslMode::Disable,
         SslMode::Prefer => PgSslMode::Prefer,
-        SslMode::Require | SslMode::VerifyCa => PgSslMode::Require,
+        SslMode::Require => PgSslMode::Require,
+        SslMode::VerifyCa => PgSslMode::VerifyCa,
         SslMode::VerifyFull => PgSslMode::VerifyFull,
     };
     Ok(options)
@@ -115,8 +116,44 @@ pub async fn open_existing_journal(
 ) -> Result<Option<Journal>, SessionError> {
     match place {
         JournalPlace::File { journal, .. } if !journal.exists() => Ok(None),
+        // Opening creates or migrates the schema: a read-only command must not, so look first.
+        JournalPlace::Postgres(options) if !postgres_journal_exists(options, environment).await? => Ok(None),
         _ => open_journal(place, environment).await.map(Some),
     }
+}
+
+/// Whether the PostgreSQL journal has a header for `environment`, without changing anything.
+async fn postgres_journal_exists(options: &AdminOptions, environment: &str) -> Result<bool, SessionError> {
+    let location = crate::journal::JournalLocation::Postgres {
+        host: options.host.clone(),
+        port: options.port,
+        database: options.database.clone(),
+    };
+    let wrap = |source: crate::drivers::postgres::PostgresError| {
+        SessionError::Journal(JournalError::Postgres { location: location.clone(), source })
+    };
+    let mut connection = crate::drivers::postgres::connect(options).await.map_err(wrap)?;
+    let query_error = |e: sqlx::Error| {
+        wrap(crate::drivers::postgres::PostgresError::Query {
+            host: options.host.clone(),
+            step: "look for the journal".to_owned(),
+            source: e,
+        })
+    };
+    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('public.opus_journal_header') IS NOT NULL")
+        .fetch_one(&mut connection)
+        .await
+        .map_err(query_error)?;
+    if !has_table {
+        return Ok(false);
+    }
+    let has_header: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM opus_journal_header WHERE environment = $1)")
+            .bind(environment)
+            .fetch_one(&mut connection)
+            .await
+            .map_err(query_error)?;
+    Ok(has_header)
 }
 
 /// The last successful snapshot of each step.

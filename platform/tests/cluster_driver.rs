@@ -674,9 +674,13 @@ async fn database_preflight_and_provisioning_run_against_postgresql_and_are_idem
         },
     );
     let first = run(driver.clone(), provision.clone()).await.unwrap().unwrap();
-    assert_ne!(first, json!({"changes": "ProvisionOutcome { changes: [] }"}));
+    assert_ne!(first["changes"], json!("ProvisionOutcome { changes: [] }"));
+    assert_eq!(first["connection_limit_changed"], json!(true), "the limit of 100 is applied");
     assert!(!first.to_string().contains(CANARY));
     let second = run(driver.clone(), provision).await.unwrap().unwrap();
-    assert_eq!(second, json!({"changes": "ProvisionOutcome { changes: [] }"}));
+    assert_eq!(
+        second,
+        json!({"changes": "ProvisionOutcome { changes: [] }", "connection_limit_changed": false})
+    );
     assert!(!server.log_contents().contains(CANARY), "the password reached the server's statement log");
 }

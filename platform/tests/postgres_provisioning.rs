@@ -206,3 +206,32 @@ async fn provisioning_sql_runs_twice_in_psql_and_matches_the_driver() {
     let outcome = postgres::provision(&admin(&server), &wanted).await.unwrap();
     assert!(outcome.is_unchanged(), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn connection_limit_is_applied_once_and_then_left_alone() {
+    let Some(server) = PgServer::try_start() else {
+        return;
+    };
+    let admin = admin(&server);
+    let provisioning = provisioning(CANARY);
+    postgres::provision(&admin, &provisioning).await.unwrap();
+    assert!(
+        postgres::set_connection_limit(&admin, &provisioning.role, 20).await.unwrap(),
+        "the limit is set"
+    );
+    assert!(
+        !postgres::set_connection_limit(&admin, &provisioning.role, 20).await.unwrap(),
+        "a rerun changes nothing"
+    );
+
+    let mut connection = log_in(&server, pg::ADMIN_USER, pg::ADMIN_PASSWORD, "postgres").await.unwrap();
+    let limit: i32 = sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'api_consent'")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(limit, 20);
+    assert!(
+        postgres::set_connection_limit(&admin, &provisioning.role, -1).await.unwrap(),
+        "back to no limit"
+    );
+}

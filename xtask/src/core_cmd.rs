@@ -217,37 +217,81 @@ fn run_with_core(repo: &Repo, environments: &[String], version: &str, args: Vec<
         }
     };
     ui::status("Running", &format!("{label} with core {version} (commit {})", short(&core.commit)));
-    let status = std::process::Command::new(&binary)
-        .arg("--root")
-        .arg(&repo.root)
-        .args(&args)
-        .env(ACTIVE_CORE_ENV, &core.commit)
-        .status();
+    // The child owns the terminal's signals: Ctrl-C reaches it (same process group) and it
+    // decides what to do (an editor's temp file is removed, a deploy finishes its running
+    // steps). We wait for it whatever happens, then pass its exit on.
+    let _ignore = IgnoreTerminationSignals::install();
+    let mut command = std::process::Command::new(&binary);
+    command.arg("--root").arg(&repo.root).args(&args).env(ACTIVE_CORE_ENV, &core.commit);
+    // Ignored signals stay ignored across exec: give the child the default handling back.
+    // SAFETY: only async-signal-safe calls (sigaction through signal) between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    let status = command.status();
+    drop(_ignore);
     let outcome = match status {
-        Ok(status) => match status.code() {
-            Some(0) => Outcome::Success,
-            Some(2) => Outcome::CouldNotStart,
-            _ => Outcome::Failed,
-        },
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(0), _) => Outcome::Success,
+                (Some(2), _) => Outcome::CouldNotStart,
+                (Some(130), _) | (None, Some(libc::SIGINT)) => Outcome::Interrupted,
+                _ => Outcome::Failed,
+            }
+        }
         Err(e) => {
             ui::error(&format!("cannot run core {version} at {}: {e}", binary.display()));
             return Outcome::CouldNotStart;
         }
     };
-    if outcome != Outcome::Success {
+    if outcome == Outcome::Failed {
         // The one hint a core too old for the environment's files can give: which core ran.
         eprintln!(
-            "note: {label} ran with core {version} (commit {}); files that need a newer core fail to load: raise `core` in env.toml",
+            "note: {label} ran with core {version} (commit {}); if its files need a newer core, raise `core` in env.toml",
             short(&core.commit)
         );
     }
     outcome
 }
 
-/// The worse of two outcomes (could not start > failed > success).
+/// Ignores SIGINT, SIGTERM and SIGHUP in this process while alive.
+struct IgnoreTerminationSignals {
+    previous: Vec<(libc::c_int, libc::sighandler_t)>,
+}
+
+impl IgnoreTerminationSignals {
+    fn install() -> IgnoreTerminationSignals {
+        let mut previous = Vec::new();
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+            let old = unsafe { libc::signal(signal, libc::SIG_IGN) };
+            previous.push((signal, old));
+        }
+        IgnoreTerminationSignals { previous }
+    }
+}
+
+impl Drop for IgnoreTerminationSignals {
+    fn drop(&mut self) {
+        for (signal, old) in &self.previous {
+            // SAFETY: restores the disposition saved in `install`.
+            unsafe { libc::signal(*signal, *old) };
+        }
+    }
+}
+
+/// The worse of two outcomes (interrupted > could not start > failed > success).
 pub fn worst(a: Outcome, b: Outcome) -> Outcome {
     use Outcome::*;
     match (a, b) {
+        (Interrupted, _) | (_, Interrupted) => Interrupted,
         (CouldNotStart, _) | (_, CouldNotStart) => CouldNotStart,
         (Failed, _) | (_, Failed) => Failed,
         _ => Success,

@@ -35,6 +35,8 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
         Ok(plan) => plan,
         Err(outcome) => return outcome,
     };
+    // The bundle's index always describes the whole environment, even for `--only`.
+    let full_plan = plan.clone();
     if !cmd.only.is_empty() {
         let known: BTreeSet<&str> = plan.components();
         for wanted in &cmd.only {
@@ -172,7 +174,7 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
             let driver = DirectoryDriver::new(repo.root.join(path), recipients);
             if let Err(e) = std::fs::create_dir_all(repo.root.join(path))
                 .map_err(|e| e.to_string())
-                .and_then(|()| driver.write_index(&plan).map_err(|e| e.message))
+                .and_then(|()| driver.write_index(&full_plan).map_err(|e| e.message))
             {
                 ui::error(&format!("cannot write the bundle index: {e}"));
                 return Outcome::Failed;
@@ -196,8 +198,15 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ninterrupted: no new steps start; waiting for the running ones");
+            eprintln!(
+                "\ninterrupted: no new steps start; waiting for the running ones (Ctrl-C again to stop now)"
+            );
             let _ = cancel_tx.send(true);
+            // A second Ctrl-C stops at once; the journal holds every step that finished.
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("stopped; resume with `cargo xtask deploy` (steps that were running run again)");
+                std::process::exit(130);
+            }
         }
     });
     let failpoint = std::env::var(FAILPOINT_ENV)

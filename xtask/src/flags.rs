@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success; 1 the command ran and the work failed (check found errors, a step
-failed); 2 the command could not start (bad usage, unknown environment, unreadable file).
+failed); 2 the command could not start (bad usage, unknown environment, unreadable file);
+130 interrupted (Ctrl-C).
 
 Run `cargo xtask <COMMAND> --help` for a command's flags and examples.";
 
@@ -43,10 +44,12 @@ pub enum Command {
     RotateKeys(RotateKeysCmd),
 }
 
-/// Verify environments (the pull-request gate; no keys, no network).
+/// Verify environments (the pull-request gate; needs no keys).
 ///
 /// Checks every file against its schema, every component against the catalog, dependencies,
 /// cycles, the platform's rules and the secrets files' structure, and renders every template.
+/// Needs no network, except to fetch once the core of an environment pinned to a version that
+/// is not cached yet (`cargo xtask core fetch` does that ahead of time).
 ///
 /// Examples:
 ///   cargo xtask check              # every environment

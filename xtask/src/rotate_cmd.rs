@@ -78,6 +78,23 @@ async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
             return Outcome::CouldNotStart;
         }
     };
+    if cmd.commit {
+        let env_toml = std::path::Path::new("environments").join(environment).join("env.toml");
+        let key_store = match &env_file.target {
+            platform::model::Target::Directory { key_store: Some(path), .. } => {
+                Some(std::path::PathBuf::from(path))
+            }
+            _ => None,
+        };
+        // A resumed rotation has already edited env.toml itself.
+        let resuming = keys::rotation_journal_path(&repo.root, environment).exists();
+        let env_toml = if resuming { None } else { Some(env_toml) };
+        if let Err(e) = git::check_commit_preconditions(&repo.root, env_toml.as_deref(), key_store.as_deref())
+        {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    }
     let options = RotationOptions {
         root: repo.root.clone(),
         environment: environment.clone(),
@@ -121,7 +138,7 @@ async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
         eprintln!("note: commit the changed files: git add -- {}", paths.join(" "));
     }
     eprintln!(
-        "note: back up the new key now, somewhere safe: cargo xtask keys get {environment} > {environment}-age-key.json"
+        "note: back up the new key now, outside the repository: (umask 077; cargo xtask keys get {environment} > ~/opus-{environment}-age-key.json), then move it somewhere safe"
     );
     Outcome::Success
 }

@@ -99,7 +99,19 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
         Ok(()) => Outcome::Success,
         Err(e) => {
             ui::error_chain(&e);
-            Outcome::Failed
+            match e {
+                // The command could not start: a file or key it needs is missing or unusable.
+                SecretsError::Read { .. }
+                | SecretsError::KeyFile { .. }
+                | SecretsError::NoIdentity { .. }
+                | SecretsError::WrongIdentity { .. }
+                | SecretsError::NoRecipients { .. }
+                | SecretsError::InvalidRecipient { .. }
+                | SecretsError::AlreadyExists { .. }
+                | SecretsError::NotSops { .. }
+                | SecretsError::InvalidKeyPath { .. } => Outcome::CouldNotStart,
+                _ => Outcome::Failed,
+            }
         }
     }
 }

@@ -158,7 +158,7 @@ impl ClusterDriver {
                     kube::apply_secret(&self.client, &spec, &apply).await.map_err(|e| fail(id, e))?;
                 Ok(json!({"secret": outcome_json(outcome)}))
             }
-            Action::ProvisionDatabase { role, database, password, .. } => {
+            Action::ProvisionDatabase { role, database, password, connection_limit, .. } => {
                 let admin =
                     self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
                 let clear = password.expose_tree().ok_or_else(not_decrypted)?;
@@ -172,20 +172,28 @@ impl ClusterDriver {
                 // sqlx's provisioning future is not provably `Send` for every lifetime (a rustc
                 // limit), so it runs on a blocking thread of the same runtime instead.
                 let handle = tokio::runtime::Handle::current();
-                let outcome = tokio::task::spawn_blocking(move || {
-                    handle.block_on(postgres::provision(&admin, &provisioning))
+                let limit = *connection_limit;
+                let (outcome, limit_changed) = tokio::task::spawn_blocking(move || {
+                    handle.block_on(async {
+                        let outcome = postgres::provision(&admin, &provisioning).await?;
+                        let limit_changed =
+                            postgres::set_connection_limit(&admin, &provisioning.role, limit).await?;
+                        Ok::<_, postgres::PostgresError>((outcome, limit_changed))
+                    })
                 })
                 .await
                 .map_err(|e| fail(id, e))?
                 .map_err(|e| fail(id, e))?;
-                Ok(json!({"changes": format!("{outcome:?}")}))
+                Ok(json!({"changes": format!("{outcome:?}"), "connection_limit_changed": limit_changed}))
             }
             Action::ApplyObjects { objects, .. } => {
                 let clear = objects.expose_tree().ok_or_else(not_decrypted)?;
                 let items = clear.as_array().cloned().unwrap_or_else(|| vec![clear.clone()]);
+                // The objects may carry secrets (values_sensitive_custom): scrub server messages.
+                let redactor = redactor_of(objects);
                 let mut outcomes = Vec::new();
                 for item in &items {
-                    let outcome = boxed(kube::apply_manifest(&self.client, item, &apply))
+                    let outcome = boxed(kube::apply_manifest(&self.client, item, &apply, &redactor))
                         .await
                         .map_err(|e| fail(id, e))?;
                     outcomes.push(outcome_json(outcome));
@@ -272,8 +280,21 @@ fn boxed<'a, T>(future: impl std::future::Future<Output = T> + Send + 'a) -> Box
     Box::pin(future)
 }
 
-fn fail(step_id: &str, error: impl std::fmt::Display) -> StepError {
-    StepError::new(format!("{step_id}: {error}"))
+/// A step's error with its whole chain of causes (the reason a database could not be created,
+/// the TLS error behind "the API server could not be reached"). Driver errors never carry
+/// secrets; secret-bearing server messages are redacted where they are made.
+fn fail<E: std::error::Error>(step_id: &str, error: E) -> StepError {
+    let mut message = format!("{step_id}: {error}");
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    StepError::new(message)
 }
 
 fn helm_error(step: &Step, error: helm::HelmError) -> StepError {

@@ -98,14 +98,15 @@ impl DirectoryDriver {
                     EncryptionRule::EncryptedRegex("^(data|stringData)$".to_owned()),
                 )?;
             }
-            Action::ProvisionDatabase { role, database, password, .. } => {
+            Action::ProvisionDatabase { role, database, password, connection_limit, .. } => {
                 let clear = password.expose_tree().ok_or_else(not_decrypted)?;
                 let password =
                     crate::sensitive::SecretString::new(clear.as_str().unwrap_or_default().to_owned());
                 let role = Identifier::new("role", role).map_err(|e| StepError::new(e.to_string()))?;
                 let database =
                     Identifier::new("database", database).map_err(|e| StepError::new(e.to_string()))?;
-                let sql = provisioning_sql(&role, &database, &scram_verifier(&password));
+                let mut sql = provisioning_sql(&role, &database, &scram_verifier(&password));
+                sql.push_str(&format!("ALTER ROLE {role} CONNECTION LIMIT {connection_limit};\n"));
                 self.write(&files[0], &sql)?;
             }
             Action::ApplyObjects { objects, .. } => {

@@ -70,6 +70,7 @@ pub enum SslMode {
     #[default]
     Prefer,
     Require,
+    VerifyCa,
     VerifyFull,
 }
 
@@ -79,6 +80,7 @@ impl SslMode {
             SslMode::Disable => PgSslMode::Disable,
             SslMode::Prefer => PgSslMode::Prefer,
             SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
             SslMode::VerifyFull => PgSslMode::VerifyFull,
         }
     }
@@ -488,6 +490,30 @@ pub async fn provision(
     }
     let _ = connection.close().await;
     Ok(outcome)
+}
+
+/// Sets a role's `CONNECTION LIMIT` (-1: none) when it differs; returns whether it changed.
+pub async fn set_connection_limit(
+    admin: &AdminOptions,
+    role: &Identifier,
+    limit: i32,
+) -> Result<bool, PostgresError> {
+    let host = admin.host.as_str();
+    let mut connection = connect(admin).await?;
+    let current: Option<i32> = sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
+        .bind(role.name())
+        .fetch_optional(&mut connection)
+        .await
+        .map_err(query_error(host, format!("look up the connection limit of `{}`", role.name())))?;
+    let changed = current != Some(limit);
+    if changed {
+        // `limit` is an integer: formatting it cannot inject anything.
+        let sql = format!("ALTER ROLE {role} CONNECTION LIMIT {limit}");
+        execute(&mut connection, host, &sql, format!("set the connection limit of `{}`", role.name()))
+            .await?;
+    }
+    let _ = connection.close().await;
+    Ok(changed)
 }
 
 async fn execute(

@@ -113,6 +113,8 @@ pub async fn execute<J: JournalSink>(
     let mut summary = Summary::default();
     let mut running: JoinSet<(String, Instant, OffsetDateTime, Result<StepOutput, StepError>)> =
         JoinSet::new();
+    // Which step each task runs, so a step whose driver panicked is still reported and journaled.
+    let mut running_ids: BTreeMap<tokio::task::Id, (String, Instant, OffsetDateTime)> = BTreeMap::new();
     let jobs = options.jobs.max(1);
     progress.start(plan.len());
 
@@ -160,18 +162,19 @@ pub async fn execute<J: JournalSink>(
             let phase_progress = progress.clone();
             let phase_id = id.clone();
             let phase: PhaseReporter = Arc::new(move |phase: &str| phase_progress.phase(&phase_id, phase));
-            running.spawn(async move {
+            let handle = running.spawn(async move {
                 let started = Instant::now();
                 let started_at = OffsetDateTime::now_utc();
                 let result = driver.run(&step, phase).await;
                 (step.id.clone(), started, started_at, result)
             });
+            running_ids.insert(handle.id(), (id.clone(), Instant::now(), OffsetDateTime::now_utc()));
         }
         if running.is_empty() {
             break;
         }
         let joined = tokio::select! {
-            joined = running.join_next() => joined,
+            joined = running.join_next_with_id() => joined,
             changed = options.cancel.changed(), if !summary.interrupted => {
                 if changed.is_err() || *options.cancel.borrow() {
                     summary.interrupted = true;
@@ -181,11 +184,19 @@ pub async fn execute<J: JournalSink>(
         };
         let Some(joined) = joined else { continue };
         let (id, started, started_at, result) = match joined {
-            Ok(finished) => finished,
+            Ok((task, finished)) => {
+                running_ids.remove(&task);
+                finished
+            }
             Err(panic) => {
-                // A driver panicked: that is a bug, but it must not lose the journal.
-                summary.journal_error.get_or_insert(format!("a step panicked: {panic}"));
-                continue;
+                // A driver panicked: a bug, reported as that step's failure and journaled.
+                let Some((id, started, started_at)) = running_ids.remove(&panic.id()) else { continue };
+                (
+                    id,
+                    started,
+                    started_at,
+                    Err(StepError::new(format!("internal error: the step panicked: {panic}"))),
+                )
             }
         };
         let step = plan.step(&id).expect("a step of the plan");

@@ -71,3 +71,41 @@ pub fn commit_paths(root: &Path, paths: &[PathBuf]) -> Result<(), KeysError> {
     git(root, &["commit", "--quiet", "-m", ROTATION_COMMIT_MESSAGE])?;
     Ok(())
 }
+
+/// What `rotate-keys --commit` needs before it starts, so that the commit at the end cannot
+/// fail on something a rotation then could not undo: nothing else staged, env.toml without
+/// uncommitted edits (it is committed with the rotation), and no untracked, unignored key
+/// store file (committing it would put a private key into the history).
+pub fn check_commit_preconditions(
+    root: &Path,
+    env_toml: Option<&Path>,
+    key_store: Option<&Path>,
+) -> Result<(), KeysError> {
+    let blocked = |detail: String| KeysError::CommitBlocked { detail };
+    let staged = git(root, &["diff", "--cached", "--name-only"])?;
+    let staged: Vec<&str> = staged.lines().filter(|l| !l.is_empty()).collect();
+    if !staged.is_empty() {
+        return Err(blocked(format!(
+            "other changes are staged ({}); commit or unstage them first",
+            staged.join(", ")
+        )));
+    }
+    if let Some(env_toml) = env_toml {
+        let env_toml_text = env_toml.to_string_lossy();
+        let dirty = git(root, &["status", "--porcelain", "--", &env_toml_text])?;
+        if !dirty.trim().is_empty() {
+            return Err(blocked(format!("{} has uncommitted edits; commit them first", env_toml.display())));
+        }
+    }
+    if let Some(store) = key_store {
+        let store_text = store.to_string_lossy();
+        let untracked = git(root, &["ls-files", "--others", "--exclude-standard", "--", &store_text])?;
+        if !untracked.trim().is_empty() {
+            return Err(blocked(format!(
+                "the key store {} holds a private key and is not tracked: add it to .gitignore (or commit it on purpose, as the example's demo key is)",
+                store.display()
+            )));
+        }
+    }
+    Ok(())
+}

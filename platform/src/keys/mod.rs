@@ -75,7 +75,7 @@ pub enum KeysError {
     )]
     Undecryptable { environment: String, files: Vec<(PathBuf, String)> },
     #[error(
-        "cannot rotate the keys of `{environment}`: secrets files have uncommitted changes (commit or discard them first): {}",
+        "cannot rotate the keys of `{environment}`: secrets files have uncommitted changes (commit them first): {}",
         files.join(", ")
     )]
     UncommittedSecrets { environment: String, files: Vec<String> },
@@ -89,6 +89,8 @@ pub enum KeysError {
     Verification { path: PathBuf, reason: String },
     #[error("the staged files differ from the rotated ones; expected {}, staged {}", expected.join(", "), staged.join(", "))]
     StagedMismatch { expected: Vec<String>, staged: Vec<String> },
+    #[error("`--commit` cannot commit exactly the rotated files: {detail}")]
+    CommitBlocked { detail: String },
 }
 
 /// The local key file that `keys save` and `rotate-keys` add keys to: `SOPS_AGE_KEY_FILE`,

@@ -48,10 +48,10 @@ impl SourceTree for FsTree {
         let entries = match std::fs::read_dir(self.root.join(path)) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
-            Err(e) => return Err(e),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("cannot list {path}: {e}"))),
         };
         for entry in entries {
-            let entry = entry?;
+            let entry = entry.map_err(|e| io::Error::new(e.kind(), format!("cannot list {path}: {e}")))?;
             if entry.file_type()?.is_dir() {
                 names.push(entry.file_name().to_string_lossy().into_owned());
             }

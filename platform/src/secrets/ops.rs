@@ -192,6 +192,18 @@ pub fn set_value(
         return Err(invalid("the top-level key `sops` is reserved for sops metadata"));
     }
     let opened = open_document(path, &read_file(path)?, identities)?;
+    // A file written by sops with `encrypted_regex` (say) leaves other keys in clear: never
+    // store a secret in clear by accident. The `_unencrypted` suffix of the default rule is a
+    // deliberate choice and stays allowed.
+    let owned: Vec<String> = components.iter().map(|c| (*c).to_owned()).collect();
+    let matcher = opened.metadata.rule.matcher(path)?;
+    if !matcher.should_encrypt(&owned)
+        && !matches!(opened.metadata.rule, crate::secrets::EncryptionRule::UnencryptedSuffix(_))
+    {
+        return Err(invalid(
+            "the file's encryption rule would store this value in clear; use a key the rule encrypts",
+        ));
+    }
     let mut tree = opened.tree.clone();
     tree.set(&components, SecretValue::string(value)).map_err(|reason| invalid(&reason))?;
     write_reopened(path, &opened, &tree)

@@ -189,6 +189,7 @@ pub async fn apply_manifest(
     client: &Client,
     manifest: &Value,
     options: &ApplyOptions,
+    redactor: &Redactor,
 ) -> Result<ApplyOutcome, KubeError> {
     let api_version = manifest_str(manifest, "/apiVersion", "apiVersion")?;
     let kind = manifest_str(manifest, "/kind", "kind")?;
@@ -196,7 +197,7 @@ pub async fn apply_manifest(
         Some(target) => target,
         None => discover_kind(client, api_version, kind).await?,
     };
-    apply_object(client, &target, manifest, options, &Redactor::new()).await
+    apply_object(client, &target, manifest, options, redactor).await
 }
 
 /// The REST coordinates of a kind and whether its objects live in a namespace.
@@ -628,8 +629,9 @@ mod tests {
             "metadata": { "name": "opus-reader" },
             "rules": [],
         });
-        let apply =
-            tokio::spawn(async move { apply_manifest(&client, &manifest, &ApplyOptions::default()).await });
+        let apply = tokio::spawn(async move {
+            apply_manifest(&client, &manifest, &ApplyOptions::default(), &Redactor::new()).await
+        });
 
         let path = "/apis/rbac.authorization.k8s.io/v1/clusterroles/opus-reader";
         server.expect("GET", path).await.respond(status_response(404, "NotFound", "not found"));
@@ -649,8 +651,9 @@ mod tests {
             "metadata": { "name": "payments", "namespace": "kong" },
             "spec": { "path": "/open-banking/payments" },
         });
-        let apply =
-            tokio::spawn(async move { apply_manifest(&client, &manifest, &ApplyOptions::default()).await });
+        let apply = tokio::spawn(async move {
+            apply_manifest(&client, &manifest, &ApplyOptions::default(), &Redactor::new()).await
+        });
 
         server.expect("GET", "/apis/gateway.example.com/v1").await.respond(json_response(
             200,
@@ -680,7 +683,8 @@ mod tests {
     async fn namespaced_manifest_without_namespace_is_rejected_before_any_request() {
         let (client, server) = MockServer::start();
         let manifest = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "api" } });
-        let error = apply_manifest(&client, &manifest, &ApplyOptions::default()).await.unwrap_err();
+        let error =
+            apply_manifest(&client, &manifest, &ApplyOptions::default(), &Redactor::new()).await.unwrap_err();
         assert_eq!(
             error.to_string(),
             "invalid manifest service api: `metadata.namespace` is required for a namespaced kind"
