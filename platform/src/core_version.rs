@@ -859,6 +859,13 @@ mod tests {
         let err = read_core_repository(dir.path()).unwrap_err();
         assert!(matches!(err, CoreError::PasswordInUrl));
         assert!(!err.to_string().contains(canary));
+        // A token as the user name, as hosting services hand them out, is a secret too.
+        fs::write(&client, format!("[core]\nrepository = \"https://{canary}@git.example/core.git\"\n"))
+            .unwrap();
+        assert!(matches!(read_core_repository(dir.path()), Err(CoreError::PasswordInUrl)));
+        // An ssh user name is not.
+        fs::write(&client, "[core]\nrepository = \"ssh://git@git.example/opus/core.git\"\n").unwrap();
+        assert_eq!(read_core_repository(dir.path()).unwrap(), "ssh://git@git.example/opus/core.git");
     }
 
     #[test]

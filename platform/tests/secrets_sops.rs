@@ -347,3 +347,25 @@ fn the_canary_never_appears_in_debug_output_or_errors() {
         assert!(!output.contains(CANARY), "{output}");
     }
 }
+
+#[test]
+fn set_refuses_a_key_the_files_rule_would_leave_in_clear() {
+    // The sops fixture encrypts only `data`/`stringData` (encrypted_regex).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret.age.yaml");
+    std::fs::copy(fixture("secret.age.yaml"), &path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let canary = "canary-clear-5e71";
+
+    let error = set_value(&path, "metadata.password", SecretString::new(canary), &fixture_identities())
+        .expect_err("a value outside data/stringData would be stored in clear");
+    assert!(matches!(error, SecretsError::InvalidKeyPath { .. }), "{error:?}");
+    assert!(!error.to_string().contains(canary));
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the file is untouched");
+
+    set_value(&path, "stringData.password", SecretString::new(canary), &fixture_identities()).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains(canary), "the value is encrypted");
+    let tree = decrypt_file(&path, &fixture_identities()).unwrap();
+    assert_eq!(tree.get("stringData.password").unwrap().text().expose(), canary);
+}

@@ -444,6 +444,18 @@ mod tests {
     }
 
     #[test]
+    fn an_interruption_outranks_every_other_outcome() {
+        use Outcome::*;
+        for other in [Success, Failed, CouldNotStart, Interrupted] {
+            assert_eq!(worst(other, Interrupted), Interrupted);
+            assert_eq!(worst(Interrupted, other), Interrupted);
+        }
+        assert_eq!(worst(Failed, CouldNotStart), CouldNotStart);
+        assert_eq!(worst(Success, Failed), Failed);
+        assert_eq!(worst(Success, Success), Success);
+    }
+
+    #[test]
     fn root_flag_is_not_forwarded() {
         let args = os(&["--root", "/repo", "check", "--root=/x", "prod", "--", "--root"]);
         assert_eq!(forwarded_args(args.into_iter()), os(&["check", "prod", "--", "--root"]));
