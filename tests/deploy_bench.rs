@@ -84,7 +84,7 @@ fn deploy_in_process(repo: &Repo) -> usize {
         let place = session::journal_place(repo.root(), "example", &env_file, None).unwrap();
         let lock = session::lock(&place, "example").await.unwrap();
         let mut journal = session::open_journal(&place, "example").await.unwrap();
-        let successes = session::previous_successes(&journal).await.unwrap();
+        let successes = session::success_fingerprints(&journal.latest().await.unwrap());
         let recipients = platform::secrets::parse_recipients(&env_file.secrets.age_recipients).unwrap();
         let TargetSpec::Directory { path } = &plan.target else { panic!("example deploys to a directory") };
         let driver = Arc::new(DirectoryDriver::new(repo.root().join(path), recipients));

@@ -3,11 +3,12 @@
 //! secrets nor a network, so it runs in a pull request's CI without keys.
 
 use crate::catalog::Catalog;
-use crate::compile::secret_inputs::load_secret_inputs;
+use crate::compile::secret_inputs::{SecretInputs, load_secret_inputs};
 use crate::diagnostic::Diagnostic;
 use crate::load::environment::{LoadError, load_environment};
 use crate::load::tree::SourceTree;
 use crate::model::Environment;
+use crate::secrets::Identities;
 use crate::source::SourceMap;
 use crate::verify::{Dependencies, verify};
 
@@ -22,26 +23,46 @@ pub struct Checked {
 #[derive(Debug)]
 pub struct CheckReport {
     pub checked: Option<Checked>,
+    /// The environment's secrets files, read once (and decrypted when identities were given).
+    pub secrets: Option<SecretInputs>,
     pub sources: SourceMap,
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Loads and verifies environment `name`.
+/// Loads and verifies environment `name`, without keys.
 pub fn check_environment(
     tree: &dyn SourceTree,
     catalog: &Catalog,
     name: &str,
 ) -> Result<CheckReport, LoadError> {
+    check_environment_with(tree, catalog, name, None)
+}
+
+/// Loads and verifies environment `name`; its secrets files are decrypted with `identities`
+/// when given (their structure is checked either way).
+pub fn check_environment_with(
+    tree: &dyn SourceTree,
+    catalog: &Catalog,
+    name: &str,
+    identities: Option<&Identities>,
+) -> Result<CheckReport, LoadError> {
     let loaded = load_environment(tree, catalog, name)?;
-    let Some(mut environment) = loaded.environment else {
-        return Ok(CheckReport { checked: None, sources: loaded.sources, diagnostics: loaded.diagnostics });
+    let mut sources = loaded.sources;
+    let Some(environment) = loaded.environment else {
+        return Ok(CheckReport { checked: None, secrets: None, sources, diagnostics: loaded.diagnostics });
     };
-    let (dependencies, mut diagnostics) = verify(&mut environment, catalog, tree);
-    let mut sources = environment.sources.clone();
+    let (dependencies, mut diagnostics) = verify(&environment, catalog, tree, &mut sources);
     // The secrets files' structure needs no keys: well-formed, right recipients, keys present.
-    let (_, secret_problems) = load_secret_inputs(&environment, catalog, tree, None, &mut sources);
+    let (secrets, secret_problems) =
+        load_secret_inputs(&environment, catalog, tree, identities, &mut sources);
     diagnostics.extend(secret_problems);
-    environment.sources = sources.clone();
-    let checked = diagnostics.is_empty().then(|| Checked { environment, dependencies });
-    Ok(CheckReport { checked, sources, diagnostics })
+    if !diagnostics.is_empty() {
+        return Ok(CheckReport { checked: None, secrets: None, sources, diagnostics });
+    }
+    Ok(CheckReport {
+        checked: Some(Checked { environment, dependencies }),
+        secrets: Some(secrets),
+        sources,
+        diagnostics,
+    })
 }

@@ -156,26 +156,25 @@ async fn postgres_journal_exists(options: &AdminOptions, environment: &str) -> R
     Ok(has_header)
 }
 
-/// The last successful snapshot of each step.
-pub async fn previous_snapshots(journal: &Journal) -> Result<BTreeMap<String, Snapshot>, SessionError> {
-    let latest = journal.latest().await?;
-    Ok(latest
-        .into_values()
+/// The last successful snapshot of each step, from the journal's latest records
+/// ([`Journal::latest`], read once by the caller).
+pub fn successful_snapshots(latest: &BTreeMap<String, StepRecord>) -> BTreeMap<String, Snapshot> {
+    latest
+        .values()
         .filter(|r| r.outcome == StepOutcome::Succeeded)
         .filter_map(|r| {
             serde_json::from_value::<Snapshot>(r.snapshot.clone()).ok().map(|s| (r.step_id.clone(), s))
         })
-        .collect())
+        .collect()
 }
 
-/// The fingerprint of each step's last success.
-pub async fn previous_successes(journal: &Journal) -> Result<BTreeMap<String, String>, SessionError> {
-    let latest = journal.latest().await?;
-    Ok(latest
-        .into_values()
+/// The fingerprint of each step's last success: what the executor skips.
+pub fn success_fingerprints(latest: &BTreeMap<String, StepRecord>) -> BTreeMap<String, String> {
+    latest
+        .values()
         .filter(|r| r.outcome == StepOutcome::Succeeded)
-        .map(|r| (r.step_id, r.fingerprint))
-        .collect())
+        .map(|r| (r.step_id.clone(), r.fingerprint.clone()))
+        .collect()
 }
 
 impl JournalSink for Journal {

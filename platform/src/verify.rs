@@ -48,11 +48,12 @@ impl Dependencies {
 }
 
 /// Checks an environment; returns its dependencies and every problem found. `tree` is used to
-/// quote the catalog's Rust code when a cycle runs through it.
+/// quote the catalog's Rust code when a cycle runs through it (added to `sources`).
 pub fn verify(
-    env: &mut Environment,
+    env: &Environment,
     catalog: &Catalog,
     tree: &dyn SourceTree,
+    sources: &mut SourceMap,
 ) -> (Dependencies, Vec<Diagnostic>) {
     let mut out = Vec::new();
     check_identity(env, &mut out);
@@ -62,9 +63,7 @@ pub fn verify(
         check_component(env, catalog, component, &mut out);
     }
     let deps = resolve_dependencies(env, catalog, &mut out);
-    let mut sources = env.sources.clone();
-    check_cycles(&deps, &mut sources, tree, &mut out);
-    env.sources = sources;
+    check_cycles(&deps, sources, tree, &mut out);
     (deps, out)
 }
 

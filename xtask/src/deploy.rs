@@ -1,6 +1,5 @@
 //! `cargo xtask deploy`.
 
-use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::sync::Arc;
 
@@ -15,6 +14,7 @@ use crate::compile_env::{Keys, compile, identities};
 use crate::flags::{DeployCmd, OutputFormat};
 use crate::progress::{JsonProgress, PlainProgress, TerminalProgress};
 use crate::repo::Repo;
+use crate::ui::OrExit;
 use crate::{Outcome, ui};
 
 /// `OPUS_FAILPOINT=kill-after:<step-id>` kills the process right after that step is
@@ -27,43 +27,44 @@ pub fn run(repo: &Repo, cmd: &DeployCmd) -> Outcome {
 }
 
 async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
-    let identities = match identities(repo, &cmd.environment, Keys::Required) {
-        Ok(ids) => ids,
-        Err(outcome) => return outcome,
-    };
-    let mut plan = match compile(&repo.tree(), &cmd.environment, identities.as_ref()) {
-        Ok(plan) => plan,
-        Err(outcome) => return outcome,
-    };
-    // The bundle's index always describes the whole environment, even for `--only`.
-    let full_plan = plan.clone();
-    if !cmd.only.is_empty() {
-        let known: BTreeSet<&str> = plan.components();
-        for wanted in &cmd.only {
-            if !known.iter().any(|c| c == wanted || c.ends_with(&format!("/{wanted}"))) {
-                ui::error(&format!("`{wanted}` is not a component of `{}`", cmd.environment));
-                return Outcome::CouldNotStart;
-            }
-        }
-        plan = match plan.restrict_to(&cmd.only) {
+    deploy_or_exit(repo, cmd).await.unwrap_or_else(|outcome| outcome)
+}
+
+async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome> {
+    let identities = identities(repo, &cmd.environment, Keys::Required)?;
+    let full_plan = compile(&repo.tree(), &cmd.environment, identities.as_ref())?;
+    // `--only` runs part of the plan; the bundle's index still describes the whole environment.
+    let restricted;
+    let plan = if cmd.only.is_empty() {
+        &full_plan
+    } else {
+        restricted = match full_plan.restrict_to(&cmd.only) {
             Ok(plan) => plan,
+            Err(e @ platform::plan::PlanError::UnknownComponent(_)) => {
+                ui::error(&format!(
+                    "--only: {e} of `{}` (see `cargo xtask plan {}`)",
+                    cmd.environment, cmd.environment
+                ));
+                return Err(Outcome::CouldNotStart);
+            }
             Err(e) => {
                 ui::error(&format!("internal error: {e}"));
-                return Outcome::Failed;
+                return Err(Outcome::Failed);
             }
         };
-    }
+        &restricted
+    };
     // Never run an unverified plan, nor one whose secrets are not all decrypted.
     if let Err(e) = plan.verify() {
         ui::error(&format!("the plan of `{}` failed verification: {e}", cmd.environment));
-        return Outcome::Failed;
+        return Err(Outcome::Failed);
     }
     if !plan.is_executable() {
         ui::error(&format!(
             "cannot deploy `{}`: its secrets could not be decrypted (no age identity for them; see `cargo xtask keys save {}`)",
             cmd.environment, cmd.environment
         ));
-        return Outcome::CouldNotStart;
+        return Err(Outcome::CouldNotStart);
     }
     for step in &cmd.force_step {
         if plan.step(step).is_none() {
@@ -71,31 +72,14 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
                 "--force-step: `{step}` is not a step of the plan (see `cargo xtask plan {}`)",
                 cmd.environment
             ));
-            return Outcome::CouldNotStart;
+            return Err(Outcome::CouldNotStart);
         }
     }
-    let env_file = match read_env_file(&repo.root, &cmd.environment) {
-        Ok(env_file) => env_file,
-        Err(e) => {
-            ui::error_chain(&e);
-            return Outcome::CouldNotStart;
-        }
-    };
-    let place = match session::journal_place(&repo.root, &cmd.environment, &env_file, identities.as_ref()) {
-        Ok(place) => place,
-        Err(e) => {
-            ui::error_chain(&e);
-            return Outcome::CouldNotStart;
-        }
-    };
+    let env_file = read_env_file(&repo.root, &cmd.environment).or_exit(Outcome::CouldNotStart)?;
+    let place = session::journal_place(&repo.root, &cmd.environment, &env_file, identities.as_ref())
+        .or_exit(Outcome::CouldNotStart)?;
     // The lock first: nothing below may race another deploy.
-    let lock = match session::lock(&place, &cmd.environment).await {
-        Ok(lock) => lock,
-        Err(e) => {
-            ui::error_chain(&e);
-            return Outcome::CouldNotStart;
-        }
-    };
+    let lock = session::lock(&place, &cmd.environment).await.or_exit(Outcome::CouldNotStart)?;
     if let Some(stale) = lock.stale_taken_over() {
         eprintln!(
             "note: took over a stale lock of {}@{} (pid {}, no longer running)",
@@ -116,7 +100,7 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
             Ok(None) => {}
             Err(e) => {
                 ui::error_chain(&e);
-                return Outcome::CouldNotStart;
+                return Err(Outcome::CouldNotStart);
             }
         }
     }
@@ -129,20 +113,15 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
                     "help: rerun with --repair-journal to drop the torn record (the step it described runs again)"
                 );
             }
-            return Outcome::CouldNotStart;
+            return Err(Outcome::CouldNotStart);
         }
     };
+    let latest = journal.latest().await.or_exit(Outcome::CouldNotStart)?;
     let (snapshots, successes) =
-        match (session::previous_snapshots(&journal).await, session::previous_successes(&journal).await) {
-            (Ok(s), Ok(f)) => (s, f),
-            (Err(e), _) | (_, Err(e)) => {
-                ui::error_chain(&e);
-                return Outcome::CouldNotStart;
-            }
-        };
+        (session::successful_snapshots(&latest), session::success_fingerprints(&latest));
 
     // The summary, and confirmation for protected environments.
-    let changes = classify(&plan, &snapshots);
+    let changes = classify(plan, &snapshots);
     let count = |k: ChangeKind| changes.values().filter(|(c, _)| *c == k).count();
     ui::status(
         "Planned",
@@ -157,34 +136,24 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
     );
     if plan.protected && !cmd.yes {
         eprintln!("review the changes with `cargo xtask plan {}`", cmd.environment);
-        if let Err(outcome) = ui::confirm_protected(&cmd.environment, "deploy") {
-            return outcome;
-        }
+        ui::confirm_protected(&cmd.environment, "deploy")?;
     }
 
     let driver: Arc<dyn Driver> = match &plan.target {
         TargetSpec::Directory { path } => {
-            let recipients = match platform::secrets::parse_recipients(&env_file.secrets.age_recipients) {
-                Ok(r) => r,
-                Err(e) => {
-                    ui::error_chain(&e);
-                    return Outcome::CouldNotStart;
-                }
-            };
+            let recipients = platform::secrets::parse_recipients(&env_file.secrets.age_recipients)
+                .or_exit(Outcome::CouldNotStart)?;
             let driver = DirectoryDriver::new(repo.root.join(path), recipients);
             if let Err(e) = std::fs::create_dir_all(repo.root.join(path))
                 .map_err(|e| e.to_string())
                 .and_then(|()| driver.write_index(&full_plan).map_err(|e| e.message))
             {
                 ui::error(&format!("cannot write the bundle index: {e}"));
-                return Outcome::Failed;
+                return Err(Outcome::Failed);
             }
             Arc::new(driver)
         }
-        TargetSpec::Kube { .. } => match crate::kube_target::driver(repo, &plan, &env_file).await {
-            Ok(driver) => driver,
-            Err(outcome) => return outcome,
-        },
+        TargetSpec::Kube { .. } => crate::kube_target::driver(repo, plan, &env_file).await?,
     };
 
     let progress: Arc<dyn Progress> = match cmd.output {
@@ -219,7 +188,7 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
         cancel: cancel_rx,
         failpoint,
     };
-    let summary = execute(&plan, driver, &mut journal, progress, options).await;
+    let summary = execute(plan, driver, &mut journal, progress, options).await;
     // A complete deploy of a whole environment to a bundle removes what no step writes any
     // more (files of removed components), so the bundle never deploys a component twice.
     if let TargetSpec::Directory { path } = &plan.target
@@ -227,7 +196,7 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
         && cmd.only.is_empty()
     {
         let bundle = repo.root.join(path);
-        for stale in platform::drivers::directory::stale_files(&bundle, &plan) {
+        for stale in platform::drivers::directory::stale_files(&bundle, plan) {
             match std::fs::remove_file(&stale) {
                 Ok(()) => {
                     eprintln!(
@@ -246,7 +215,7 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
     if let Err(e) = lock.release().await {
         eprintln!("warning: {e}");
     }
-    report(&plan, cmd, &summary)
+    Ok(report(plan, cmd, &summary))
 }
 
 fn report(plan: &Plan, cmd: &DeployCmd, summary: &platform::exec::Summary) -> Outcome {

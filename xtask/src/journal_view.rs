@@ -28,10 +28,13 @@ pub fn previous_snapshots(
             }
         };
         match session::open_existing_journal(&place, environment).await {
-            Ok(Some(journal)) => session::previous_snapshots(&journal).await.unwrap_or_else(|e| {
-                eprintln!("note: the journal is not read ({e}); every step shows as to create");
-                BTreeMap::new()
-            }),
+            Ok(Some(journal)) => match journal.latest().await {
+                Ok(latest) => session::successful_snapshots(&latest),
+                Err(e) => {
+                    eprintln!("note: the journal is not read ({e}); every step shows as to create");
+                    BTreeMap::new()
+                }
+            },
             Ok(None) => BTreeMap::new(),
             Err(e) => {
                 eprintln!("note: the journal is not read ({e}); every step shows as to create");

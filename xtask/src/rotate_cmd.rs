@@ -10,6 +10,7 @@ use platform::session;
 use crate::flags::RotateKeysCmd;
 use crate::keys_cmd::open_store;
 use crate::repo::Repo;
+use crate::ui::OrExit;
 use crate::{Outcome, ui};
 
 /// `OPUS_FAILPOINT=kill-after-file:<k>` kills the process once k files are re-encrypted and
@@ -26,58 +27,28 @@ pub fn run(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
 }
 
 async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
+    rotate_or_exit(repo, cmd).await.unwrap_or_else(|outcome| outcome)
+}
+
+async fn rotate_or_exit(repo: &Repo, cmd: &RotateKeysCmd) -> Result<Outcome, Outcome> {
     let environment = &cmd.environment;
-    let env_file = match read_env_file(&repo.root, environment) {
-        Ok(env_file) => env_file,
-        Err(e) => {
-            ui::error_chain(&e);
-            return Outcome::CouldNotStart;
-        }
-    };
-    if env_file.protected
-        && !cmd.yes
-        && let Err(outcome) = ui::confirm_protected(environment, "rotate its keys")
-    {
-        return outcome;
+    let env_file = read_env_file(&repo.root, environment).or_exit(Outcome::CouldNotStart)?;
+    if env_file.protected && !cmd.yes {
+        ui::confirm_protected(environment, "rotate its keys")?;
     }
-    let local_key_file = match local_key_file(&IdentitySources::from_env()) {
-        Ok(path) => path,
-        Err(e) => {
-            ui::error(&e);
-            return Outcome::CouldNotStart;
-        }
-    };
+    let local_key_file = local_key_file(&IdentitySources::from_env()).or_exit(Outcome::CouldNotStart)?;
     // The new key goes into this file; a named `SOPS_AGE_KEY_FILE` that does not exist yet
     // would otherwise make loading the current identities fail.
     if let Err(e) = ensure_key_file(&local_key_file) {
         ui::error(&format!("could not create the local key file {}: {e}", local_key_file.display()));
-        return Outcome::CouldNotStart;
+        return Err(Outcome::CouldNotStart);
     }
-    let identities = match identities_for(&repo.root, &env_file) {
-        Ok(identities) => identities,
-        Err(e) => {
-            ui::error_chain(&e);
-            return Outcome::CouldNotStart;
-        }
-    };
-    let opened = match open_store(repo, environment, &env_file).await {
-        Ok(opened) => opened,
-        Err(outcome) => return outcome,
-    };
+    let identities = identities_for(&repo.root, &env_file).or_exit(Outcome::CouldNotStart)?;
+    let opened = open_store(repo, environment, &env_file).await?;
     // No deploy may run while files change keys.
-    let _lock = match session::journal_place(&repo.root, environment, &env_file, Some(&identities)) {
-        Ok(place) => match session::lock(&place, environment).await {
-            Ok(lock) => lock,
-            Err(e) => {
-                ui::error_chain(&e);
-                return Outcome::CouldNotStart;
-            }
-        },
-        Err(e) => {
-            ui::error_chain(&e);
-            return Outcome::CouldNotStart;
-        }
-    };
+    let place = session::journal_place(&repo.root, environment, &env_file, Some(&identities))
+        .or_exit(Outcome::CouldNotStart)?;
+    let _lock = session::lock(&place, environment).await.or_exit(Outcome::CouldNotStart)?;
     if cmd.commit {
         let env_toml = std::path::Path::new("environments").join(environment).join("env.toml");
         let key_store = match &env_file.target {
@@ -89,11 +60,8 @@ async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
         // A resumed rotation has already edited env.toml itself.
         let resuming = keys::rotation_journal_path(&repo.root, environment).exists();
         let env_toml = if resuming { None } else { Some(env_toml) };
-        if let Err(e) = git::check_commit_preconditions(&repo.root, env_toml.as_deref(), key_store.as_deref())
-        {
-            ui::error_chain(&e);
-            return Outcome::CouldNotStart;
-        }
+        git::check_commit_preconditions(&repo.root, env_toml.as_deref(), key_store.as_deref())
+            .or_exit(Outcome::CouldNotStart)?;
     }
     let options = RotationOptions {
         root: repo.root.clone(),
@@ -105,12 +73,12 @@ async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
         Ok(report) => report,
         Err(e) => {
             ui::error_chain(&e);
-            return match e {
+            return Err(match e {
                 KeysError::Undecryptable { .. } | KeysError::UncommittedSecrets { .. } => {
                     Outcome::CouldNotStart
                 }
                 _ => Outcome::Failed,
-            };
+            });
         }
     };
     ui::status(
@@ -127,7 +95,7 @@ async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
     if cmd.commit {
         if let Err(e) = git::commit_paths(&repo.root, &report.changed_paths) {
             ui::error_chain(&e);
-            return Outcome::Failed;
+            return Err(Outcome::Failed);
         }
         ui::status(
             "Committed",
@@ -140,7 +108,7 @@ async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
     eprintln!(
         "note: back up the new key now, outside the repository: (umask 077; cargo xtask keys get {environment} > ~/opus-{environment}-age-key.json), then move it somewhere safe"
     );
-    Outcome::Success
+    Ok(Outcome::Success)
 }
 
 /// Creates an empty key file (mode 0600, its folder 0700) when there is none.

@@ -126,11 +126,8 @@ fn new_file(absolute: &Path, relative: &Path, recipients: &[String]) -> Result<(
         // environments/<env>/<namespace>/<component>/secrets.enc.yaml
         5 => {
             let component_toml = absolute.with_file_name("component.toml");
-            let template = std::fs::read_to_string(&component_toml)
-                .ok()
-                .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
-                .and_then(|t| t.get("template").and_then(|v| v.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| parts[3].clone());
+            let text = std::fs::read_to_string(&component_toml).ok();
+            let template = platform::load::environment::template_name(text.as_deref(), &parts[3]);
             let catalog = components::catalog();
             catalog
                 .get(&template)

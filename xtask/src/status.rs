@@ -11,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::compile_env::{Keys, compile, identities};
 use crate::flags::{StatusCmd, StatusFormat};
 use crate::repo::Repo;
+use crate::ui::OrExit;
 use crate::{Outcome, ui};
 
 pub fn run(repo: &Repo, cmd: &StatusCmd) -> Outcome {
@@ -20,48 +21,22 @@ pub fn run(repo: &Repo, cmd: &StatusCmd) -> Outcome {
 }
 
 async fn status(repo: &Repo, cmd: &StatusCmd) -> Outcome {
-    let identities = match identities(repo, &cmd.environment, Keys::IfAvailable) {
-        Ok(ids) => ids,
-        Err(outcome) => return outcome,
-    };
-    let plan = match compile(&repo.tree(), &cmd.environment, identities.as_ref()) {
-        Ok(plan) => plan,
-        Err(outcome) => return outcome,
-    };
-    let env_file = match read_env_file(&repo.root, &cmd.environment) {
-        Ok(env_file) => env_file,
-        Err(e) => {
-            ui::error_chain(&e);
-            return Outcome::CouldNotStart;
-        }
-    };
-    let journal = match session::journal_place(&repo.root, &cmd.environment, &env_file, identities.as_ref()) {
-        Ok(place) => match session::open_existing_journal(&place, &cmd.environment).await {
-            Ok(journal) => journal,
-            Err(e) => {
-                ui::error_chain(&e);
-                return Outcome::CouldNotStart;
-            }
-        },
-        Err(e) => {
-            ui::error_chain(&e);
-            return Outcome::CouldNotStart;
-        }
-    };
-    let (latest, snapshots) = match &journal {
-        Some(journal) => match (journal.latest().await, session::previous_snapshots(journal).await) {
-            (Ok(latest), Ok(snapshots)) => (latest, snapshots),
-            (Err(e), _) => {
-                ui::error_chain(&e);
-                return Outcome::CouldNotStart;
-            }
-            (_, Err(e)) => {
-                ui::error_chain(&e);
-                return Outcome::CouldNotStart;
-            }
-        },
+    status_or_exit(repo, cmd).await.unwrap_or_else(|outcome| outcome)
+}
+
+async fn status_or_exit(repo: &Repo, cmd: &StatusCmd) -> Result<Outcome, Outcome> {
+    let identities = identities(repo, &cmd.environment, Keys::IfAvailable)?;
+    let plan = compile(&repo.tree(), &cmd.environment, identities.as_ref())?;
+    let env_file = read_env_file(&repo.root, &cmd.environment).or_exit(Outcome::CouldNotStart)?;
+    let place = session::journal_place(&repo.root, &cmd.environment, &env_file, identities.as_ref())
+        .or_exit(Outcome::CouldNotStart)?;
+    let journal =
+        session::open_existing_journal(&place, &cmd.environment).await.or_exit(Outcome::CouldNotStart)?;
+    let latest = match &journal {
+        Some(journal) => journal.latest().await.or_exit(Outcome::CouldNotStart)?,
         None => Default::default(),
     };
+    let snapshots = session::successful_snapshots(&latest);
     let changes = classify(&plan, &snapshots);
     let rows: Vec<serde_json::Value> = plan
         .steps()
@@ -132,5 +107,5 @@ async fn status(repo: &Repo, cmd: &StatusCmd) -> Outcome {
             ui::stdout(&out);
         }
     }
-    Outcome::Success
+    Ok(Outcome::Success)
 }

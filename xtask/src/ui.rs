@@ -86,3 +86,18 @@ pub fn confirm_protected(environment: &str, doing: &str) -> Result<(), crate::Ou
     }
     Ok(())
 }
+
+/// `?` for commands: prints an error with its causes and turns it into the outcome to exit
+/// with.
+pub trait OrExit<T> {
+    fn or_exit(self, outcome: crate::Outcome) -> Result<T, crate::Outcome>;
+}
+
+impl<T, E: std::error::Error + 'static> OrExit<T> for Result<T, E> {
+    fn or_exit(self, outcome: crate::Outcome) -> Result<T, crate::Outcome> {
+        self.map_err(|e| {
+            error_chain(&e);
+            outcome
+        })
+    }
+}

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde_json::Value as Json;
 
 use crate::catalog::{Catalog, ChartSource, Kind};
-use crate::check::{Checked, check_environment};
+use crate::check::{Checked, check_environment_with};
 use crate::diagnostic::Diagnostic;
 use crate::load::environment::LoadError;
 use crate::load::node::{Node, Value};
@@ -22,7 +22,7 @@ use crate::secrets::Identities;
 use crate::source::{SourceMap, Span};
 use crate::template::{TemplateError, has_template_syntax, render};
 use crate::values::{SecretTable, Values, deep_merge, finish_tree};
-use secret_inputs::{SecretInputs, VALUES_SENSITIVE_CUSTOM, load_secret_inputs};
+use secret_inputs::{SecretFile, SecretInputs, VALUES_SENSITIVE_CUSTOM};
 
 /// The outcome of compiling an environment.
 #[derive(Debug)]
@@ -39,16 +39,12 @@ pub fn compile_environment(
     name: &str,
     identities: Option<&Identities>,
 ) -> Result<Compiled, LoadError> {
-    let report = check_environment(tree, catalog, name)?;
+    let report = check_environment_with(tree, catalog, name, identities)?;
     let mut sources = report.sources;
-    let Some(checked) = report.checked else {
+    let (Some(checked), Some(secrets)) = (report.checked, report.secrets) else {
         return Ok(Compiled { plan: None, sources, diagnostics: report.diagnostics });
     };
-    let (secrets, mut diagnostics) =
-        load_secret_inputs(&checked.environment, catalog, tree, identities, &mut sources);
-    if !diagnostics.is_empty() {
-        return Ok(Compiled { plan: None, sources, diagnostics });
-    }
+    let mut diagnostics = report.diagnostics;
     match compile(&checked, catalog, &secrets, &mut sources) {
         Ok(plan) => Ok(Compiled { plan: Some(plan), sources, diagnostics }),
         Err(problems) => {
@@ -136,7 +132,8 @@ pub fn compile(
         });
 
         if definition.kind() == Kind::DatabaseOnly {
-            let admin_password = env_secret(secrets, "database.admin_password", &mut table);
+            let admin_password =
+                single_secret(secrets.environment.as_ref(), "database.admin_password", secrets, &mut table);
             let min_server_version =
                 component.inputs.get("min_server_version").and_then(Json::as_u64).unwrap_or(14) as u32;
             let action = Action::DatabasePreflight {
@@ -172,13 +169,7 @@ pub fn compile(
             }
         }
         if let Some((db_name, db_user)) = &database {
-            let password = match component_secrets.and_then(|f| f.entry("db.password", &secrets.digest_key)) {
-                Some(entry) => {
-                    let placeholder = table.placeholder(entry);
-                    Values::from_marked(&Json::String(placeholder), &table)
-                }
-                None => Values::default(),
-            };
+            let password = single_secret(component_secrets, "db.password", secrets, &mut table);
             let connection_limit = components
                 .values()
                 .find(|c| c.template == "postgresql")
@@ -286,8 +277,15 @@ fn namespace_step(namespace: &str) -> String {
     format!("{namespace}/namespace/ensure")
 }
 
-fn env_secret(secrets: &SecretInputs, path: &str, table: &mut SecretTable) -> Values {
-    match secrets.environment.as_ref().and_then(|f| f.entry(path, &secrets.digest_key)) {
+/// One secret of a file as a `Values` holding just it (empty when the file or key is absent;
+/// `check` has already reported required keys that are missing).
+fn single_secret(
+    file: Option<&SecretFile>,
+    path: &str,
+    secrets: &SecretInputs,
+    table: &mut SecretTable,
+) -> Values {
+    match file.and_then(|f| f.entry(path, &secrets.digest_key)) {
         Some(entry) => {
             let placeholder = table.placeholder(entry);
             Values::from_marked(&Json::String(placeholder), table)

@@ -5,7 +5,7 @@
 //! the database provisioning as SQL (passwords as SCRAM verifiers), and `index.json` listing
 //! the steps in order. Every file is written atomically; no secret is ever written in clear.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
@@ -265,7 +265,7 @@ fn remove_interrupted_writes(bundle: &Path) -> Result<(), StepError> {
 
 /// Files in the bundle that no step of `plan` writes (left by removed components).
 pub fn stale_files(bundle: &Path, plan: &Plan) -> Vec<PathBuf> {
-    let expected: BTreeMap<String, ()> = plan.steps().flat_map(files_of).map(|f| (f, ())).collect();
+    let expected: BTreeSet<String> = plan.steps().flat_map(files_of).collect();
     let mut out = Vec::new();
     let mut stack = vec![bundle.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -276,7 +276,7 @@ pub fn stale_files(bundle: &Path, plan: &Plan) -> Vec<PathBuf> {
                 stack.push(path);
             } else if let Ok(relative) = path.strip_prefix(bundle) {
                 let relative = relative.to_string_lossy().into_owned();
-                if relative != "index.json" && !expected.contains_key(&relative) {
+                if relative != "index.json" && !expected.contains(&relative) {
                     out.push(path);
                 }
             }

@@ -126,16 +126,7 @@ impl Loader<'_> {
         }
 
         let (Some((client, client_node)), Some((env, env_node))) = (client, env) else { return Ok(None) };
-        Ok(Some(Environment {
-            name: name.to_owned(),
-            dir,
-            client,
-            client_node,
-            env,
-            env_node,
-            namespaces,
-            sources: self.sources.clone(),
-        }))
+        Ok(Some(Environment { name: name.to_owned(), dir, client, client_node, env, env_node, namespaces }))
     }
 
     /// Reads, parses, schema-checks and deserializes one file. `None` when it has problems.
@@ -216,12 +207,7 @@ impl Loader<'_> {
     ) -> std::io::Result<Option<ComponentInstance>> {
         let path = format!("{comp_dir}/component.toml");
         // Peek at the template name first so a `values_template` error can name its owner.
-        let peek_template = self
-            .tree
-            .read(&path)?
-            .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
-            .and_then(|t| t.get("template").and_then(|v| v.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| comp_name.to_owned());
+        let peek_template = template_name(self.tree.read(&path)?.as_deref(), comp_name);
         let module = self.catalog.get(&peek_template).map(|t| t.definition.module_path());
         let Some((file, node)) = self.load_file::<ComponentFile>(&path, true, Owner::Template(module))?
         else {
@@ -313,6 +299,15 @@ impl Loader<'_> {
             secrets_path,
         }))
     }
+}
+
+/// The template a `component.toml` instantiates: its `template` key, else the directory
+/// name. A cheap read for callers that need only this (the file may even be invalid).
+pub fn template_name(component_toml: Option<&str>, directory_name: &str) -> String {
+    component_toml
+        .and_then(|text| toml::from_str::<toml::Table>(text).ok())
+        .and_then(|t| t.get("template").and_then(|v| v.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| directory_name.to_owned())
 }
 
 /// The tree without the keys only the core may set, so the rest of a file can be checked.

@@ -7,7 +7,6 @@ pub mod names;
 use std::collections::BTreeMap;
 
 use crate::load::node::Node;
-use crate::source::SourceMap;
 
 pub use files::*;
 
@@ -23,7 +22,6 @@ pub struct Environment {
     pub env_node: Node,
     /// Namespaces sorted by name.
     pub namespaces: Vec<Namespace>,
-    pub sources: SourceMap,
 }
 
 #[derive(Debug, Clone)]

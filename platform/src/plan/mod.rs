@@ -161,6 +161,8 @@ pub enum PlanError {
     Cycle(String),
     #[error("step `{0}` has a fingerprint that does not match its content")]
     FingerprintMismatch(String),
+    #[error("`{0}` is not a component of the plan")]
+    UnknownComponent(String),
 }
 
 impl Plan {
@@ -237,13 +239,17 @@ impl Plan {
 
     /// Only the steps of `components` and everything they depend on.
     pub fn restrict_to(&self, components: &[String]) -> Result<Plan, PlanError> {
+        // `component` or `namespace/component`.
+        let matches = |wanted: &str, component: &str| {
+            component == wanted || component.rsplit_once('/').is_some_and(|(_, name)| name == wanted)
+        };
+        let known = self.components();
+        if let Some(unknown) = components.iter().find(|w| !known.iter().any(|c| matches(w, c))) {
+            return Err(PlanError::UnknownComponent(unknown.clone()));
+        }
         let mut keep: BTreeSet<String> = self
             .steps()
-            .filter(|s| {
-                s.component
-                    .as_ref()
-                    .is_some_and(|c| components.iter().any(|w| w == c || c.ends_with(&format!("/{w}"))))
-            })
+            .filter(|s| s.component.as_ref().is_some_and(|c| components.iter().any(|w| matches(w, c))))
             .map(|s| s.id.clone())
             .collect();
         let mut frontier: Vec<String> = keep.iter().cloned().collect();
