@@ -19,6 +19,7 @@ pub mod keys;
 pub mod load;
 pub mod model;
 pub mod plan;
+pub mod program;
 pub mod secrets;
 pub mod sensitive;
 pub mod session;

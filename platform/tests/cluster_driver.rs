@@ -560,7 +560,7 @@ async fn helm_release_sends_the_values_on_stdin_and_never_in_arguments() {
     );
     let setup = Setup {
         helm: HelmContext {
-            binary: fake.dir.path().join("helm"),
+            binary: fake.dir.path().join("helm").into(),
             kube_context: Some("e2e".to_owned()),
             kubeconfig: Some(PathBuf::from("/tmp/e2e-kubeconfig")),
         },

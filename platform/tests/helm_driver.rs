@@ -21,8 +21,9 @@ fn repo_root() -> PathBuf {
 /// The real helm; fails (does not skip) when it is missing, so CI cannot pass without it.
 fn real_helm() -> HelmContext {
     let binary = helm::find_helm(Some(&repo_root()));
-    let works = duct::cmd(&binary, ["version", "--short"]).stdout_null().stderr_null().run().is_ok();
-    assert!(works, "helm not found at {}: run scripts/install-tools.sh --no-apt", binary.display());
+    let works =
+        duct::cmd(binary.executable(), ["version", "--short"]).stdout_null().stderr_null().run().is_ok();
+    assert!(works, "helm not found ({binary}): run scripts/install-tools.sh --no-apt");
     HelmContext::new(binary)
 }
 
@@ -311,5 +312,10 @@ fn missing_helm_binary_names_the_binary_and_the_release() {
         &redactor(),
     )
     .unwrap_err();
-    assert_eq!(error.to_string(), "could not run helm (/nonexistent/helm) for template of release `infra`");
+    assert_eq!(
+        error.to_string(),
+        "could not run helm (/nonexistent/helm) for template of release `infra`: that file does not exist (check OPUS_HELM)"
+    );
+    let cause = std::error::Error::source(&error).expect("the spawn error is kept as the cause");
+    assert!(cause.to_string().contains("No such file or directory"), "{cause}");
 }

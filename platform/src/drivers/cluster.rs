@@ -283,25 +283,19 @@ fn boxed<'a, T>(future: impl std::future::Future<Output = T> + Send + 'a) -> Box
 /// A step's error with its whole chain of causes (the reason a database could not be created,
 /// the TLS error behind "the API server could not be reached"). Driver errors never carry
 /// secrets; secret-bearing server messages are redacted where they are made.
-fn fail<E: std::error::Error>(step_id: &str, error: E) -> StepError {
-    let mut message = format!("{step_id}: {error}");
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let text = inner.to_string();
-        if !message.ends_with(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = inner.source();
-    }
-    StepError::new(message)
+fn fail<E: std::error::Error + 'static>(step_id: &str, error: E) -> StepError {
+    StepError::from_error(step_id, &error)
 }
 
 fn helm_error(step: &Step, error: helm::HelmError) -> StepError {
-    let message = format!("{}: {error}", step.id);
-    match &error {
-        helm::HelmError::Failed { output, .. } => StepError::new(message).with_output(output.clone()),
-        _ => StepError::new(message),
+    let output = match &error {
+        helm::HelmError::Failed { output, .. } => Some(output.clone()),
+        _ => None,
+    };
+    let error = StepError::from_error(&step.id, &error);
+    match output {
+        Some(output) => error.with_output(output),
+        None => error,
     }
 }
 

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::program::Program;
 use crate::sensitive::{Redactor, SecretString};
 
 /// Environment variable naming the helm binary to use, ahead of `.tools/bin/helm` and `PATH`.
@@ -40,9 +41,12 @@ const MAX_OUTPUT_IN_ERROR: usize = 8 * 1024;
 /// Errors of the Helm driver. Captured output in them is already redacted.
 #[derive(Debug, thiserror::Error)]
 pub enum HelmError {
-    #[error("could not run helm ({}) for {action} of release `{release}`", binary.display())]
+    #[error(
+        "could not run helm ({binary}) for {action} of release `{release}`{}",
+        not_found_hint(binary, source)
+    )]
     Spawn {
-        binary: PathBuf,
+        binary: Program,
         action: &'static str,
         release: String,
         #[source]
@@ -70,7 +74,7 @@ pub enum HelmError {
 /// Where to find helm and which cluster it talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelmContext {
-    pub binary: PathBuf,
+    pub binary: Program,
     /// `--kube-context`; helm's default context when `None`.
     pub kube_context: Option<String>,
     /// `--kubeconfig`; helm's default (`$KUBECONFIG`, `~/.kube/config`) when `None`.
@@ -79,29 +83,40 @@ pub struct HelmContext {
 
 impl HelmContext {
     /// A context with helm's default cluster settings.
-    pub fn new(binary: impl Into<PathBuf>) -> HelmContext {
+    pub fn new(binary: impl Into<Program>) -> HelmContext {
         HelmContext { binary: binary.into(), kube_context: None, kubeconfig: None }
     }
 }
 
-/// Finds the helm binary: `$OPUS_HELM` if set, else `<repo_root>/.tools/bin/helm` if it exists,
-/// else `helm` from `PATH`.
-pub fn find_helm(repo_root: Option<&Path>) -> PathBuf {
+/// Finds the helm binary: `$OPUS_HELM` if set (a bare name is looked up on `PATH`, anything
+/// else is a path), else `<repo_root>/.tools/bin/helm` if it exists, else `helm` on `PATH`.
+pub fn find_helm(repo_root: Option<&Path>) -> Program {
     choose_helm(std::env::var_os(HELM_ENV_VAR).as_deref(), repo_root)
 }
 
 /// [`find_helm`] with the value of `$OPUS_HELM` passed in.
-pub fn choose_helm(opus_helm: Option<&OsStr>, repo_root: Option<&Path>) -> PathBuf {
-    if let Some(path) = opus_helm.filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
+pub fn choose_helm(opus_helm: Option<&OsStr>, repo_root: Option<&Path>) -> Program {
+    if let Some(setting) = opus_helm.filter(|p| !p.is_empty()) {
+        return Program::from_setting(setting);
     }
     if let Some(root) = repo_root {
         let local = root.join(".tools").join("bin").join("helm");
         if local.is_file() {
-            return local;
+            return Program::At(local);
         }
     }
-    PathBuf::from("helm")
+    Program::OnPath("helm".into())
+}
+
+/// The hint a failed spawn gets when the program does not exist.
+fn not_found_hint(binary: &Program, source: &io::Error) -> &'static str {
+    match (binary, source.kind()) {
+        (Program::OnPath(_), io::ErrorKind::NotFound) => {
+            ": no helm on PATH (install helm v3, run scripts/install-tools.sh, or set OPUS_HELM to its path)"
+        }
+        (Program::At(_), io::ErrorKind::NotFound) => ": that file does not exist (check OPUS_HELM)",
+        _ => "",
+    }
 }
 
 /// Where a chart comes from.
@@ -349,7 +364,8 @@ fn run_helm(invocation: Invocation<'_>) -> Result<Captured, HelmError> {
         release: release.name.clone(),
         source,
     };
-    let expression = duct::cmd(&context.binary, args).stdout_capture().stderr_capture().unchecked();
+    let expression =
+        duct::cmd(context.binary.executable(), args).stdout_capture().stderr_capture().unchecked();
     // Always a pipe of our own: helm never reads the terminal, and the values never touch
     // the disk or the argument list.
     let expression = match stdin {
@@ -622,13 +638,19 @@ mod tests {
     #[test]
     fn opus_helm_wins_over_tools_dir_and_path() {
         let root = tempfile::tempdir().unwrap();
-        assert_eq!(choose_helm(None, Some(root.path())), PathBuf::from("helm"));
+        let on_path = Program::OnPath("helm".into());
+        assert_eq!(choose_helm(None, Some(root.path())), on_path);
         let local = root.path().join(".tools/bin/helm");
         std::fs::create_dir_all(local.parent().unwrap()).unwrap();
         std::fs::write(&local, "").unwrap();
-        assert_eq!(choose_helm(None, Some(root.path())), local);
-        assert_eq!(choose_helm(Some(OsStr::new("/opt/helm")), Some(root.path())), PathBuf::from("/opt/helm"));
-        assert_eq!(choose_helm(Some(OsStr::new("")), None), PathBuf::from("helm"));
+        assert_eq!(choose_helm(None, Some(root.path())), Program::At(local));
+        assert_eq!(
+            choose_helm(Some(OsStr::new("/opt/helm")), Some(root.path())),
+            Program::At("/opt/helm".into())
+        );
+        // A bare name in OPUS_HELM is a PATH lookup, as in a shell.
+        assert_eq!(choose_helm(Some(OsStr::new("helm")), Some(root.path())), on_path);
+        assert_eq!(choose_helm(Some(OsStr::new("")), None), on_path);
     }
 
     #[test]

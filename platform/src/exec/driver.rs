@@ -10,23 +10,90 @@ use crate::plan::Step;
 /// written, what changed).
 pub type StepOutput = serde_json::Value;
 
-/// Why a step failed. Both texts are shown to operators: drivers redact secrets first.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+/// Why a step failed. Every text is shown to operators: drivers redact secrets first.
+///
+/// The error keeps its chain of causes (the `io::Error` behind "could not run helm", the TLS
+/// error behind "the API server could not be reached") as [`std::error::Error::source`], so it
+/// renders as `caused by:` lines like every other error of the tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepError {
     pub message: String,
+    cause: Option<Box<Cause>>,
     /// Output captured from a child process (helm), already redacted.
     pub output: Option<String>,
 }
 
+/// One link of a [`StepError`]'s chain of causes, kept as text so the error stays `Clone`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Cause {
+    message: String,
+    #[source]
+    next: Option<Box<Cause>>,
+}
+
 impl StepError {
     pub fn new(message: impl Into<String>) -> StepError {
-        StepError { message: message.into(), output: None }
+        StepError { message: message.into(), cause: None, output: None }
+    }
+
+    /// `context: error`, with the error's own causes kept as this error's causes.
+    pub fn from_error(context: &str, error: &(dyn std::error::Error + 'static)) -> StepError {
+        let message = format!("{context}: {error}");
+        let mut texts = Vec::new();
+        let mut source = error.source();
+        let mut last = error.to_string();
+        while let Some(inner) = source {
+            let text = inner.to_string();
+            // Errors that already print their cause in their message (`...: connection refused`)
+            // are not repeated.
+            if !last.ends_with(&text) {
+                texts.push(text.clone());
+            }
+            last = text;
+            source = inner.source();
+        }
+        let cause =
+            texts.into_iter().rev().fold(None, |next, message| Some(Box::new(Cause { message, next })));
+        StepError { message, cause, output: None }
     }
 
     pub fn with_output(mut self, output: impl Into<String>) -> StepError {
         self.output = Some(output.into());
         self
+    }
+
+    /// The causes, outermost first.
+    pub fn causes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cause = self.cause.as_deref();
+        while let Some(inner) = cause {
+            out.push(inner.message.clone());
+            cause = inner.next.as_deref();
+        }
+        out
+    }
+
+    /// The message and one `caused by:` line per cause, for journals and summaries.
+    pub fn rendered(&self) -> String {
+        let mut text = self.message.clone();
+        for cause in self.causes() {
+            text.push_str("\n  caused by: ");
+            text.push_str(&cause);
+        }
+        text
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StepError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -41,4 +108,43 @@ pub trait Driver: Send + Sync {
         step: &'a Step,
         phase: PhaseReporter,
     ) -> BoxFuture<'a, Result<StepOutput, StepError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not run helm (`helm` on PATH) for status of release `dapr`")]
+    struct Spawn {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_step_error_keeps_the_chain_of_causes() {
+        let error = Spawn { source: std::io::Error::from_raw_os_error(libc::ENOENT) };
+        let step = StepError::from_error("opus-system/dapr/release", &error);
+        assert_eq!(
+            step.message,
+            "opus-system/dapr/release: could not run helm (`helm` on PATH) for status of release `dapr`"
+        );
+        let cause = std::error::Error::source(&step).expect("the io error is the cause");
+        assert_eq!(cause.to_string(), "No such file or directory (os error 2)");
+        assert!(
+            step.rendered().ends_with("\n  caused by: No such file or directory (os error 2)"),
+            "{}",
+            step.rendered()
+        );
+    }
+
+    #[test]
+    fn a_cause_the_message_already_ends_with_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("the API server could not be reached: connection refused")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::other("connection refused"));
+        let step = StepError::from_error("environment/e/preflight", &error);
+        assert!(step.causes().is_empty());
+    }
 }

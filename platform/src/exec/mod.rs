@@ -203,7 +203,7 @@ pub async fn execute<J: JournalSink>(
         let duration_ms = progress::millis(started.elapsed());
         let (outcome, outputs) = match &result {
             Ok(outputs) => (RecordOutcome::Succeeded, outputs.clone()),
-            Err(error) => (RecordOutcome::Failed { message: error.message.clone() }, serde_json::Value::Null),
+            Err(error) => (RecordOutcome::Failed { message: error.rendered() }, serde_json::Value::Null),
         };
         let record = Record {
             step_id: id.clone(),
@@ -235,11 +235,11 @@ pub async fn execute<J: JournalSink>(
                 progress.step(&StepEvent {
                     step: id.clone(),
                     status: StepStatus::Failed,
-                    message: Some(error.message.clone()),
+                    message: Some(error.rendered()),
                     output: error.output.clone(),
                     duration_ms,
                 });
-                summary.failed.push((id.clone(), error.message.clone()));
+                summary.failed.push((id.clone(), error.rendered()));
             }
         }
         if let Some(failpoint) = &options.failpoint
