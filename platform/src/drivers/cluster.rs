@@ -83,7 +83,6 @@ impl ClusterDriver {
 
     async fn run_step(&self, step: &Step, phase: PhaseReporter) -> Result<StepOutput, StepError> {
         let apply = ApplyOptions::default();
-        let id = step.id.as_str();
         match &step.action {
             Action::Preflight { max_kubernetes_version, storage_class, crds } => {
                 phase("checking the cluster version");
@@ -94,27 +93,25 @@ impl ClusterDriver {
                         ClusterVersion::parse(major, minor, "")
                     })
                     .unwrap_or(ClusterVersion::SUPPORTED_MAXIMUM);
-                let version = boxed(kube::check_cluster_version(&self.client, maximum))
-                    .await
-                    .map_err(|e| fail(id, e))?;
+                let version =
+                    boxed(kube::check_cluster_version(&self.client, maximum)).await.map_err(|e| fail(e))?;
                 phase("checking the StorageClass");
                 let class = boxed(kube::check_storage_class(&self.client, storage_class.as_deref()))
                     .await
-                    .map_err(|e| fail(id, e))?;
+                    .map_err(|e| fail(e))?;
                 phase("checking CustomResourceDefinitions");
                 let names: Vec<&str> = crds.iter().map(String::as_str).collect();
-                boxed(kube::check_crds_installed(&self.client, &names)).await.map_err(|e| fail(id, e))?;
+                boxed(kube::check_crds_installed(&self.client, &names)).await.map_err(|e| fail(e))?;
                 Ok(json!({"kubernetes": version.to_string(), "storage_class": class.name}))
             }
             Action::DatabasePreflight { host, port, min_server_version, .. } => {
                 let admin =
                     self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
                 phase("connecting to PostgreSQL");
-                let version = boxed(postgres::preflight(admin)).await.map_err(|e| fail(id, e))?;
+                let version = boxed(postgres::preflight(admin)).await.map_err(|e| fail(e))?;
                 if version / 10_000 < *min_server_version {
                     return Err(StepError::new(format!(
-                        "{}: PostgreSQL at {host}:{port} is version {} but the platform needs {min_server_version} or newer",
-                        step.id,
+                        "PostgreSQL at {host}:{port} is version {} but the platform needs {min_server_version} or newer",
                         version / 10_000
                     )));
                 }
@@ -127,7 +124,7 @@ impl ClusterDriver {
                     annotations: annotations.clone(),
                 };
                 let outcome =
-                    kube::apply_namespace(&self.client, &spec, &apply).await.map_err(|e| fail(id, e))?;
+                    kube::apply_namespace(&self.client, &spec, &apply).await.map_err(|e| fail(e))?;
                 Ok(json!({"namespace": outcome_json(outcome)}))
             }
             Action::ApplySecret { namespace, name, labels, data } => {
@@ -154,8 +151,7 @@ impl ClusterDriver {
                     secret_type: None,
                     data,
                 };
-                let outcome =
-                    kube::apply_secret(&self.client, &spec, &apply).await.map_err(|e| fail(id, e))?;
+                let outcome = kube::apply_secret(&self.client, &spec, &apply).await.map_err(|e| fail(e))?;
                 Ok(json!({"secret": outcome_json(outcome)}))
             }
             Action::ProvisionDatabase { role, database, password, connection_limit, .. } => {
@@ -163,8 +159,8 @@ impl ClusterDriver {
                     self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
                 let clear = password.expose_tree().ok_or_else(not_decrypted)?;
                 let provisioning = Provisioning {
-                    role: Identifier::new("role", role).map_err(|e| fail(id, e))?,
-                    database: Identifier::new("database", database).map_err(|e| fail(id, e))?,
+                    role: Identifier::new("role", role).map_err(|e| fail(e))?,
+                    database: Identifier::new("database", database).map_err(|e| fail(e))?,
                     password: SecretString::new(clear.as_str().unwrap_or_default().to_owned()),
                 };
                 phase("provisioning");
@@ -182,8 +178,8 @@ impl ClusterDriver {
                     })
                 })
                 .await
-                .map_err(|e| fail(id, e))?
-                .map_err(|e| fail(id, e))?;
+                .map_err(|e| fail(e))?
+                .map_err(|e| fail(e))?;
                 Ok(json!({"changes": format!("{outcome:?}"), "connection_limit_changed": limit_changed}))
             }
             Action::ApplyObjects { objects, .. } => {
@@ -195,7 +191,7 @@ impl ClusterDriver {
                 for item in &items {
                     let outcome = boxed(kube::apply_manifest(&self.client, item, &apply, &redactor))
                         .await
-                        .map_err(|e| fail(id, e))?;
+                        .map_err(|e| fail(e))?;
                     outcomes.push(outcome_json(outcome));
                 }
                 Ok(json!({"objects": outcomes}))
@@ -219,7 +215,7 @@ impl ClusterDriver {
                     helm::upgrade_install(&context, &release, &chart, &values, &options, &redactor)
                 })
                 .await
-                .map_err(|e| StepError::new(format!("{}: helm did not finish: {e}", step.id)))?;
+                .map_err(|e| StepError::new(format!("helm did not finish: {e}")))?;
                 match output {
                     Ok(stdout) => Ok(json!({"helm": stdout.lines().take(6).collect::<Vec<_>>().join("\n")})),
                     Err(error) => Err(helm_error(step, error)),
@@ -233,20 +229,18 @@ impl ClusterDriver {
                 };
                 boxed(kube::wait_for_workloads(&self.client, namespace, selector, &options))
                     .await
-                    .map_err(|e| fail(id, e))?;
+                    .map_err(|e| fail(e))?;
                 Ok(json!({"ready": true}))
             }
             Action::StoreKey { namespace, secret_name, recipients } => {
                 let location = KeyStoreLocation { namespace: namespace.clone(), name: secret_name.clone() };
-                let stored =
-                    boxed(kube::read_keys(&self.client, &location)).await.map_err(|e| fail(id, e))?;
+                let stored = boxed(kube::read_keys(&self.client, &location)).await.map_err(|e| fail(e))?;
                 if let Some(stored) = &stored {
                     if recipients.contains(&stored.current.recipient) {
                         return Ok(json!({"key_store": "unchanged", "recipient": stored.current.recipient}));
                     }
                     return Err(StepError::new(format!(
-                        "{}: the key store {namespace}/{secret_name} holds the key of {}, but env.toml lists {}; finish or start the rotation with `cargo xtask rotate-keys`",
-                        step.id,
+                        "the key store {namespace}/{secret_name} holds the key of {}, but env.toml lists {}; finish or start the rotation with `cargo xtask rotate-keys`",
                         stored.current.recipient,
                         recipients.join(", ")
                     )));
@@ -256,8 +250,7 @@ impl ClusterDriver {
                     .find_map(|r| self.identities.secret_key_for(r).map(|k| (r.clone(), k)))
                     .ok_or_else(|| {
                         StepError::new(format!(
-                            "{}: none of the local age identities is {}",
-                            step.id,
+                            "none of the local age identities is {}",
                             recipients.join(", ")
                         ))
                     })?;
@@ -267,7 +260,7 @@ impl ClusterDriver {
                 };
                 let outcome = boxed(kube::store_current_key(&self.client, &location, &new))
                     .await
-                    .map_err(|e| fail(id, e))?;
+                    .map_err(|e| fail(e))?;
                 Ok(json!({"key_store": outcome_json(outcome), "recipient": recipient}))
             }
         }
@@ -283,8 +276,9 @@ fn boxed<'a, T>(future: impl std::future::Future<Output = T> + Send + 'a) -> Box
 /// A step's error with its whole chain of causes (the reason a database could not be created,
 /// the TLS error behind "the API server could not be reached"). Driver errors never carry
 /// secrets; secret-bearing server messages are redacted where they are made.
-fn fail<E: std::error::Error + 'static>(step_id: &str, error: E) -> StepError {
-    StepError::from_error(step_id, &error)
+/// The executor names the step beside its error, so the message does not repeat the step id.
+fn fail<E: std::error::Error + 'static>(error: E) -> StepError {
+    StepError::from_error(&error)
 }
 
 fn helm_error(step: &Step, error: helm::HelmError) -> StepError {
@@ -292,7 +286,8 @@ fn helm_error(step: &Step, error: helm::HelmError) -> StepError {
         helm::HelmError::Failed { output, .. } => Some(output.clone()),
         _ => None,
     };
-    let error = StepError::from_error(&step.id, &error);
+    let _ = step;
+    let error = StepError::from_error(&error);
     match output {
         Some(output) => error.with_output(output),
         None => error,

@@ -37,9 +37,9 @@ impl StepError {
         StepError { message: message.into(), cause: None, output: None }
     }
 
-    /// `context: error`, with the error's own causes kept as this error's causes.
-    pub fn from_error(context: &str, error: &(dyn std::error::Error + 'static)) -> StepError {
-        let message = format!("{context}: {error}");
+    /// The error's message, with its causes kept as this error's causes.
+    pub fn from_error(error: &(dyn std::error::Error + 'static)) -> StepError {
+        let message = error.to_string();
         let mut texts = Vec::new();
         let mut source = error.source();
         let mut last = error.to_string();
@@ -124,11 +124,8 @@ mod tests {
     #[test]
     fn a_step_error_keeps_the_chain_of_causes() {
         let error = Spawn { source: std::io::Error::from_raw_os_error(libc::ENOENT) };
-        let step = StepError::from_error("opus-system/dapr/release", &error);
-        assert_eq!(
-            step.message,
-            "opus-system/dapr/release: could not run helm (`helm` on PATH) for status of release `dapr`"
-        );
+        let step = StepError::from_error(&error);
+        assert_eq!(step.message, "could not run helm (`helm` on PATH) for status of release `dapr`");
         let cause = std::error::Error::source(&step).expect("the io error is the cause");
         assert_eq!(cause.to_string(), "No such file or directory (os error 2)");
         assert!(
@@ -144,7 +141,7 @@ mod tests {
         #[error("the API server could not be reached: connection refused")]
         struct Outer(#[source] std::io::Error);
         let error = Outer(std::io::Error::other("connection refused"));
-        let step = StepError::from_error("environment/e/preflight", &error);
+        let step = StepError::from_error(&error);
         assert!(step.causes().is_empty());
     }
 }
