@@ -86,7 +86,9 @@ fn deploy_in_process(repo: &Repo) -> usize {
         let mut journal = session::open_journal(&place, "example").await.unwrap();
         let successes = session::success_fingerprints(&journal.latest().await.unwrap());
         let recipients = platform::secrets::parse_recipients(&env_file.secrets.age_recipients).unwrap();
-        let TargetSpec::Directory { path } = &plan.target else { panic!("example deploys to a directory") };
+        let TargetSpec::Directory { path, .. } = &plan.target else {
+            panic!("example deploys to a directory")
+        };
         let driver = Arc::new(DirectoryDriver::new(repo.root().join(path), recipients));
         let (_cancel, cancel) = tokio::sync::watch::channel(false);
         let options = ExecOptions {
@@ -117,7 +119,7 @@ impl Driver for NoopDriver {
 
 /// `n` steps in chains of ten, so that the scheduler both waits on and releases dependents.
 fn noop_plan(n: usize) -> Plan {
-    let target = TargetSpec::Directory { path: "bundle/bench".to_owned() };
+    let target = TargetSpec::Directory { path: "bundle/bench".to_owned(), recipients: Vec::new() };
     let steps = (0..n)
         .map(|idx| {
             let action = Action::EnsureNamespace {

@@ -166,9 +166,9 @@ fn status_after_deploy_is_up_to_date_and_names_the_changed_step_after_a_change()
     repo.xtask(&["deploy", "example"]).assert_code(0);
     let (after, out) = status_lines(&repo);
     let steps: Vec<&String> = after.iter().filter(|l| l.starts_with("  ")).collect();
-    assert_eq!(steps.len(), 37, "{out}");
+    assert_eq!(steps.len(), 38, "{out}");
     assert!(steps.iter().all(|l| l.contains(" succeeded ") && l.ends_with("up to date")), "{out}");
-    assert_eq!(after.last().unwrap(), "0 of 37 steps would change");
+    assert_eq!(after.last().unwrap(), "0 of 38 steps would change");
 
     repo.replace(
         "environments/example/opus/oob-consent/component.toml",
@@ -180,7 +180,7 @@ fn status_after_deploy_is_up_to_date_and_names_the_changed_step_after_a_change()
         changed.iter().filter(|l| l.starts_with("  ") && l.ends_with("would change")).collect();
     assert_eq!(would_change.len(), 1, "{out}");
     assert!(would_change[0].trim_start().starts_with("opus/oob-consent/release "), "{out}");
-    assert_eq!(changed.last().unwrap(), "1 of 37 steps would change");
+    assert_eq!(changed.last().unwrap(), "1 of 38 steps would change");
 
     let json = repo.xtask(&["status", "example", "--format", "json"]);
     json.assert_code(0);

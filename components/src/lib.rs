@@ -53,6 +53,17 @@ macro_rules! values_template {
     };
 }
 
+/// Declares a template of objects that lives beside the module, as `<module>/<file>`.
+#[macro_export]
+macro_rules! objects_template {
+    ($module:literal, $file:literal) => {
+        platform::catalog::ValuesTemplate {
+            path: concat!("components/src/", $module, "/", $file),
+            text: include_str!($file),
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use platform::catalog::Kind;

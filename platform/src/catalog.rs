@@ -98,6 +98,14 @@ pub struct Dependency {
     pub declared_at: &'static Location<'static>,
 }
 
+/// A CustomResourceDefinition a component creates objects of, and the line of Rust that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrdNeed {
+    /// `<plural>.<group>`, as the CustomResourceDefinition is named (`components.dapr.io`).
+    pub name: &'static str,
+    pub declared_at: &'static Location<'static>,
+}
+
 /// The database a component owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DatabaseSpec {
@@ -124,9 +132,11 @@ pub struct Definition {
     dependencies: Vec<Dependency>,
     database: Option<DatabaseSpec>,
     values_template: Option<ValuesTemplate>,
+    objects_template: Option<ValuesTemplate>,
     app: Option<&'static str>,
     secret_keys: Vec<&'static str>,
-    crds: Vec<&'static str>,
+    crds_needed: Vec<CrdNeed>,
+    crds_provided: Vec<&'static str>,
     forbidden_in_protected: Option<&'static str>,
     wait_for_readiness: bool,
     module_path: &'static str,
@@ -144,9 +154,11 @@ impl Definition {
             dependencies: Vec::new(),
             database: None,
             values_template: None,
+            objects_template: None,
             app: None,
             secret_keys: Vec::new(),
-            crds: Vec::new(),
+            crds_needed: Vec::new(),
+            crds_provided: Vec::new(),
             forbidden_in_protected: None,
             wait_for_readiness: kind == Kind::HelmRelease,
             module_path: Location::caller().file(),
@@ -188,9 +200,26 @@ impl Definition {
         self
     }
 
-    /// A CustomResourceDefinition this component needs installed in the cluster.
+    /// Objects a Helm release component applies once its release is ready (cert-manager's
+    /// ClusterIssuer): a template beside the module rendering a list of manifests. Like the
+    /// values template it belongs to the catalog; no client file can set or replace it.
+    pub fn objects_after_release(mut self, template: ValuesTemplate) -> Definition {
+        self.objects_template = Some(template);
+        self
+    }
+
+    /// A CustomResourceDefinition this component creates objects of. When a component of the
+    /// same environment provides it, this component waits for that release and for the
+    /// definition to be `Established`; otherwise the preflight requires it in the cluster.
+    #[track_caller]
     pub fn needs_crd(mut self, crd: &'static str) -> Definition {
-        self.crds.push(crd);
+        self.crds_needed.push(CrdNeed { name: crd, declared_at: Location::caller() });
+        self
+    }
+
+    /// CustomResourceDefinitions this component's release installs (and owns).
+    pub fn provides_crds(mut self, crds: &[&'static str]) -> Definition {
+        self.crds_provided.extend_from_slice(crds);
         self
     }
 
@@ -232,8 +261,14 @@ impl Definition {
     pub fn secret_keys(&self) -> &[&'static str] {
         &self.secret_keys
     }
-    pub fn crds(&self) -> &[&'static str] {
-        &self.crds
+    pub fn crds_needed(&self) -> &[CrdNeed] {
+        &self.crds_needed
+    }
+    pub fn crds_provided(&self) -> &[&'static str] {
+        &self.crds_provided
+    }
+    pub fn objects_template(&self) -> Option<&ValuesTemplate> {
+        self.objects_template.as_ref()
     }
     pub fn protected_reason(&self) -> Option<&'static str> {
         self.forbidden_in_protected

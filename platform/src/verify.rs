@@ -245,6 +245,22 @@ fn resolve_dependencies(env: &Environment, catalog: &Catalog, out: &mut Vec<Diag
                 });
             }
         }
+        // A component creating objects of a CRD that another component's release installs
+        // waits for that release.
+        for need in template.definition.crds_needed() {
+            for provider in &enabled {
+                let provides = catalog
+                    .get(&provider.template)
+                    .is_some_and(|t| t.definition.crds_provided().contains(&need.name));
+                if provides && provider.id() != component.id() {
+                    edges.push(Edge {
+                        from: component.id(),
+                        to: provider.id(),
+                        declared: Declared::Catalog(need.declared_at),
+                    });
+                }
+            }
+        }
         let spans: Vec<Span> = match component.node.entry_at(&["depends_on"]).map(|e| &e.node.value) {
             Some(crate::load::node::Value::Array(items)) => items.iter().map(|i| i.span).collect(),
             _ => Vec::new(),

@@ -141,6 +141,8 @@ fn preflight(storage_class: Option<&str>, crds: &[&str]) -> Step {
             max_kubernetes_version: Some("1.30".to_owned()),
             storage_class: storage_class.map(str::to_owned),
             crds: crds.iter().map(|c| (*c).to_owned()).collect(),
+            provided: Default::default(),
+            outside_run: Default::default(),
         },
     )
 }
@@ -161,7 +163,10 @@ async fn preflight_passes_on_a_supported_cluster_and_reports_version_and_storage
         .await
         .respond(json_response(200, crd_metadata("components.dapr.io")));
     let output = server.finish(task).await.unwrap();
-    assert_eq!(output, json!({"kubernetes": "1.30", "storage_class": "standard"}));
+    assert_eq!(
+        output,
+        json!({"kubernetes": "1.30", "storage_class": "standard", "crds_installed_by_the_plan": []})
+    );
 }
 
 #[tokio::test]
@@ -217,6 +222,30 @@ async fn preflight_lists_every_missing_crd() {
     assert_eq!(
         error.message,
         "the cluster lacks custom resource definitions the plan uses: certificates.cert-manager.io, subscriptions.dapr.io"
+    );
+}
+
+#[tokio::test]
+async fn preflight_names_the_provider_a_partial_run_leaves_out() {
+    let (client, mut server) = MockServer::start();
+    let mut step = preflight(None, &["components.dapr.io"]);
+    let Action::Preflight { outside_run, .. } = &mut step.action else { unreachable!() };
+    outside_run.insert("components.dapr.io".to_owned(), "opus-system/dapr".to_owned());
+    let task = run(driver(client, Setup::default()), step);
+    server.expect("GET", "/version").await.respond(json_response(200, version_info("1", "30", "v1.30.2")));
+    server
+        .expect("GET", "/apis/storage.k8s.io/v1/storageclasses")
+        .await
+        .respond(json_response(200, storage_classes(&[("standard", true)])));
+    server.expect("GET", &format!("{CRD_PATH}/components.dapr.io")).await.respond(status_response(
+        404,
+        "NotFound",
+        "not found",
+    ));
+    let error = server.finish(task).await.unwrap_err();
+    assert_eq!(
+        error.message,
+        "the cluster lacks custom resource definitions the plan uses: components.dapr.io; components.dapr.io is installed by opus-system/dapr, which this run leaves out (--only): deploy it first, or include it in --only"
     );
 }
 
@@ -345,8 +374,23 @@ async fn apply_objects_applies_a_dapr_component_server_side() {
     let objects = values_with_secrets(json!([component.clone()]), &[]);
     let task = run(
         driver(client, Setup::default()),
-        step("opus/pubsub/apply", Action::ApplyObjects { namespace: "opus".to_owned(), objects }),
+        step(
+            "opus/pubsub/apply",
+            Action::ApplyObjects {
+                namespace: "opus".to_owned(),
+                objects,
+                wait_for_crds: vec!["components.dapr.io".to_owned()],
+            },
+        ),
     );
+    // First the definition the dapr release installs must be established.
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "components.dapr.io", "resourceVersion": "3"},
+        "spec": {"group": "dapr.io", "names": {"kind": "Component", "plural": "components"}, "scope": "Namespaced", "versions": []},
+        "status": {"conditions": [{"type": "Established", "status": "True"}]},
+    });
+    server.expect("GET", &format!("{CRD_PATH}/components.dapr.io")).await.respond(json_response(200, crd));
     let path = "/apis/dapr.io/v1alpha1/namespaces/opus/components/opus-pubsub";
     server.expect("GET", path).await.respond(status_response(404, "NotFound", "not found"));
     let patch = server.expect("PATCH", path).await;

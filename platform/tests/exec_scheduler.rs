@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc, watch};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn target() -> TargetSpec {
-    TargetSpec::Directory { path: "bundle/test".to_owned() }
+    TargetSpec::Directory { path: "bundle/test".to_owned(), recipients: Vec::new() }
 }
 
 /// A step of component `ns/<component>` with id `ns/<component>/<verb>`; `label` changes the

@@ -123,10 +123,14 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
     // The summary, and confirmation for protected environments.
     let changes = classify(plan, &snapshots);
     let count = |k: ChangeKind| changes.values().filter(|(c, _)| *c == k).count();
+    let migrations = match count(ChangeKind::Migrate) {
+        0 => String::new(),
+        n => format!(", {n} to re-record in the current fingerprint format"),
+    };
     ui::status(
         "Planned",
         &format!(
-            "`{}`: {} steps ({} to create, {} to update, {} unchanged)",
+            "`{}`: {} steps ({} to create, {} to update, {} unchanged{migrations})",
             cmd.environment,
             plan.len(),
             count(ChangeKind::Create),
@@ -140,7 +144,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
     }
 
     let driver: Arc<dyn Driver> = match &plan.target {
-        TargetSpec::Directory { path } => {
+        TargetSpec::Directory { path, .. } => {
             let recipients = platform::secrets::parse_recipients(&env_file.secrets.age_recipients)
                 .or_exit(Outcome::CouldNotStart)?;
             let driver = DirectoryDriver::new(repo.root.join(path), recipients);
@@ -191,7 +195,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
     let summary = execute(plan, driver, &mut journal, progress, options).await;
     // A complete deploy of a whole environment to a bundle removes what no step writes any
     // more (files of removed components), so the bundle never deploys a component twice.
-    if let TargetSpec::Directory { path } = &plan.target
+    if let TargetSpec::Directory { path, .. } = &plan.target
         && summary.is_success()
         && cmd.only.is_empty()
     {

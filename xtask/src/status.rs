@@ -52,7 +52,8 @@ async fn status_or_exit(repo: &Repo, cmd: &StatusCmd) -> Result<Outcome, Outcome
                 }),
                 "at": record.and_then(|r| r.finished_at.format(&Rfc3339).ok()),
                 "error": record.and_then(|r| match &r.outcome { StepOutcome::Failed { message } => Some(message.clone()), _ => None }),
-                "would_change": *kind != ChangeKind::Unchanged,
+                "would_change": !matches!(kind, ChangeKind::Unchanged | ChangeKind::Migrate),
+                "format_migration": *kind == ChangeKind::Migrate,
                 "changed_keys": keys.iter().map(|k| k.path.clone()).collect::<Vec<_>>(),
             })
         })

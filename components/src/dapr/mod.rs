@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize};
 
 pub struct Dapr;
 
+/// The CustomResourceDefinitions the dapr chart installs.
+pub const DAPR_CRDS: [&str; 5] = [
+    "components.dapr.io",
+    "configurations.dapr.io",
+    "httpendpoints.dapr.io",
+    "resiliencies.dapr.io",
+    "subscriptions.dapr.io",
+];
+
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaprInputs {
@@ -39,9 +48,9 @@ impl Component for Dapr {
         Definition::of::<Self>(Kind::HelmRelease, "The Dapr control plane.")
             .chart(
                 ChartRef::repository("https://dapr.github.io/helm-charts", "dapr", "1.14.4")
-                    .with_stand_in("charts/opus-infra"),
+                    .with_stand_in("charts/stand-in-dapr"),
             )
-            .needs_crd("components.dapr.io")
+            .provides_crds(&DAPR_CRDS)
             .values_template(crate::values_template!("dapr"))
     }
 }

@@ -67,11 +67,18 @@ pub fn compile(
     let env_ctx = context::env_context(env);
 
     let preflight_id = format!("environment/{}/preflight", env.name);
-    let mut crds: Vec<String> = env
-        .components()
-        .filter(|c| c.file.enabled)
-        .filter_map(|c| catalog.get(&c.template))
-        .flat_map(|t| t.definition.crds().iter().map(|s| (*s).to_owned()))
+    // CRDs: what the enabled components create objects of, and which release installs each.
+    let enabled_definitions = || {
+        env.components()
+            .filter(|c| c.file.enabled)
+            .filter_map(|c| catalog.get(&c.template).map(|t| (c.id(), &t.definition)))
+    };
+    let provided: BTreeMap<String, String> = enabled_definitions()
+        .flat_map(|(id, d)| d.crds_provided().iter().map(move |crd| ((*crd).to_owned(), id.clone())))
+        .collect();
+    let mut crds: Vec<String> = enabled_definitions()
+        .flat_map(|(_, d)| d.crds_needed().iter().map(|need| need.name.to_owned()))
+        .filter(|crd| !provided.contains_key(crd))
         .collect();
     crds.sort();
     crds.dedup();
@@ -84,7 +91,13 @@ pub fn compile(
     builder.push(
         preflight_id.clone(),
         None,
-        Action::Preflight { max_kubernetes_version, storage_class, crds },
+        Action::Preflight {
+            max_kubernetes_version,
+            storage_class,
+            crds,
+            provided,
+            outside_run: BTreeMap::new(),
+        },
         vec![],
     );
 
@@ -197,6 +210,16 @@ pub fn compile(
             database.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
             secrets_ctx,
         );
+        let mut wait_for_crds: Vec<String> =
+            definition.crds_needed().iter().map(|need| need.name.to_owned()).collect();
+        wait_for_crds.sort();
+        wait_for_crds.dedup();
+        let objects_after_release = definition.objects_template().and_then(|objects| {
+            let rendered = builder.render_values(objects.path, objects.text, &ctx, sources)?;
+            let mut rendered = rendered;
+            finish_tree(&mut rendered, &mut table, &secrets.digest_key);
+            Some(Values::from_marked(&rendered, &table))
+        });
         let rendered = match definition.template() {
             Some(values_template) => {
                 builder.render_values(values_template.path, values_template.text, &ctx, sources)
@@ -241,9 +264,21 @@ pub fn compile(
                     };
                     previous = vec![builder.push(step_id("ready"), Some(&id), action, previous)];
                 }
+                if let Some(objects) = objects_after_release {
+                    let action = Action::ApplyObjects {
+                        namespace: component.namespace.clone(),
+                        objects,
+                        wait_for_crds: wait_for_crds.clone(),
+                    };
+                    previous = vec![builder.push(step_id("apply"), Some(&id), action, previous)];
+                }
             }
             Kind::Manifests => {
-                let action = Action::ApplyObjects { namespace: component.namespace.clone(), objects: values };
+                let action = Action::ApplyObjects {
+                    namespace: component.namespace.clone(),
+                    objects: values,
+                    wait_for_crds: wait_for_crds.clone(),
+                };
                 previous = vec![builder.push(step_id("apply"), Some(&id), action, previous)];
             }
             Kind::KeyStore => {
@@ -296,7 +331,12 @@ fn single_secret(
 
 fn target_spec(env: &Environment) -> TargetSpec {
     match &env.env.target {
-        Target::Directory { path, .. } => TargetSpec::Directory { path: path.clone() },
+        Target::Directory { path, .. } => {
+            let mut recipients = env.env.secrets.age_recipients.clone();
+            recipients.sort();
+            recipients.dedup();
+            TargetSpec::Directory { path: path.clone(), recipients }
+        }
         Target::Kube { context, kubeconfig, .. } => {
             TargetSpec::Kube { context: context.clone(), kubeconfig: kubeconfig.clone() }
         }

@@ -12,8 +12,8 @@ use serde_json::{Value as Json, json};
 
 use crate::drivers::helm::{self, ChartRef, ChartSource, HelmContext, HelmValues, Release, UpgradeOptions};
 use crate::drivers::kube::{
-    self, ApplyOptions, ApplyOutcome, ClientOptions, ClusterVersion, KeyStoreLocation, NamespaceSpec, NewKey,
-    ReadinessOptions, SecretSpec, StoredKey,
+    self, ApplyOptions, ApplyOutcome, ClientOptions, ClusterVersion, CrdWaitOptions, KeyStoreLocation,
+    NamespaceSpec, NewKey, ReadinessOptions, SecretSpec, StoredKey,
 };
 use crate::drivers::postgres::{self, AdminOptions, Identifier, Provisioning};
 use crate::exec::{Driver, PhaseReporter, StepError, StepOutput};
@@ -84,7 +84,7 @@ impl ClusterDriver {
     async fn run_step(&self, step: &Step, phase: PhaseReporter) -> Result<StepOutput, StepError> {
         let apply = ApplyOptions::default();
         match &step.action {
-            Action::Preflight { max_kubernetes_version, storage_class, crds } => {
+            Action::Preflight { max_kubernetes_version, storage_class, crds, provided, outside_run } => {
                 phase("checking the cluster version");
                 let maximum = max_kubernetes_version
                     .as_deref()
@@ -94,21 +94,27 @@ impl ClusterDriver {
                     })
                     .unwrap_or(ClusterVersion::SUPPORTED_MAXIMUM);
                 let version =
-                    boxed(kube::check_cluster_version(&self.client, maximum)).await.map_err(|e| fail(e))?;
+                    boxed(kube::check_cluster_version(&self.client, maximum)).await.map_err(fail)?;
                 phase("checking the StorageClass");
                 let class = boxed(kube::check_storage_class(&self.client, storage_class.as_deref()))
                     .await
-                    .map_err(|e| fail(e))?;
+                    .map_err(fail)?;
                 phase("checking CustomResourceDefinitions");
                 let names: Vec<&str> = crds.iter().map(String::as_str).collect();
-                boxed(kube::check_crds_installed(&self.client, &names)).await.map_err(|e| fail(e))?;
-                Ok(json!({"kubernetes": version.to_string(), "storage_class": class.name}))
+                boxed(kube::check_crds_installed(&self.client, &names))
+                    .await
+                    .map_err(|error| missing_crds_error(error, outside_run))?;
+                Ok(json!({
+                    "kubernetes": version.to_string(),
+                    "storage_class": class.name,
+                    "crds_installed_by_the_plan": provided.keys().collect::<Vec<_>>(),
+                }))
             }
             Action::DatabasePreflight { host, port, min_server_version, .. } => {
                 let admin =
                     self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
                 phase("connecting to PostgreSQL");
-                let version = boxed(postgres::preflight(admin)).await.map_err(|e| fail(e))?;
+                let version = boxed(postgres::preflight(admin)).await.map_err(fail)?;
                 if version / 10_000 < *min_server_version {
                     return Err(StepError::new(format!(
                         "PostgreSQL at {host}:{port} is version {} but the platform needs {min_server_version} or newer",
@@ -123,8 +129,7 @@ impl ClusterDriver {
                     labels: labels.clone(),
                     annotations: annotations.clone(),
                 };
-                let outcome =
-                    kube::apply_namespace(&self.client, &spec, &apply).await.map_err(|e| fail(e))?;
+                let outcome = kube::apply_namespace(&self.client, &spec, &apply).await.map_err(fail)?;
                 Ok(json!({"namespace": outcome_json(outcome)}))
             }
             Action::ApplySecret { namespace, name, labels, data } => {
@@ -151,7 +156,7 @@ impl ClusterDriver {
                     secret_type: None,
                     data,
                 };
-                let outcome = kube::apply_secret(&self.client, &spec, &apply).await.map_err(|e| fail(e))?;
+                let outcome = kube::apply_secret(&self.client, &spec, &apply).await.map_err(fail)?;
                 Ok(json!({"secret": outcome_json(outcome)}))
             }
             Action::ProvisionDatabase { role, database, password, connection_limit, .. } => {
@@ -159,8 +164,8 @@ impl ClusterDriver {
                     self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
                 let clear = password.expose_tree().ok_or_else(not_decrypted)?;
                 let provisioning = Provisioning {
-                    role: Identifier::new("role", role).map_err(|e| fail(e))?,
-                    database: Identifier::new("database", database).map_err(|e| fail(e))?,
+                    role: Identifier::new("role", role).map_err(fail)?,
+                    database: Identifier::new("database", database).map_err(fail)?,
                     password: SecretString::new(clear.as_str().unwrap_or_default().to_owned()),
                 };
                 phase("provisioning");
@@ -178,20 +183,29 @@ impl ClusterDriver {
                     })
                 })
                 .await
-                .map_err(|e| fail(e))?
-                .map_err(|e| fail(e))?;
+                .map_err(fail)?
+                .map_err(fail)?;
                 Ok(json!({"changes": format!("{outcome:?}"), "connection_limit_changed": limit_changed}))
             }
-            Action::ApplyObjects { objects, .. } => {
+            Action::ApplyObjects { objects, wait_for_crds, .. } => {
                 let clear = objects.expose_tree().ok_or_else(not_decrypted)?;
                 let items = clear.as_array().cloned().unwrap_or_else(|| vec![clear.clone()]);
                 // The objects may carry secrets (values_sensitive_custom): scrub server messages.
                 let redactor = redactor_of(objects);
+                let wait = CrdWaitOptions::default();
+                if !wait_for_crds.is_empty() {
+                    phase("waiting for CustomResourceDefinitions");
+                    boxed(kube::wait_for_crds_established(&self.client, wait_for_crds, &wait))
+                        .await
+                        .map_err(fail)?;
+                }
+                phase("applying");
                 let mut outcomes = Vec::new();
                 for item in &items {
-                    let outcome = boxed(kube::apply_manifest(&self.client, item, &apply, &redactor))
-                        .await
-                        .map_err(|e| fail(e))?;
+                    let outcome =
+                        boxed(kube::apply_through_webhooks(&self.client, item, &apply, &redactor, &wait))
+                            .await
+                            .map_err(fail)?;
                     outcomes.push(outcome_json(outcome));
                 }
                 Ok(json!({"objects": outcomes}))
@@ -229,12 +243,12 @@ impl ClusterDriver {
                 };
                 boxed(kube::wait_for_workloads(&self.client, namespace, selector, &options))
                     .await
-                    .map_err(|e| fail(e))?;
+                    .map_err(fail)?;
                 Ok(json!({"ready": true}))
             }
             Action::StoreKey { namespace, secret_name, recipients } => {
                 let location = KeyStoreLocation { namespace: namespace.clone(), name: secret_name.clone() };
-                let stored = boxed(kube::read_keys(&self.client, &location)).await.map_err(|e| fail(e))?;
+                let stored = boxed(kube::read_keys(&self.client, &location)).await.map_err(fail)?;
                 if let Some(stored) = &stored {
                     if recipients.contains(&stored.current.recipient) {
                         return Ok(json!({"key_store": "unchanged", "recipient": stored.current.recipient}));
@@ -258,9 +272,8 @@ impl ClusterDriver {
                     key: StoredKey { private_key, recipient: recipient.clone() },
                     created: time::OffsetDateTime::now_utc(),
                 };
-                let outcome = boxed(kube::store_current_key(&self.client, &location, &new))
-                    .await
-                    .map_err(|e| fail(e))?;
+                let outcome =
+                    boxed(kube::store_current_key(&self.client, &location, &new)).await.map_err(fail)?;
                 Ok(json!({"key_store": outcome_json(outcome), "recipient": recipient}))
             }
         }
@@ -276,6 +289,26 @@ fn boxed<'a, T>(future: impl std::future::Future<Output = T> + Send + 'a) -> Box
 /// A step's error with its whole chain of causes (the reason a database could not be created,
 /// the TLS error behind "the API server could not be reached"). Driver errors never carry
 /// secrets; secret-bearing server messages are redacted where they are made.
+/// The preflight's error for CRDs the cluster lacks, saying which ones a provider left out of
+/// this run would have installed.
+fn missing_crds_error(
+    error: kube::KubeError,
+    outside_run: &std::collections::BTreeMap<String, String>,
+) -> StepError {
+    let kube::KubeError::MissingCrds { missing } = &error else { return fail(error) };
+    let left_out: Vec<String> = missing
+        .iter()
+        .filter_map(|crd| outside_run.get(crd).map(|provider| format!("{crd} is installed by {provider}")))
+        .collect();
+    if left_out.is_empty() {
+        return fail(error);
+    }
+    StepError::new(format!(
+        "{error}; {}, which this run leaves out (--only): deploy it first, or include it in --only",
+        left_out.join(", ")
+    ))
+}
+
 /// The executor names the step beside its error, so the message does not repeat the step id.
 fn fail<E: std::error::Error + 'static>(error: E) -> StepError {
     StepError::from_error(&error)

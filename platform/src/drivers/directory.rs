@@ -163,6 +163,33 @@ impl Driver for DirectoryDriver {
             self.run_step(step)
         })
     }
+
+    /// Format 2 adds the recipients to the fingerprints of steps that encrypt: the files the
+    /// step wrote must exist and its encrypted files be encrypted for exactly the environment's
+    /// recipients, or the step runs (and re-encrypts).
+    fn still_applied<'a>(&'a self, step: &'a Step) -> BoxFuture<'a, bool> {
+        Box::pin(async move { self.files_hold(step) })
+    }
+}
+
+impl DirectoryDriver {
+    fn files_hold(&self, step: &Step) -> bool {
+        let mut wanted: Vec<String> = self.recipients.iter().map(ToString::to_string).collect();
+        wanted.sort();
+        wanted.dedup();
+        files_of(step).iter().all(|relative| {
+            let path = self.bundle.join(relative);
+            if !relative.ends_with(".enc.yaml") {
+                return path.is_file();
+            }
+            crate::secrets::format::inspect_file(&path).is_ok_and(|summary| {
+                let mut found = summary.recipients.clone();
+                found.sort();
+                found.dedup();
+                found == wanted
+            })
+        })
+    }
 }
 
 /// The files a step writes, relative to the bundle.
@@ -172,7 +199,7 @@ pub fn files_of(step: &Step) -> Vec<String> {
         Action::EnsureNamespace { name, .. } => vec![format!("namespaces/{name}.yaml")],
         Action::ApplySecret { namespace, name, .. } => vec![format!("secrets/{namespace}/{name}.enc.yaml")],
         Action::ProvisionDatabase { database, .. } => vec![format!("database/{database}.sql")],
-        Action::ApplyObjects { namespace, objects } => {
+        Action::ApplyObjects { namespace, objects, .. } => {
             let component = step.component.as_deref().and_then(|c| c.rsplit('/').next()).unwrap_or("objects");
             let ext = if objects.sensitive().is_empty() { "yaml" } else { "enc.yaml" };
             vec![format!("manifests/{namespace}/{component}.{ext}")]

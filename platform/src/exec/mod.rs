@@ -75,6 +75,8 @@ pub struct Summary {
     pub failed: Vec<(String, String)>,
     pub skipped: Vec<(String, String)>,
     pub unchanged: Vec<String>,
+    /// Of `unchanged`, the steps re-recorded in the current fingerprint format (not run).
+    pub migrated: Vec<String>,
     pub interrupted: bool,
     /// The journal could not be written: the run stopped at once.
     pub journal_error: Option<String>,
@@ -138,7 +140,46 @@ pub async fn execute<J: JournalSink>(
             let Some((_, id)) = ready.pop_first() else { break };
             let step = plan.step(&id).expect("a step of the plan").clone();
             let recorded = options.previous_successes.get(&id);
-            if recorded == Some(&step.fingerprint) && !options.force_steps.contains(&id) {
+            let forced = options.force_steps.contains(&id);
+            // A success recorded under an older fingerprint format with the same inputs is
+            // re-recorded in the current format, without running, while its effect holds.
+            let migrates = !forced
+                && recorded
+                    .is_some_and(|r| crate::plan::fingerprint::migrates(&plan.target, &step.action, r))
+                && driver.still_applied(&step).await;
+            if migrates {
+                let now = OffsetDateTime::now_utc();
+                let from = recorded.map_or(0, |r| crate::plan::fingerprint_format(r));
+                let record = Record {
+                    step_id: id.clone(),
+                    fingerprint: step.fingerprint.clone(),
+                    outcome: RecordOutcome::Succeeded,
+                    started_at: now,
+                    finished_at: now,
+                    outputs: serde_json::json!({"fingerprint_format_migrated_from": from}),
+                    snapshot: Snapshot::of(&step),
+                };
+                if let Err(error) = journal.append(&record).await {
+                    summary.journal_error = Some(error);
+                    break;
+                }
+                progress.step(&StepEvent {
+                    step: id.clone(),
+                    status: StepStatus::Unchanged,
+                    message: Some(format!(
+                        "re-recorded in fingerprint format {}",
+                        crate::plan::FINGERPRINT_FORMAT
+                    )),
+                    output: None,
+                    duration_ms: None,
+                });
+                summary.unchanged.push(id.clone());
+                summary.migrated.push(id.clone());
+                done.insert(id.clone());
+                release(&id, &mut ready, &mut waiting_on);
+                continue;
+            }
+            if recorded == Some(&step.fingerprint) && !forced {
                 progress.step(&StepEvent {
                     step: id.clone(),
                     status: StepStatus::Unchanged,

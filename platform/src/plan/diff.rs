@@ -34,6 +34,9 @@ pub enum ChangeKind {
     Create,
     Update,
     Unchanged,
+    /// Recorded under an older fingerprint format with the same inputs: the deploy re-records
+    /// it in the current format without running it (unless the target no longer matches).
+    Migrate,
 }
 
 /// One changed key.
@@ -167,6 +170,11 @@ pub fn classify(
             let outcome = match previous.get(&step.id) {
                 None => (ChangeKind::Create, Vec::new()),
                 Some(before) if before.fingerprint == step.fingerprint => (ChangeKind::Unchanged, Vec::new()),
+                Some(before)
+                    if super::fingerprint::migrates(&plan.target, &step.action, &before.fingerprint) =>
+                {
+                    (ChangeKind::Migrate, Vec::new())
+                }
                 Some(before) => (
                     ChangeKind::Update,
                     diff_step(&before.step, &serde_json::to_value(step).expect("serializable")),

@@ -3,13 +3,15 @@
 //! from the same compiler; nothing executes a plan that [`Plan::verify`] rejects.
 
 pub mod diff;
+pub mod fingerprint;
 pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+
+pub use fingerprint::{FINGERPRINT_FORMAT, fingerprint, fingerprint_format, legacy_fingerprint};
 
 use crate::values::Values;
 
@@ -27,8 +29,16 @@ pub enum Action {
         max_kubernetes_version: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         storage_class: Option<String>,
-        /// CustomResourceDefinitions the plan needs.
+        /// CustomResourceDefinitions the cluster must already have: the plan creates objects
+        /// of them and none of its releases installs them.
         crds: Vec<String>,
+        /// CustomResourceDefinitions a release of this plan installs: name -> component.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        provided: BTreeMap<String, String>,
+        /// Of `crds`, those a component of the environment provides but this run (`--only`)
+        /// leaves out: name -> component.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        outside_run: BTreeMap<String, String>,
     },
     /// PostgreSQL is reachable with the admin role and new enough.
     DatabasePreflight {
@@ -52,7 +62,13 @@ pub enum Action {
         password: Values,
     },
     /// Kubernetes objects, applied with server-side apply.
-    ApplyObjects { namespace: String, objects: Values },
+    ApplyObjects {
+        namespace: String,
+        objects: Values,
+        /// CustomResourceDefinitions that must be `Established` before the objects are applied.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        wait_for_crds: Vec<String>,
+    },
     /// `helm upgrade --install` with the merged values on stdin.
     HelmRelease { release: String, namespace: String, chart: ChartSpec, values: Values, timeout_seconds: u32 },
     /// Wait until the release's Deployments and StatefulSets are available.
@@ -89,6 +105,17 @@ impl Action {
         }
     }
 
+    /// The step writes secrets that a `directory` target encrypts for the recipients.
+    pub fn encrypts(&self) -> bool {
+        match self {
+            Action::ApplySecret { .. } => true,
+            Action::ApplyObjects { objects: values, .. } | Action::HelmRelease { values, .. } => {
+                !values.sensitive().is_empty()
+            }
+            _ => false,
+        }
+    }
+
     /// Every secret this step would send somewhere is decrypted.
     pub fn is_complete(&self) -> bool {
         self.values().is_none_or(Values::is_complete)
@@ -118,7 +145,8 @@ pub struct Step {
     pub action: Action,
     /// Ids of the steps this one waits for, sorted.
     pub depends_on: Vec<String>,
-    /// SHA-256 over the target and the action (secrets by keyed digest only).
+    /// `<format>:<SHA-256 hex>` over the target and the action (secrets by keyed digest only);
+    /// see [`fingerprint`].
     pub fingerprint: String,
 }
 
@@ -128,6 +156,10 @@ pub struct Step {
 pub enum TargetSpec {
     Directory {
         path: String,
+        /// The age recipients bundle secrets are encrypted for (sorted): part of the
+        /// fingerprint of every step that encrypts, so a new key re-encrypts the bundle.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        recipients: Vec<String>,
     },
     Kube {
         context: String,
@@ -262,7 +294,48 @@ impl Plan {
                 }
             }
         }
-        let steps = self.steps().filter(|s| keep.contains(&s.id)).cloned().collect();
+        let kept: Vec<&Step> = self.steps().filter(|s| keep.contains(&s.id)).collect();
+        let kept_components: BTreeSet<&str> = kept.iter().filter_map(|s| s.component.as_deref()).collect();
+        let needed: BTreeSet<&str> = kept
+            .iter()
+            .flat_map(|s| match &s.action {
+                Action::ApplyObjects { wait_for_crds, .. } => {
+                    wait_for_crds.iter().map(String::as_str).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        let steps = kept
+            .iter()
+            .map(|step| match &step.action {
+                Action::Preflight { max_kubernetes_version, storage_class, crds, provided, outside_run } => {
+                    // A provider this run leaves out installs nothing now: what the run needs of
+                    // its CRDs must already be in the cluster, and the preflight says why.
+                    let mut crds = crds.clone();
+                    let mut outside_run = outside_run.clone();
+                    let mut still_provided = BTreeMap::new();
+                    for (crd, provider) in provided {
+                        if kept_components.contains(provider.as_str()) {
+                            still_provided.insert(crd.clone(), provider.clone());
+                        } else if needed.contains(crd.as_str()) {
+                            crds.push(crd.clone());
+                            outside_run.insert(crd.clone(), provider.clone());
+                        }
+                    }
+                    crds.sort();
+                    crds.dedup();
+                    let action = Action::Preflight {
+                        max_kubernetes_version: max_kubernetes_version.clone(),
+                        storage_class: storage_class.clone(),
+                        crds,
+                        provided: still_provided,
+                        outside_run,
+                    };
+                    Step { fingerprint: fingerprint(&self.target, &action), action, ..(*step).clone() }
+                }
+                _ => (*step).clone(),
+            })
+            .collect();
         Plan::new(
             self.environment.clone(),
             self.protected,
@@ -313,13 +386,4 @@ fn topological_order(graph: &DiGraph<Step, ()>) -> Result<Vec<NodeIndex>, PlanEr
         return Err(PlanError::Cycle(stuck));
     }
     Ok(order)
-}
-
-/// The fingerprint of an action on a target.
-pub fn fingerprint(target: &TargetSpec, action: &Action) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(serde_json::to_vec(target).expect("serializable"));
-    hasher.update([0]);
-    hasher.update(serde_json::to_vec(action).expect("serializable"));
-    hex::encode(hasher.finalize())
 }

@@ -12,10 +12,15 @@ use super::{Action, Plan, Step};
 /// One line summary of what a step does.
 pub fn describe(step: &Step) -> String {
     match &step.action {
-        Action::Preflight { max_kubernetes_version, crds, .. } => match max_kubernetes_version {
-            Some(max) => {
+        Action::Preflight { max_kubernetes_version, crds, provided, .. } => match max_kubernetes_version {
+            Some(max) if provided.is_empty() => {
                 format!("check the cluster (Kubernetes <= {max}, StorageClass, {} CRDs)", crds.len())
             }
+            Some(max) => format!(
+                "check the cluster (Kubernetes <= {max}, StorageClass, {} CRDs required, {} installed by the plan)",
+                crds.len(),
+                provided.len()
+            ),
             None => "check the bundle folder".to_owned(),
         },
         Action::DatabasePreflight { host, port, min_server_version, .. } => {
@@ -39,10 +44,25 @@ pub fn describe(step: &Step) -> String {
     }
 }
 
-/// Counts by change kind.
-fn summary(changes: &BTreeMap<String, (ChangeKind, Vec<KeyChange>)>) -> (usize, usize, usize) {
+/// Counts by change kind: create, update, unchanged, migrate.
+fn summary(changes: &BTreeMap<String, (ChangeKind, Vec<KeyChange>)>) -> (usize, usize, usize, usize) {
     let count = |k: ChangeKind| changes.values().filter(|(c, _)| *c == k).count();
-    (count(ChangeKind::Create), count(ChangeKind::Update), count(ChangeKind::Unchanged))
+    (
+        count(ChangeKind::Create),
+        count(ChangeKind::Update),
+        count(ChangeKind::Unchanged),
+        count(ChangeKind::Migrate),
+    )
+}
+
+/// The sentence about a fingerprint format migration, when there is one.
+fn migration_note(migrate: usize) -> Option<String> {
+    (migrate > 0).then(|| {
+        format!(
+            "{migrate} step(s) were recorded under an older fingerprint format with the same inputs: the deploy re-records them in format {} without running them (a format migration, not an update)",
+            super::FINGERPRINT_FORMAT
+        )
+    })
 }
 
 fn symbol(kind: ChangeKind) -> &'static str {
@@ -50,6 +70,7 @@ fn symbol(kind: ChangeKind) -> &'static str {
         ChangeKind::Create => "+",
         ChangeKind::Update => "~",
         ChangeKind::Unchanged => "=",
+        ChangeKind::Migrate => "»",
     }
 }
 
@@ -65,8 +86,11 @@ pub fn text(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
             let _ = writeln!(out, "      {}: {}", key.path, key.describe());
         }
     }
-    let (create, update, unchanged) = summary(&changes);
+    let (create, update, unchanged, migrate) = summary(&changes);
     let _ = writeln!(out, "{create} to create, {update} to update, {unchanged} unchanged");
+    if let Some(note) = migration_note(migrate) {
+        let _ = writeln!(out, "{note}");
+    }
     if !plan.secrets_decrypted {
         let _ =
             writeln!(out, "secrets were not decrypted: sensitive values are compared by their ciphertexts");
@@ -86,8 +110,11 @@ pub fn json(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> serde_json::V
             step["changed_keys"] = json!(keys);
         }
     }
-    let (create, update, unchanged) = summary(&changes);
+    let (create, update, unchanged, migrate) = summary(&changes);
     document["summary"] = json!({"create": create, "update": update, "unchanged": unchanged});
+    if migrate > 0 {
+        document["summary"]["migrate"] = json!(migrate);
+    }
     document
 }
 
@@ -95,10 +122,13 @@ pub fn json(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> serde_json::V
 /// changed component.
 pub fn markdown(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
     let changes = classify(plan, previous);
-    let (create, update, unchanged) = summary(&changes);
+    let (create, update, unchanged, migrate) = summary(&changes);
     let mut out = String::new();
     let _ = writeln!(out, "### Plan for `{}`\n", plan.environment);
     let _ = writeln!(out, "**{create}** to create, **{update}** to update, **{unchanged}** unchanged.\n");
+    if let Some(note) = migration_note(migrate) {
+        let _ = writeln!(out, "{note}.\n");
+    }
     let _ = writeln!(out, "| step | change | what |\n|---|---|---|");
     for step in plan.steps() {
         let (kind, _) = &changes[&step.id];
@@ -113,7 +143,7 @@ pub fn markdown(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
     let mut by_component: BTreeMap<String, Vec<(&Step, &Vec<KeyChange>)>> = BTreeMap::new();
     for step in plan.steps() {
         let (kind, keys) = &changes[&step.id];
-        if *kind != ChangeKind::Unchanged {
+        if !matches!(kind, ChangeKind::Unchanged | ChangeKind::Migrate) {
             let component = step.component.clone().unwrap_or_else(|| step.id.clone());
             by_component.entry(component).or_default().push((step, keys));
         }

@@ -6,6 +6,7 @@
 //! message, a log line or a process argument.
 
 mod apply;
+mod crds;
 mod keystore;
 mod preflight;
 mod readiness;
@@ -27,6 +28,7 @@ pub use apply::{
     NamespaceSpec, SecretKeyRef, SecretSpec, apply_config_map, apply_dapr_component, apply_manifest,
     apply_namespace, apply_secret,
 };
+pub use crds::{CrdWaitOptions, apply_through_webhooks, is_webhook_unavailable, wait_for_crds_established};
 pub use keystore::{
     KeyStoreLocation, NewKey, StoredKey, StoredKeys, read_keys, retire_previous_key, store_current_key,
 };
@@ -180,6 +182,12 @@ pub enum KubeError {
     NoStorageClass { wanted: Option<String>, available: Vec<String> },
     #[error("the cluster lacks custom resource definitions the plan uses: {}", missing.join(", "))]
     MissingCrds { missing: Vec<String> },
+    #[error(
+        "timed out after {} waiting for custom resource definitions to be established: {}",
+        display_duration(*timeout),
+        pending.join("; ")
+    )]
+    CrdsNotEstablished { timeout: std::time::Duration, pending: Vec<String> },
     #[error(
         "{object} was changed by someone else while it was being updated (resourceVersion conflict); rerun to retry on the new version"
     )]
