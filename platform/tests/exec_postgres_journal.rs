@@ -1,13 +1,18 @@
 //! The PostgreSQL backend of the deploy lock and the journal against a throwaway server: two
-//! deploys of one environment never both hold the lock, and records survive a reopen.
+//! deploys of one environment never both hold the lock, records survive a reopen, and a
+//! missing journal database is created by the commands that write it (never by read-only
+//! ones), or explained when the admin role may not create it.
 
 #[path = "support/pg.rs"]
 mod pg;
 
 use pg::PgServer;
-use platform::drivers::postgres::{AdminOptions, SslMode};
-use platform::journal::{Journal, LockBackend, LockError, StepOutcome, StepRecord, lock_postgres};
+use platform::drivers::postgres::{self as driver, AdminOptions, SslMode};
+use platform::journal::{
+    Journal, JournalError, LockBackend, LockError, NotCreatedReason, StepOutcome, StepRecord, lock_postgres,
+};
 use platform::sensitive::SecretString;
+use platform::session::{self, JournalPlace};
 use time::OffsetDateTime;
 
 fn admin(server: &PgServer) -> AdminOptions {
@@ -86,4 +91,151 @@ async fn postgres_journal_keeps_records_and_lineage_across_reopen() {
     let other = Journal::open_postgres(&options, "prod").await.expect("open prod");
     assert_ne!(other.header().lineage, lineage);
     assert!(other.latest().await.unwrap().is_empty());
+}
+
+/// The admin's options on `database`.
+fn admin_on(server: &PgServer, database: &str) -> AdminOptions {
+    AdminOptions { database: database.to_owned(), ..admin(server) }
+}
+
+/// Whether `database` exists, asked as the superuser from `postgres`.
+async fn database_exists(server: &PgServer, database: &str) -> bool {
+    let mut connection = driver::connect(&admin(server)).await.expect("connect to postgres");
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(database)
+        .fetch_one(&mut connection)
+        .await
+        .expect("look up the database")
+}
+
+/// An error and all its causes, as the CLI prints them, and their `Debug` forms.
+fn everything_said(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut said = format!("{error}\n{error:?}");
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        said.push_str(&format!("\n{inner}\n{inner:?}"));
+        cause = inner.source();
+    }
+    said
+}
+
+#[tokio::test]
+async fn missing_journal_database_is_created_when_the_admin_may() {
+    let Some(server) = PgServer::try_start() else { return };
+    let options = admin_on(&server, "opus_deploy");
+    assert!(!database_exists(&server, "opus_deploy").await);
+
+    let mut journal = Journal::open_postgres(&options, "staging").await.expect("open creates the database");
+    assert!(database_exists(&server, "opus_deploy").await);
+    let first = record("opus/a/release", "f1", StepOutcome::Succeeded, 0);
+    journal.append(&first).await.expect("append");
+    let lineage = journal.header().lineage;
+    drop(journal);
+    let reopened = Journal::open_postgres(&options, "staging").await.expect("reopen");
+    assert_eq!(reopened.header().lineage, lineage);
+    assert_eq!(reopened.latest().await.unwrap()["opus/a/release"], first);
+    assert!(server.log_contents().contains("CREATE DATABASE \"opus_deploy\""));
+
+    // A deploy takes the lock before it opens the journal: the lock creates the database too.
+    let lock_first = admin_on(&server, "opus_lock_first");
+    let lock = lock_postgres(&lock_first, "staging").await.expect("the lock creates the database");
+    assert!(database_exists(&server, "opus_lock_first").await);
+    Journal::open_postgres(&lock_first, "staging").await.expect("open after the lock");
+    lock.release().await.expect("release");
+
+    // A name that would need escaping in SQL is not created, even by a superuser.
+    let error = Journal::open_postgres(&admin_on(&server, "Opus_Journal"), "staging")
+        .await
+        .expect_err("a name with capitals is not created");
+    assert!(
+        matches!(&error, JournalError::DatabaseNotCreated { reason: NotCreatedReason::InvalidName(_), .. }),
+        "{error:?}"
+    );
+    assert!(!database_exists(&server, "Opus_Journal").await);
+}
+
+#[tokio::test]
+async fn concurrent_creations_of_the_journal_database_all_succeed() {
+    let Some(server) = PgServer::try_start() else { return };
+    let options = admin_on(&server, "opus_shared");
+    // Several operators' first deploys at once: whoever loses the CREATE DATABASE race
+    // (duplicate_database, or a unique violation) goes on with the winner's database.
+    let opens = ["a", "b", "c", "d"].map(|environment| Journal::open_postgres(&options, environment));
+    for opened in futures::future::join_all(opens).await {
+        let journal = opened.expect("every open succeeds");
+        assert!(journal.latest().await.unwrap().is_empty());
+    }
+    assert!(database_exists(&server, "opus_shared").await);
+}
+
+#[tokio::test]
+async fn missing_journal_database_without_createdb_is_explained_with_the_sql_to_run() {
+    let Some(server) = PgServer::try_start() else { return };
+    let app_password = "app-canary-5f2c";
+    let mut connection = driver::connect(&admin(&server)).await.expect("connect as the superuser");
+    sqlx::raw_sql(&format!("CREATE ROLE opus_app LOGIN NOCREATEDB PASSWORD '{app_password}'"))
+        .execute(&mut connection)
+        .await
+        .expect("create a role without CREATEDB");
+    let options = AdminOptions {
+        user: "opus_app".to_owned(),
+        password: SecretString::new(app_password),
+        ..admin_on(&server, "opus_deploy")
+    };
+
+    let error = Journal::open_postgres(&options, "staging").await.expect_err("the role may not create it");
+    let JournalError::DatabaseNotCreated { database, host, role, reason, .. } = &error else {
+        panic!("expected DatabaseNotCreated, got {error:?}");
+    };
+    assert_eq!((database.as_str(), host.as_str(), role.as_str()), ("opus_deploy", "127.0.0.1", "opus_app"));
+    assert_eq!(*reason, NotCreatedReason::NoPrivilege);
+    let message = error.to_string();
+    let (first_line, help) = message.split_once('\n').expect("a message and a help line");
+    assert!(first_line.contains("`opus_deploy`") && first_line.contains("127.0.0.1"), "{first_line}");
+    assert!(first_line.contains("`opus_app` may not create it"), "{first_line}");
+    assert!(help.starts_with("help: "), "{help}");
+    assert!(help.contains("`CREATE DATABASE \"opus_deploy\" OWNER \"opus_app\";`"), "{help}");
+    assert!(help.contains("`database = \"<name>\"` under `[journal]` in env.toml"), "{help}");
+    assert!(!everything_said(&error).contains(app_password), "{error:?}");
+    assert!(!database_exists(&server, "opus_deploy").await);
+
+    // Taking the deploy lock (what a deploy does first) says the same.
+    let error = lock_postgres(&options, "staging").await.expect_err("the lock cannot create it either");
+    let LockError::Postgres { source: JournalError::DatabaseNotCreated { .. }, .. } = &error else {
+        panic!("expected a lock error caused by DatabaseNotCreated, got {error:?}");
+    };
+    assert!(!everything_said(&error).contains(app_password), "{error:?}");
+
+    // Once an administrator ran the SQL of the help, the same role opens the journal.
+    sqlx::raw_sql("CREATE DATABASE \"opus_deploy\" OWNER \"opus_app\";")
+        .execute(&mut connection)
+        .await
+        .expect("run the SQL of the help");
+    Journal::open_postgres(&options, "staging").await.expect("open once the database exists");
+}
+
+#[tokio::test]
+async fn missing_journal_database_is_not_created_by_read_only_commands() {
+    let Some(server) = PgServer::try_start() else { return };
+    let place = JournalPlace::Postgres(Box::new(admin_on(&server, "opus_deploy")));
+
+    let opened = session::open_existing_journal(&place, "staging").await;
+    assert!(!matches!(opened, Ok(Some(_))), "no journal to read: {opened:?}");
+    if let Err(error) = &opened {
+        assert!(!everything_said(error).contains(pg::ADMIN_PASSWORD), "{error:?}");
+    }
+    assert!(!database_exists(&server, "opus_deploy").await, "a read-only open created the database");
+    assert!(!server.log_contents().contains("CREATE DATABASE"), "a read-only open ran CREATE DATABASE");
+
+    // The journal a deploy then creates is read by the same read-only open.
+    Journal::open_postgres(place_options(&place), "staging").await.expect("a deploy creates it");
+    let opened = session::open_existing_journal(&place, "staging").await.expect("read-only open");
+    assert!(opened.is_some());
+}
+
+fn place_options(place: &JournalPlace) -> &AdminOptions {
+    match place {
+        JournalPlace::Postgres(options) => options,
+        JournalPlace::File { .. } => unreachable!("a PostgreSQL place"),
+    }
 }

@@ -25,7 +25,9 @@ use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Row as _};
 use time::OffsetDateTime;
 
-use super::postgres::{PostgresJournalOptions, connect, ensure_schema, location_of, query_error};
+use super::postgres::{
+    PostgresJournalOptions, connect_creating_database, ensure_schema, location_of, query_error,
+};
 use super::{JournalError, JournalLocation};
 use crate::secrets::atomic::sync_dir;
 
@@ -400,7 +402,7 @@ pub async fn lock_postgres(
     environment: &str,
 ) -> Result<PgLockGuard, LockError> {
     let wrap = |source| LockError::Postgres { environment: environment.to_owned(), source };
-    let mut connection = connect(options).await.map_err(wrap)?;
+    let mut connection = connect_creating_database(options).await.map_err(wrap)?;
     ensure_schema(&mut connection, options).await.map_err(wrap)?;
     let holder = LockHolder::current(environment);
 

@@ -5,9 +5,10 @@
 //!
 //! Two backends: a local file ([`file`], the default: a checksummed append log, fsynced after
 //! every record, a torn last record reported rather than read as empty) and PostgreSQL
-//! ([`postgres`], for teams: schema created and migrated by the tool). Each journal carries a
-//! lineage id, written by the first deploy, so that a journal of another environment (or a stale
-//! copy) is refused. [`lock`] makes sure only one deploy per environment runs at a time.
+//! ([`postgres`], for teams: database and schema created and migrated by the tool). Each
+//! journal carries a lineage id, written by the first deploy, so that a journal of another
+//! environment (or a stale copy) is refused. [`lock`] makes sure only one deploy per
+//! environment runs at a time.
 //!
 //! **Invariant: nothing secret is ever stored.** A record holds fingerprints (keyed hashes, never
 //! the values they were computed from), outcomes, non-secret outputs and step snapshots whose
@@ -194,6 +195,43 @@ pub enum JournalError {
     SchemaTooNew { location: JournalLocation, found: i32, known: i32 },
     #[error("journal record {id} of environment `{environment}` in {location} is unreadable: {reason}")]
     BadRow { location: JournalLocation, environment: String, id: i64, reason: String },
+    #[error(
+        "journal database `{database}` does not exist on PostgreSQL at {host}:{port}, and {}\n\
+         help: have a PostgreSQL administrator run `CREATE DATABASE {} OWNER {};`, or choose an \
+         existing database with `database = \"<name>\"` under `[journal]` in env.toml",
+        reason.explain(role),
+        quote_identifier(database),
+        quote_identifier(role)
+    )]
+    DatabaseNotCreated { host: String, port: u16, database: String, role: String, reason: NotCreatedReason },
+}
+
+/// Why a missing PostgreSQL journal database was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotCreatedReason {
+    /// The admin role has neither `CREATEDB` nor superuser.
+    NoPrivilege,
+    /// The name is not one opus-deploy puts into SQL (lowercase letters, digits, underscores).
+    InvalidName(&'static str),
+}
+
+impl NotCreatedReason {
+    fn explain(&self, role: &str) -> String {
+        match self {
+            NotCreatedReason::NoPrivilege => {
+                format!("role `{role}` may not create it (it has neither CREATEDB nor SUPERUSER)")
+            }
+            NotCreatedReason::InvalidName(reason) => {
+                format!("opus-deploy does not create it: its name is not a plain identifier ({reason})")
+            }
+        }
+    }
+}
+
+/// `name` as a double-quoted SQL identifier (for help text: a name we validated needs no
+/// escaping, any other has its quotes doubled).
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A journal of one environment, in one of the backends.
@@ -276,5 +314,30 @@ impl Journal {
             Journal::File(journal) => journal.history(limit).await,
             Journal::Postgres(journal) => journal.history(limit).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_database_with_a_name_we_do_not_create_is_explained_with_quoted_sql() {
+        let error = JournalError::DatabaseNotCreated {
+            host: "db.internal".to_owned(),
+            port: 5433,
+            database: "Opus\"Deploy".to_owned(),
+            role: "admin".to_owned(),
+            reason: NotCreatedReason::InvalidName("use only lowercase letters, digits and underscores"),
+        };
+        assert_eq!(
+            error.to_string(),
+            "journal database `Opus\"Deploy` does not exist on PostgreSQL at db.internal:5433, and \
+             opus-deploy does not create it: its name is not a plain identifier (use only lowercase \
+             letters, digits and underscores)\n\
+             help: have a PostgreSQL administrator run `CREATE DATABASE \"Opus\"\"Deploy\" OWNER \
+             \"admin\";`, or choose an existing database with `database = \"<name>\"` under \
+             `[journal]` in env.toml"
+        );
     }
 }

@@ -6,6 +6,12 @@
 //! transaction-level advisory lock so two tools starting at once do not migrate twice. A schema
 //! newer than this build is refused. Every insert is committed (and so durable) when
 //! [`PostgresJournal::append`] returns.
+//!
+//! The database itself is created when it is missing, by the commands that write the journal
+//! (opening it, taking the deploy lock): from the maintenance database (`postgres`, else
+//! `template1`), with the same credentials, when the admin role may (`CREATEDB` or superuser).
+//! When it may not, [`JournalError::DatabaseNotCreated`] says what to run instead. Read-only
+//! commands (`plan`, `status`) look with the driver's plain connection and never create it.
 
 use std::collections::BTreeMap;
 
@@ -17,12 +23,14 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::{
-    JOURNAL_FORMAT, JournalError, JournalHeader, JournalLocation, OpenJournalOptions, StepOutcome, StepRecord,
+    JOURNAL_FORMAT, JournalError, JournalHeader, JournalLocation, NotCreatedReason, OpenJournalOptions,
+    StepOutcome, StepRecord,
 };
-use crate::drivers::postgres::{self as driver, AdminOptions, PostgresError};
+use crate::drivers::postgres::{self as driver, AdminOptions, Identifier, PostgresError};
 
 /// How to reach the journal's database: the driver's admin options. The account needs to
-/// create tables in the database's `public` schema on the first run.
+/// create tables in the database's `public` schema on the first run, and `CREATEDB` (or
+/// superuser) when the database does not exist yet.
 pub type PostgresJournalOptions = AdminOptions;
 
 /// The migrations, in order; the schema version is the number applied. Never edit one that
@@ -85,6 +93,89 @@ pub(crate) async fn connect(options: &AdminOptions) -> Result<PgConnection, Jour
     driver::connect(options)
         .await
         .map_err(|source| JournalError::Postgres { location: location_of(options), source })
+}
+
+/// SQLSTATE `invalid_catalog_name`: at connection, the database does not exist.
+const INVALID_CATALOG_NAME: &str = "3D000";
+/// SQLSTATE `duplicate_database`: another session created the database first.
+const DUPLICATE_DATABASE: &str = "42P04";
+/// SQLSTATE `unique_violation`: what a creation racing another one can get instead.
+const UNIQUE_VIOLATION: &str = "23505";
+/// SQLSTATE `insufficient_privilege`: the role has neither `CREATEDB` nor superuser.
+const INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+/// The databases we connect to in order to create another, as `createdb` does.
+const MAINTENANCE_DATABASES: [&str; 2] = ["postgres", "template1"];
+
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    error.as_database_error().and_then(|e| e.code()).map(|code| code.into_owned())
+}
+
+/// Whether a connection failed because its database does not exist.
+pub(crate) fn is_missing_database(error: &PostgresError) -> bool {
+    matches!(error, PostgresError::Connect { source, .. }
+        if sqlstate(source).as_deref() == Some(INVALID_CATALOG_NAME))
+}
+
+/// Connects to the journal's database, creating it first when it does not exist. Only for
+/// commands that write the journal (opening it, taking the deploy lock); read-only commands
+/// connect with [`driver::connect`], which never creates anything.
+pub(crate) async fn connect_creating_database(options: &AdminOptions) -> Result<PgConnection, JournalError> {
+    match driver::connect(options).await {
+        Ok(connection) => return Ok(connection),
+        Err(source) if is_missing_database(&source) => {}
+        Err(source) => return Err(JournalError::Postgres { location: location_of(options), source }),
+    }
+    create_database(options).await?;
+    connect(options).await
+}
+
+/// `CREATE DATABASE` of the journal's database, from a maintenance database. A database that
+/// another operator created meanwhile is a success.
+async fn create_database(options: &AdminOptions) -> Result<(), JournalError> {
+    let not_created = |reason| JournalError::DatabaseNotCreated {
+        host: options.host.clone(),
+        port: options.port,
+        database: options.database.clone(),
+        role: options.user.clone(),
+        reason,
+    };
+    // The name goes into SQL text: only names that need no escaping are created.
+    let database = Identifier::new("database", &options.database).map_err(|error| match error {
+        PostgresError::InvalidIdentifier { reason, .. } => not_created(NotCreatedReason::InvalidName(reason)),
+        _ => not_created(NotCreatedReason::InvalidName("it is not a valid identifier")),
+    })?;
+    let mut connection = connect_to_maintenance(options).await?;
+    let step = format!("create database `{}`", database.name());
+    let created = sqlx::raw_sql(&format!("CREATE DATABASE {database}")).execute(&mut connection).await;
+    let _ = connection.close().await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(error) => match sqlstate(&error).as_deref() {
+            Some(DUPLICATE_DATABASE | UNIQUE_VIOLATION) => Ok(()),
+            Some(INSUFFICIENT_PRIVILEGE) => Err(not_created(NotCreatedReason::NoPrivilege)),
+            _ => Err(JournalError::Postgres {
+                location: location_of(options),
+                source: PostgresError::Query { host: options.host.clone(), step, source: error },
+            }),
+        },
+    }
+}
+
+/// A connection to `postgres`, else `template1`, with the journal's credentials.
+async fn connect_to_maintenance(options: &AdminOptions) -> Result<PgConnection, JournalError> {
+    let mut errors = Vec::new();
+    for name in MAINTENANCE_DATABASES.into_iter().filter(|name| *name != options.database) {
+        let maintenance = AdminOptions { database: name.to_owned(), ..options.clone() };
+        match driver::connect(&maintenance).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => errors.push(error),
+        }
+    }
+    // A missing `postgres` says less than why `template1` failed.
+    let position = errors.iter().position(|error| !is_missing_database(error)).unwrap_or(0);
+    let source = errors.swap_remove(position);
+    Err(JournalError::Postgres { location: location_of(options), source })
 }
 
 /// Creates or migrates the tables to [`SCHEMA_VERSION`]; does nothing when they are current.
@@ -170,7 +261,7 @@ impl PostgresJournal {
         environment: &str,
         open_options: &OpenJournalOptions,
     ) -> Result<PostgresJournal, JournalError> {
-        let mut connection = connect(options).await?;
+        let mut connection = connect_creating_database(options).await?;
         ensure_schema(&mut connection, options).await?;
         let wanted = JournalHeader::new(environment, open_options.expected_lineage);
         sqlx::query(
