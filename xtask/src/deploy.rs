@@ -143,6 +143,8 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
         ui::confirm_protected(&cmd.environment, "deploy")?;
     }
 
+    // The kube client's requests, by method, for the JSON summary.
+    let mut api_requests = None;
     let driver: Arc<dyn Driver> = match &plan.target {
         TargetSpec::Directory { path, .. } => {
             let recipients = platform::secrets::parse_recipients(&env_file.secrets.age_recipients)
@@ -157,11 +159,15 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
             }
             Arc::new(driver)
         }
-        TargetSpec::Kube { .. } => crate::kube_target::driver(repo, plan, &env_file).await?,
+        TargetSpec::Kube { .. } => {
+            let (driver, requests) = crate::kube_target::driver(repo, plan, &env_file).await?;
+            api_requests = Some(requests);
+            driver
+        }
     };
 
     let progress: Arc<dyn Progress> = match cmd.output {
-        OutputFormat::Json => Arc::new(JsonProgress),
+        OutputFormat::Json => Arc::new(JsonProgress { api_requests }),
         OutputFormat::Plain => Arc::new(PlainProgress),
         OutputFormat::Auto if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() => {
             Arc::new(TerminalProgress::new())

@@ -1,12 +1,14 @@
 //! Building the `kube` target's driver for a deploy: the cluster client from the kubeconfig
 //! context, helm (`$OPUS_HELM`, `.tools/bin/helm`, or `helm` on PATH), the database admin
-//! credentials from the environment's secrets file, and the identities for the key store.
+//! credentials from the environment's secrets file, and the identities for the key store. The
+//! client counts the requests it sends, for the deploy's summary.
 
 use std::sync::Arc;
 
 use platform::access::identities_for;
-use platform::drivers::cluster::{ClusterDriver, ClusterOptions, client};
+use platform::drivers::cluster::ClusterDriver;
 use platform::drivers::helm::{HelmContext, find_helm};
+use platform::drivers::kube::{ClientOptions, RequestCounter, connect_counted};
 use platform::exec::Driver;
 use platform::model::{EnvFile, Target};
 use platform::plan::{Action, Plan};
@@ -15,15 +17,19 @@ use platform::session::admin_options;
 use crate::repo::Repo;
 use crate::{Outcome, ui};
 
-pub async fn driver(repo: &Repo, plan: &Plan, env_file: &EnvFile) -> Result<Arc<dyn Driver>, Outcome> {
+/// The driver, and the count of the API requests its client sends.
+pub async fn driver(
+    repo: &Repo,
+    plan: &Plan,
+    env_file: &EnvFile,
+) -> Result<(Arc<dyn Driver>, RequestCounter), Outcome> {
     let Target::Kube { context, kubeconfig, .. } = &env_file.target else {
         ui::error(&"internal error: not a kube target");
         return Err(Outcome::Failed);
     };
     let kubeconfig = kubeconfig.as_ref().map(|k| repo.root.join(k));
-    let client = client(&ClusterOptions { kubeconfig: kubeconfig.clone(), context: context.clone() })
-        .await
-        .map_err(|e| {
+    let options = ClientOptions { kubeconfig: kubeconfig.clone(), context: Some(context.clone()) };
+    let (client, requests) = connect_counted(&options).await.map_err(|e| {
         ui::error(&e);
         Outcome::CouldNotStart
     })?;
@@ -48,11 +54,12 @@ pub async fn driver(repo: &Repo, plan: &Plan, env_file: &EnvFile) -> Result<Arc<
     };
     let helm =
         HelmContext { binary: find_helm(Some(&repo.root)), kube_context: Some(context.clone()), kubeconfig };
-    Ok(Arc::new(ClusterDriver {
+    let driver: Arc<dyn Driver> = Arc::new(ClusterDriver {
         client,
         helm,
         database,
         identities: Arc::new(identities),
         root: repo.root.clone(),
-    }))
+    });
+    Ok((driver, requests))
 }

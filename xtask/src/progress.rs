@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use platform::drivers::kube::RequestCounter;
 use platform::exec::{Progress, StepEvent, StepStatus, Summary};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -62,8 +63,12 @@ impl Progress for PlainProgress {
     fn finish(&self, _summary: &Summary) {}
 }
 
-/// One JSON object per line on stdout for every step event, then a summary object.
-pub struct JsonProgress;
+/// One JSON object per line on stdout for every step event, then a summary object. For a
+/// cluster target the summary has `"api_requests": {"GET": n, "PATCH": m, ..., "mutating": k}`:
+/// the requests Opus Deploy's own client sent (not helm's), by HTTP method.
+pub struct JsonProgress {
+    pub api_requests: Option<RequestCounter>,
+}
 
 impl Progress for JsonProgress {
     fn start(&self, _total: usize) {}
@@ -79,7 +84,7 @@ impl Progress for JsonProgress {
     fn phase(&self, _step: &str, _phase: &str) {}
 
     fn finish(&self, summary: &Summary) {
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "event": "summary",
             "succeeded": summary.succeeded.len(),
             "failed": summary.failed.len(),
@@ -87,6 +92,9 @@ impl Progress for JsonProgress {
             "unchanged": summary.unchanged.len(),
             "interrupted": summary.interrupted,
         });
+        if let Some(requests) = &self.api_requests {
+            value["api_requests"] = serde_json::to_value(requests.snapshot()).expect("serializable");
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{value}");
     }

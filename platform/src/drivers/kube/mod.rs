@@ -2,7 +2,7 @@
 //! kubeconfig and context, applies objects server-side under the `opus-deploy` field manager
 //! ([`apply`]), waits for workloads to become available ([`readiness`]), checks that a cluster
 //! can host the platform ([`preflight`]) and keeps the environment's age key in a Secret
-//! ([`keystore`]). Secret data only ever travels in request bodies: it never reaches an error
+//! ([`keystore`]). Every request it sends is counted by HTTP method ([`requests`]). Secret data only ever travels in request bodies: it never reaches an error
 //! message, a log line or a process argument.
 
 mod apply;
@@ -10,6 +10,7 @@ mod crds;
 mod keystore;
 mod preflight;
 mod readiness;
+mod requests;
 
 #[cfg(test)]
 pub(crate) mod mock;
@@ -17,6 +18,7 @@ pub(crate) mod mock;
 use std::fmt;
 use std::path::PathBuf;
 
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::core::Status;
 use kube::{Client, Config};
@@ -36,6 +38,7 @@ pub use preflight::{
     ClusterVersion, StorageClassFound, check_cluster_version, check_crds_installed, check_storage_class,
 };
 pub use readiness::{ReadinessOptions, wait_for_workloads};
+pub use requests::{CountRequests, CountRequestsLayer, RequestCounter, RequestCounts};
 
 /// The field manager every server-side apply of Opus Deploy uses, so that ownership of fields
 /// is stable across runs and visible to operators (`kubectl get -o yaml --show-managed-fields`).
@@ -53,6 +56,12 @@ pub struct ClientOptions {
 /// Builds a client for the cluster named by `options`. It reads files but does not contact the
 /// API server: the first request does.
 pub async fn connect(options: &ClientOptions) -> Result<Client, KubeError> {
+    connect_counted(options).await.map(|(client, _)| client)
+}
+
+/// [`connect`], plus the count of every request the client (and each of its clones) sends, by
+/// HTTP method.
+pub async fn connect_counted(options: &ClientOptions) -> Result<(Client, RequestCounter), KubeError> {
     let (kubeconfig, location) = match &options.kubeconfig {
         Some(path) => {
             let location = path.display().to_string();
@@ -76,7 +85,10 @@ pub async fn connect(options: &ClientOptions) -> Result<Client, KubeError> {
     let config = Config::from_custom_kubeconfig(kubeconfig, &kube_options).await.map_err(|source| {
         KubeError::Context { context: context.clone(), location, source: Box::new(source) }
     })?;
-    Client::try_from(config).map_err(|source| KubeError::Client { context, source: Box::new(source) })
+    let builder = ClientBuilder::try_from(config)
+        .map_err(|source| KubeError::Client { context, source: Box::new(source) })?;
+    let counter = RequestCounter::new();
+    Ok((builder.with_layer(&counter.layer()).build(), counter))
 }
 
 /// The identity of one Kubernetes object, as it appears in messages: `secret oob/db`,
@@ -329,6 +341,19 @@ users:
         let options = ClientOptions { kubeconfig: Some(file.path().to_owned()), context: None };
         let client = connect(&options).await.unwrap();
         assert_eq!(client.default_namespace(), "oob-staging");
+    }
+
+    #[tokio::test]
+    async fn connect_counted_counts_what_the_client_sends_even_unanswered() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        // Nothing listens on port 1: the request is sent to the transport and fails there.
+        std::fs::write(file.path(), KUBECONFIG.replace("staging.example:6443", "127.0.0.1:1")).unwrap();
+        let options = ClientOptions { kubeconfig: Some(file.path().to_owned()), context: None };
+        let (client, requests) = connect_counted(&options).await.unwrap();
+        assert_eq!(requests.snapshot().total(), 0, "connecting sends nothing");
+        client.apiserver_version().await.unwrap_err();
+        let counts = requests.snapshot();
+        assert_eq!((counts.get("GET"), counts.total(), counts.mutating()), (1, 1, 0));
     }
 
     #[tokio::test]
