@@ -132,7 +132,12 @@ async fn postgres_journal_exists(options: &AdminOptions, environment: &str) -> R
     let wrap = |source: crate::drivers::postgres::PostgresError| {
         SessionError::Journal(JournalError::Postgres { location: location.clone(), source })
     };
-    let mut connection = crate::drivers::postgres::connect(options).await.map_err(wrap)?;
+    // A journal database nobody created yet holds no journal; the first deploy creates it.
+    let mut connection = match crate::drivers::postgres::connect(options).await {
+        Ok(connection) => connection,
+        Err(error) if crate::journal::postgres::is_missing_database(&error) => return Ok(false),
+        Err(error) => return Err(wrap(error)),
+    };
     let query_error = |e: sqlx::Error| {
         wrap(crate::drivers::postgres::PostgresError::Query {
             host: options.host.clone(),
