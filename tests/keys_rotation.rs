@@ -146,3 +146,53 @@ fn rotation_refuses_uncommitted_or_undecryptable_secrets_files_and_lists_them() 
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), "", "no key was generated");
     assert!(!root.join("environments/example/.opus/rotation.json").exists());
 }
+
+/// The bundle's encrypted files, relative to the bundle.
+fn bundle_secrets(bundle: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![bundle.to_owned()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.to_string_lossy().ends_with(".enc.yaml") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_deploy_after_a_rotation_re_encrypts_every_bundle_secret_for_the_new_key() {
+    let repo = KeysRepo::new();
+    let root = repo.root();
+    let key_file = repo.home().join("keys.txt");
+    let vars = [("SOPS_AGE_KEY_FILE", key_file.to_str().unwrap())];
+    repo.xtask(&[], &["deploy", "example"]).assert_code(Some(0));
+    let bundle = root.join("bundle/example");
+    let secrets = bundle_secrets(&bundle);
+    assert!(secrets.len() >= 5, "the bundle has encrypted files: {secrets:?}");
+    let old = repo.identities(&root.join(DEMO_KEY));
+
+    repo.xtask(&vars, &["rotate-keys", "example"]).assert_code(Some(0));
+    let new = repo.identities(&key_file);
+    let deploy = repo.xtask(&vars, &["deploy", "example"]);
+    deploy.assert_code(Some(0)).assert_no_private_key(false);
+    // The steps that encrypt ran, and the key store's recipients file; nothing else.
+    let expected = secrets.len() + 1;
+    assert!(deploy.stderr.contains(&format!(": {expected} succeeded, 0 failed")), "{}", deploy.stderr);
+    for path in bundle_secrets(&bundle) {
+        assert!(decrypt_file(&path, &new).is_ok(), "{} does not open with the new key", path.display());
+        assert!(decrypt_file(&path, &old).is_err(), "{} still opens with the retired key", path.display());
+        let summary = platform::secrets::format::inspect_file(&path).unwrap();
+        assert_eq!(summary.recipients, new.recipients(), "{}", path.display());
+    }
+    assert_eq!(bundle_secrets(&bundle), secrets, "the same files");
+    // And nothing more to do afterwards.
+    let again = repo.xtask(&vars, &["deploy", "example"]);
+    again.assert_code(Some(0));
+    assert!(again.stderr.contains(" 0 succeeded"), "{}", again.stderr);
+}

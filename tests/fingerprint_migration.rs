@@ -1,0 +1,133 @@
+//! A deployed environment whose journal holds fingerprints of an older format (as written by
+//! the previous release) is not redeployed because the format changed: `plan` shows a format
+//! migration, not N updates; `deploy` re-records each step whose effect still holds without
+//! running it, and runs only the steps whose effect the target no longer shows.
+
+mod util;
+
+use platform::access::{identities_for, read_env_file};
+use platform::compile::compile_environment;
+use platform::journal::{Journal, StepOutcome, StepRecord};
+use platform::load::tree::FsTree;
+use platform::plan::diff::Snapshot;
+use platform::plan::{Plan, legacy_fingerprint};
+use platform::session::{self, JournalPlace};
+use util::Repo;
+
+/// Every file under `dir` with its bytes.
+fn read_tree(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn compile(repo: &Repo) -> Plan {
+    let env_file = read_env_file(repo.root(), "example").unwrap();
+    let identities = identities_for(repo.root(), &env_file).unwrap();
+    let compiled =
+        compile_environment(&FsTree::new(repo.root()), &components::catalog(), "example", Some(&identities))
+            .unwrap();
+    assert!(compiled.diagnostics.is_empty(), "{:?}", compiled.diagnostics);
+    compiled.plan.unwrap()
+}
+
+/// Replaces the example's journal by one holding, for every step, a success recorded under
+/// fingerprint format 1: what the previous release wrote after deploying the same inputs.
+fn write_format_one_journal(repo: &Repo, plan: &Plan) {
+    let env_file = read_env_file(repo.root(), "example").unwrap();
+    let place = session::journal_place(repo.root(), "example", &env_file, None).unwrap();
+    let JournalPlace::File { journal, .. } = &place else { panic!("example journals to a file") };
+    std::fs::remove_file(journal).unwrap();
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        let mut opened = Journal::open_file(journal, "example").await.unwrap();
+        for step in plan.steps() {
+            let old = legacy_fingerprint(&plan.target, &step.action, 1).expect("format 1 is computable");
+            assert!(!old.contains(':'), "format 1 is bare hex: {old}");
+            let mut snapshot = Snapshot::of(step);
+            snapshot.fingerprint = old.clone();
+            let now = time::OffsetDateTime::now_utc();
+            let record = StepRecord {
+                step_id: step.id.clone(),
+                fingerprint: old,
+                outcome: StepOutcome::Succeeded,
+                started_at: now,
+                finished_at: now,
+                outputs: serde_json::Value::Null,
+                snapshot: serde_json::to_value(&snapshot).unwrap(),
+            };
+            opened.append(&record).await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn an_older_fingerprint_format_is_migrated_without_running_the_steps() {
+    let repo = Repo::shipped();
+    repo.xtask(&["deploy", "example"]).assert_code(0);
+    let plan = compile(&repo);
+    let steps = plan.len();
+    write_format_one_journal(&repo, &plan);
+
+    let shown = repo.xtask(&["plan", "example"]);
+    shown.assert_code(0);
+    assert!(
+        shown.stdout.contains(&format!("0 to create, 0 to update, 0 unchanged\n{steps} step(s) were recorded under an older fingerprint format")),
+        "{}",
+        shown.stdout
+    );
+    let json = repo.xtask(&["plan", "example", "--format", "json"]);
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(document["summary"]["migrate"], serde_json::json!(steps));
+    assert!(document["steps"].as_array().unwrap().iter().all(|s| s["change"] == "migrate"));
+
+    // Every file in the bundle stays as it is: nothing runs.
+    let bundle = repo.root().join("bundle/example");
+    let before = read_tree(&bundle);
+    let deploy = repo.xtask(&["deploy", "example"]);
+    deploy.assert_code(0);
+    assert!(
+        deploy.stderr.contains(&format!("0 succeeded, 0 failed, 0 skipped, {steps} unchanged")),
+        "{}",
+        deploy.stderr
+    );
+    assert_eq!(read_tree(&bundle), before, "a migration rewrote bundle files");
+
+    // The journal now holds the current format: the next plan is plainly unchanged.
+    let after = repo.xtask(&["plan", "example"]);
+    assert!(
+        after.stdout.contains(&format!("0 to create, 0 to update, {steps} unchanged\n")),
+        "{}",
+        after.stdout
+    );
+    assert!(!after.stdout.contains("older fingerprint format"), "{}", after.stdout);
+}
+
+#[test]
+fn a_migrated_step_whose_files_are_gone_runs_again() {
+    let repo = Repo::shipped();
+    repo.xtask(&["deploy", "example"]).assert_code(0);
+    let plan = compile(&repo);
+    write_format_one_journal(&repo, &plan);
+    let secret = repo.root().join("bundle/example/secrets/opus/oob-consent-secrets.enc.yaml");
+    std::fs::remove_file(&secret).unwrap();
+
+    let deploy = repo.xtask(&["deploy", "example"]);
+    deploy.assert_code(0);
+    let unchanged = plan.len() - 1;
+    assert!(
+        deploy.stderr.contains(&format!("1 succeeded, 0 failed, 0 skipped, {unchanged} unchanged")),
+        "{}",
+        deploy.stderr
+    );
+    assert!(secret.is_file(), "the step that wrote the secret ran again");
+}
