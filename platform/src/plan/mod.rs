@@ -387,3 +387,80 @@ fn topological_order(graph: &DiGraph<Step, ()>) -> Result<Vec<NodeIndex>, PlanEr
     }
     Ok(order)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> TargetSpec {
+        TargetSpec::Kube { context: "staging".into(), kubeconfig: None }
+    }
+
+    fn step(id: &str, component: Option<&str>, action: Action, depends_on: &[&str]) -> Step {
+        Step {
+            id: id.into(),
+            component: component.map(str::to_owned),
+            fingerprint: fingerprint(&target(), &action),
+            action,
+            depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+        }
+    }
+
+    /// A preflight whose CRD `components.dapr.io` is installed by `opus-system/dapr`, and a
+    /// pub/sub that needs it; `pubsub_waits` says whether pub/sub depends on the release.
+    fn plan(pubsub_waits: bool) -> Plan {
+        let preflight = Action::Preflight {
+            max_kubernetes_version: Some("1.30".into()),
+            storage_class: None,
+            crds: vec![],
+            provided: [("components.dapr.io".to_owned(), "opus-system/dapr".to_owned())].into(),
+            outside_run: BTreeMap::new(),
+        };
+        let release =
+            Action::WaitReady { namespace: "opus-system".into(), selector: "a=b".into(), timeout_seconds: 1 };
+        let apply = Action::ApplyObjects {
+            namespace: "opus".into(),
+            objects: Values::default(),
+            wait_for_crds: vec!["components.dapr.io".into()],
+        };
+        let apply_deps: &[&str] = if pubsub_waits {
+            &["environment/e/preflight", "opus-system/dapr/ready"]
+        } else {
+            &["environment/e/preflight"]
+        };
+        let steps = vec![
+            step("environment/e/preflight", None, preflight, &[]),
+            step("opus-system/dapr/ready", Some("opus-system/dapr"), release, &["environment/e/preflight"]),
+            step("opus/pubsub/apply", Some("opus/pubsub"), apply, apply_deps),
+        ];
+        Plan::new("e".into(), false, target(), true, steps).unwrap()
+    }
+
+    fn preflight_of(plan: &Plan) -> (Vec<String>, BTreeMap<String, String>, BTreeMap<String, String>) {
+        match &plan.step("environment/e/preflight").unwrap().action {
+            Action::Preflight { crds, provided, outside_run, .. } => {
+                (crds.clone(), provided.clone(), outside_run.clone())
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_run_that_keeps_the_provider_still_lets_it_install_the_crd() {
+        let restricted = plan(true).restrict_to(&["pubsub".to_owned()]).unwrap();
+        let (crds, provided, outside_run) = preflight_of(&restricted);
+        assert!(crds.is_empty() && outside_run.is_empty());
+        assert_eq!(provided.get("components.dapr.io").map(String::as_str), Some("opus-system/dapr"));
+    }
+
+    #[test]
+    fn a_provider_left_out_of_the_run_makes_the_preflight_require_its_crd() {
+        let restricted = plan(false).restrict_to(&["pubsub".to_owned()]).unwrap();
+        assert!(restricted.step("opus-system/dapr/ready").is_none());
+        let (crds, provided, outside_run) = preflight_of(&restricted);
+        assert_eq!(crds, ["components.dapr.io"]);
+        assert!(provided.is_empty());
+        assert_eq!(outside_run.get("components.dapr.io").map(String::as_str), Some("opus-system/dapr"));
+        restricted.verify().expect("the rewritten preflight has a true fingerprint");
+    }
+}
