@@ -35,15 +35,26 @@ pub struct Edge {
 #[derive(Debug, Clone, Default)]
 pub struct Dependencies {
     pub edges: Vec<Edge>,
+    /// Each component's direct dependencies, sorted and without duplicates.
+    direct: BTreeMap<String, Vec<String>>,
 }
 
 impl Dependencies {
+    pub fn new(edges: Vec<Edge>) -> Dependencies {
+        let mut direct: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for edge in &edges {
+            direct.entry(edge.from.clone()).or_default().push(edge.to.clone());
+        }
+        for deps in direct.values_mut() {
+            deps.sort_unstable();
+            deps.dedup();
+        }
+        Dependencies { edges, direct }
+    }
+
     /// Ids a component depends on directly, sorted and without duplicates.
     pub fn of(&self, id: &str) -> Vec<&str> {
-        let mut deps: Vec<&str> = self.edges.iter().filter(|e| e.from == id).map(|e| e.to.as_str()).collect();
-        deps.sort_unstable();
-        deps.dedup();
-        deps
+        self.direct.get(id).map(|deps| deps.iter().map(String::as_str).collect()).unwrap_or_default()
     }
 }
 
@@ -208,6 +219,19 @@ fn resolve_dependencies(env: &Environment, catalog: &Catalog, out: &mut Vec<Diag
     for component in &enabled {
         by_template.entry(component.template.as_str()).or_default().push(component);
     }
+    let mut providers: BTreeMap<&str, Vec<&ComponentInstance>> = BTreeMap::new();
+    for component in &enabled {
+        if let Some(template) = catalog.get(&component.template) {
+            for crd in template.definition.crds_provided() {
+                providers.entry(crd).or_default().push(component);
+            }
+        }
+    }
+    // Components by name, and by namespace and name, for `depends_on`.
+    let mut by_name: BTreeMap<&str, Vec<&ComponentInstance>> = BTreeMap::new();
+    for component in &enabled {
+        by_name.entry(component.name.as_str()).or_default().push(component);
+    }
     let mut edges = Vec::new();
     for component in &enabled {
         let Some(template) = catalog.get(&component.template) else { continue };
@@ -248,11 +272,8 @@ fn resolve_dependencies(env: &Environment, catalog: &Catalog, out: &mut Vec<Diag
         // A component creating objects of a CRD that another component's release installs
         // waits for that release.
         for need in template.definition.crds_needed() {
-            for provider in &enabled {
-                let provides = catalog
-                    .get(&provider.template)
-                    .is_some_and(|t| t.definition.crds_provided().contains(&need.name));
-                if provides && provider.id() != component.id() {
+            for provider in providers.get(need.name).into_iter().flatten() {
+                if provider.id() != component.id() {
                     edges.push(Edge {
                         from: component.id(),
                         to: provider.id(),
@@ -267,21 +288,13 @@ fn resolve_dependencies(env: &Environment, catalog: &Catalog, out: &mut Vec<Diag
         };
         for (idx, name) in component.file.depends_on.iter().enumerate() {
             let span = spans.get(idx).copied().unwrap_or_else(|| start_span(&component.node));
+            let named = |wanted: &str| by_name.get(wanted).map(Vec::as_slice).unwrap_or_default();
             let found: Vec<&ComponentInstance> = match name.split_once('/') {
-                Some((ns, comp)) => {
-                    enabled.iter().copied().filter(|c| c.namespace == ns && c.name == comp).collect()
-                }
+                Some((ns, comp)) => named(comp).iter().copied().filter(|c| c.namespace == ns).collect(),
                 None => {
-                    let same: Vec<&ComponentInstance> = enabled
-                        .iter()
-                        .copied()
-                        .filter(|c| c.name == *name && c.namespace == component.namespace)
-                        .collect();
-                    if same.is_empty() {
-                        enabled.iter().copied().filter(|c| c.name == *name).collect()
-                    } else {
-                        same
-                    }
+                    let same: Vec<&ComponentInstance> =
+                        named(name).iter().copied().filter(|c| c.namespace == component.namespace).collect();
+                    if same.is_empty() { named(name).to_vec() } else { same }
                 }
             };
             match found.as_slice() {
@@ -328,7 +341,7 @@ fn resolve_dependencies(env: &Environment, catalog: &Catalog, out: &mut Vec<Diag
     }
     edges.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
     edges.dedup_by(|a, b| a.from == b.from && a.to == b.to);
-    Dependencies { edges }
+    Dependencies::new(edges)
 }
 
 /// Reports every dependency cycle, naming the whole cycle and where each edge is declared.

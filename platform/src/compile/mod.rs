@@ -126,6 +126,13 @@ pub fn compile(
     let mut exit_steps: BTreeMap<String, String> = BTreeMap::new();
     let components: BTreeMap<String, &ComponentInstance> =
         env.components().filter(|c| c.file.enabled).map(|c| (c.id(), c)).collect();
+    // The PostgreSQL component's connection limit applies to every role.
+    let connection_limit = components
+        .values()
+        .find(|c| c.template == "postgresql")
+        .and_then(|c| c.inputs.get("connection_limit"))
+        .and_then(Json::as_i64)
+        .unwrap_or(-1) as i32;
     for id in dependency_order(&components, checked) {
         let component = components[&id];
         let Some(template) = catalog.get(&component.template) else { continue };
@@ -183,12 +190,7 @@ pub fn compile(
         }
         if let Some((db_name, db_user)) = &database {
             let password = single_secret(component_secrets, "db.password", secrets, &mut table);
-            let connection_limit = components
-                .values()
-                .find(|c| c.template == "postgresql")
-                .and_then(|c| c.inputs.get("connection_limit"))
-                .and_then(Json::as_i64)
-                .unwrap_or(-1) as i32;
+            let connection_limit = connection_limit;
             let action = Action::ProvisionDatabase {
                 host: env.env.database.host.clone(),
                 port: env.env.database.port,
@@ -373,26 +375,37 @@ fn chart_spec(env: &Environment, chart: &crate::catalog::ChartRef) -> ChartSpec 
 }
 
 /// Component ids with dependencies first (ties by id).
+/// The components in dependency order (Kahn's algorithm, ties broken by id), in
+/// O((n + e) log n). Components left in a cycle come last, so compile stays total (`check`
+/// reports the cycle).
 fn dependency_order(components: &BTreeMap<String, &ComponentInstance>, checked: &Checked) -> Vec<String> {
-    let mut done: Vec<String> = Vec::new();
-    let mut remaining: Vec<&String> = components.keys().collect();
-    while !remaining.is_empty() {
-        let before = remaining.len();
-        remaining.retain(|id| {
-            let ready = checked
-                .dependencies
-                .of(id)
-                .iter()
-                .all(|d| done.iter().any(|x| x == d) || !components.contains_key(*d));
-            if ready {
-                done.push((*id).clone());
-            }
-            !ready
-        });
-        if remaining.len() == before {
-            // A cycle: `check` reports it; keep going so compile stays total.
-            done.extend(remaining.drain(..).cloned());
+    let mut waiting: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for id in components.keys() {
+        let deps: Vec<&str> =
+            checked.dependencies.of(id).into_iter().filter(|d| components.contains_key(*d)).collect();
+        waiting.insert(id.as_str(), deps.len());
+        for dep in deps {
+            let dep = components.get_key_value(dep).map(|(k, _)| k.as_str()).expect("a component");
+            dependents.entry(dep).or_default().push(id.as_str());
         }
+    }
+    let mut ready: std::collections::BTreeSet<&str> =
+        waiting.iter().filter(|(_, n)| **n == 0).map(|(id, _)| *id).collect();
+    let mut done: Vec<String> = Vec::with_capacity(components.len());
+    while let Some(id) = ready.pop_first() {
+        done.push(id.to_owned());
+        for next in dependents.get(id).into_iter().flatten() {
+            let count = waiting.get_mut(next).expect("counted");
+            *count -= 1;
+            if *count == 0 {
+                ready.insert(next);
+            }
+        }
+    }
+    if done.len() < components.len() {
+        let placed: std::collections::BTreeSet<String> = done.iter().cloned().collect();
+        done.extend(components.keys().filter(|id| !placed.contains(*id)).cloned());
     }
     done
 }
