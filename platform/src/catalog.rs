@@ -286,13 +286,15 @@ impl Definition {
 pub struct Template {
     pub definition: Definition,
     inputs_schema: fn() -> serde_json::Value,
+    /// The inputs schema, generated once (every component file is checked against it).
+    inputs_schema_cache: std::sync::OnceLock<serde_json::Value>,
     normalize_inputs: fn(serde_json::Value) -> Result<serde_json::Value, String>,
 }
 
 impl Template {
     /// The JSON Schema of the template's inputs.
-    pub fn inputs_schema(&self) -> serde_json::Value {
-        (self.inputs_schema)()
+    pub fn inputs_schema(&self) -> &serde_json::Value {
+        self.inputs_schema_cache.get_or_init(self.inputs_schema)
     }
 
     /// Deserializes inputs into the typed struct and back, filling in defaults.
@@ -335,6 +337,7 @@ impl Catalog {
         let template = Template {
             definition,
             inputs_schema: inputs_schema_of::<C>,
+            inputs_schema_cache: std::sync::OnceLock::new(),
             normalize_inputs: normalize_inputs_of::<C>,
         };
         assert!(self.templates.insert(C::NAME, template).is_none(), "component {} declared twice", C::NAME);

@@ -41,7 +41,7 @@ fn files() -> Vec<(String, String)> {
     for template in catalog.templates() {
         let name = template.definition.name();
         let mut schema = serde_json::to_value(schemars::schema_for!(ComponentFile)).expect("JSON");
-        let mut inputs = template.inputs_schema();
+        let mut inputs = template.inputs_schema().clone();
         // Move the inputs' definitions next to the component file's so references resolve.
         if let Some(defs) = inputs.as_object_mut().and_then(|o| o.remove("$defs")) {
             let target =
