@@ -17,7 +17,7 @@ use crate::load::environment::LoadError;
 use crate::load::node::{Node, Value};
 use crate::load::tree::SourceTree;
 use crate::model::{ComponentInstance, Environment, Target};
-use crate::plan::{Action, ChartSpec, Plan, Step, TargetSpec, fingerprint};
+use crate::plan::{Action, ChartSpec, Plan, Step, TargetSpec};
 use crate::secrets::Identities;
 use crate::source::{SourceMap, Span};
 use crate::template::{TemplateError, has_template_syntax, render};
@@ -63,7 +63,7 @@ pub fn compile(
 ) -> Result<Plan, Vec<Diagnostic>> {
     let env = &checked.environment;
     let target = target_spec(env);
-    let mut builder = Builder { steps: Vec::new(), diagnostics: Vec::new(), target: target.clone() };
+    let mut builder = Builder { steps: Vec::new(), diagnostics: Vec::new() };
     let env_ctx = context::env_context(env);
 
     let preflight_id = format!("environment/{}/preflight", env.name);
@@ -306,7 +306,7 @@ pub fn compile(
     if !builder.diagnostics.is_empty() {
         return Err(builder.diagnostics);
     }
-    Plan::new(env.name.clone(), env.env.protected, target, secrets.is_decrypted(), builder.steps)
+    Plan::compiled(env.name.clone(), env.env.protected, target, secrets.is_decrypted(), builder.steps)
         .map_err(|e| vec![Diagnostic::error(format!("internal error: the compiled plan is invalid: {e}"))])
 }
 
@@ -413,7 +413,6 @@ fn dependency_order(components: &BTreeMap<String, &ComponentInstance>, checked: 
 struct Builder {
     steps: Vec<Step>,
     diagnostics: Vec<Diagnostic>,
-    target: TargetSpec,
 }
 
 impl Builder {
@@ -426,13 +425,13 @@ impl Builder {
     ) -> String {
         depends_on.sort();
         depends_on.dedup();
-        let fingerprint = fingerprint(&self.target, &action);
+        // `Plan::compiled` computes the fingerprint.
         self.steps.push(Step {
             id: id.clone(),
             component: component.map(str::to_owned),
             action,
             depends_on,
-            fingerprint,
+            fingerprint: String::new(),
         });
         id
     }

@@ -33,12 +33,27 @@ pub fn fingerprint(target: &TargetSpec, action: &Action) -> String {
     if !action.encrypts() {
         target = without(target, ADDED_IN_2_TARGET);
     }
-    let mut hasher = Sha256::new();
-    hasher.update(b"opus-deploy fingerprint 2\0");
-    hasher.update(serde_json::to_vec(&target).expect("serializable"));
-    hasher.update([0]);
-    hasher.update(serde_json::to_vec(action).expect("serializable"));
-    format!("{FINGERPRINT_FORMAT}:{}", hex::encode(hasher.finalize()))
+    let mut hasher = HashWriter(Sha256::new());
+    hasher.0.update(b"opus-deploy fingerprint 2\0");
+    serde_json::to_writer(&mut hasher, &target).expect("serializable");
+    hasher.0.update([0]);
+    // Streamed into the hash: no copy of the (possibly large) action's JSON.
+    serde_json::to_writer(&mut hasher, action).expect("serializable");
+    format!("{FINGERPRINT_FORMAT}:{}", hex::encode(hasher.0.finalize()))
+}
+
+/// Feeds what serde_json writes into the hash.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The format a recorded fingerprint was written in.

@@ -206,6 +206,35 @@ impl Plan {
         secrets_decrypted: bool,
         steps: Vec<Step>,
     ) -> Result<Plan, PlanError> {
+        let plan = Plan::build(environment, protected, target, secrets_decrypted, steps)?;
+        plan.verify()?;
+        Ok(plan)
+    }
+
+    /// Builds a plan from freshly compiled steps: each step's fingerprint is computed here
+    /// (whatever the field held), so there is nothing to verify but the graph. Executing the
+    /// plan still verifies every fingerprint ([`Plan::verify`]).
+    pub fn compiled(
+        environment: String,
+        protected: bool,
+        target: TargetSpec,
+        secrets_decrypted: bool,
+        mut steps: Vec<Step>,
+    ) -> Result<Plan, PlanError> {
+        for step in &mut steps {
+            step.fingerprint = fingerprint(&target, &step.action);
+        }
+        Plan::build(environment, protected, target, secrets_decrypted, steps)
+    }
+
+    /// The graph of `steps`, in deterministic order; acyclic with known dependencies.
+    fn build(
+        environment: String,
+        protected: bool,
+        target: TargetSpec,
+        secrets_decrypted: bool,
+        steps: Vec<Step>,
+    ) -> Result<Plan, PlanError> {
         let mut graph = DiGraph::new();
         let mut index = BTreeMap::new();
         let mut steps = steps;
@@ -226,9 +255,7 @@ impl Plan {
             }
         }
         let order = topological_order(&graph)?;
-        let plan = Plan { environment, protected, target, secrets_decrypted, graph, order, index };
-        plan.verify()?;
-        Ok(plan)
+        Ok(Plan { environment, protected, target, secrets_decrypted, graph, order, index })
     }
 
     /// Checks that the plan is executable: acyclic, dependencies known, fingerprints true.
