@@ -413,6 +413,18 @@ impl Loader<'_> {
     ) -> Option<ComponentInstance> {
         let path = format!("{comp_dir}/component.toml");
         let entries = self.entries(comp_dir);
+        if !entries.iter().any(|e| e.name == "component.toml") {
+            self.diagnostics.push(
+                Diagnostic::error(format!(
+                    "directory {comp_dir} is not a component: it has no component.toml"
+                ))
+                .help(format!(
+                    "every directory in a namespace is a component with a component.toml{}",
+                    listed(&entries)
+                )),
+            );
+            return None;
+        }
         let mut secrets_path = None;
         let mut has_file = false;
         for entry in &entries {
@@ -436,18 +448,7 @@ impl Loader<'_> {
             }
         }
         if !has_file {
-            if !entries.iter().any(|e| e.name == "component.toml") {
-                self.diagnostics.push(
-                    Diagnostic::error(format!(
-                        "directory {comp_dir} is not a component: it has no component.toml"
-                    ))
-                    .help(format!(
-                        "every directory in a namespace is a component with a component.toml{}",
-                        listed(&entries)
-                    )),
-                );
-            }
-            return None;
+            return None; // component.toml is refused or a directory: reported above
         }
         let text = self.read(&path, true);
         // The template name first, so a `values_template` error can name its owner.
