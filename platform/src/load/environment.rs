@@ -173,12 +173,13 @@ impl Loader<'_> {
                     }
                 }
                 EntryKind::File if entry.name == "env.toml" || entry.name == "secrets.enc.yaml" => {}
-                EntryKind::File if is_note(&entry.name) => {}
+                // Age key files: the one env.toml names, and copies of an environment keep it.
+                EntryKind::File if is_note(&entry.name) || entry.name.ends_with(".agekey") => {}
                 EntryKind::File => match &placed {
                     Some(placed) if placed.contains(&entry.name) => {}
                     Some(_) => self.diagnostics.push(unexpected_file(
                         &path,
-                        "an environment directory holds env.toml, secrets.enc.yaml, *.md notes, the key file env.toml names, namespace directories and .opus/ (the tool's state)",
+                        "an environment directory holds env.toml, secrets.enc.yaml, *.md notes, *.agekey key files, the files env.toml names, namespace directories and .opus/ (the tool's state)",
                     )),
                     None => {}
                 },
