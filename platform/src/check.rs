@@ -48,10 +48,14 @@ pub fn check_environment_with(
 ) -> Result<CheckReport, LoadError> {
     let loaded = load_environment(tree, catalog, name)?;
     let mut sources = loaded.sources;
-    let Some(environment) = loaded.environment else {
-        return Ok(CheckReport { checked: None, secrets: None, sources, diagnostics: loaded.diagnostics });
+    let mut diagnostics = loaded.diagnostics;
+    // With problems in some files, the checks that need only the others still run, on what
+    // could be loaded, so one run reports every independent problem; it never passes.
+    let Some(environment) = loaded.environment.or(loaded.partial) else {
+        return Ok(CheckReport { checked: None, secrets: None, sources, diagnostics });
     };
-    let (dependencies, mut diagnostics) = verify(&environment, catalog, tree, &mut sources);
+    let (dependencies, problems) = verify(&environment, catalog, tree, &mut sources);
+    diagnostics.extend(problems);
     // The secrets files' structure needs no keys: well-formed, right recipients, keys present.
     let (secrets, secret_problems) =
         load_secret_inputs(&environment, catalog, tree, identities, &mut sources);

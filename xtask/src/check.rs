@@ -1,7 +1,8 @@
 //! `cargo xtask check`.
 
 use platform::compile::compile_environment;
-use platform::load::environment::{LoadError, list_environments};
+use platform::load::environment::{LoadError, survey_environments};
+use platform::source::SourceMap;
 
 use crate::flags::CheckCmd;
 use crate::repo::Repo;
@@ -10,13 +11,26 @@ use crate::{Outcome, ui};
 pub fn run(repo: &Repo, cmd: &CheckCmd) -> Outcome {
     let tree = repo.tree();
     let catalog = components::catalog();
+    let mut outcome = Outcome::Success;
     let names = if cmd.environments.is_empty() {
-        match list_environments(&tree) {
-            Ok(names) if names.is_empty() => {
+        match survey_environments(&tree) {
+            Ok((names, _)) if names.is_empty() => {
                 ui::error(&format!("no environments in {}/environments", repo.root.display()));
                 return Outcome::CouldNotStart;
             }
-            Ok(names) => names,
+            Ok((names, problems)) => {
+                // What environments/ holds besides client.toml, notes and environments.
+                if !problems.is_empty() {
+                    ui::diagnostics(&problems, &SourceMap::new());
+                    let n = problems.len();
+                    eprintln!(
+                        "error: could not check environments/ due to {n} previous error{}",
+                        if n == 1 { "" } else { "s" }
+                    );
+                    outcome = Outcome::Failed;
+                }
+                names
+            }
             Err(e) => {
                 ui::error_chain(&e);
                 return Outcome::CouldNotStart;
@@ -25,7 +39,6 @@ pub fn run(repo: &Repo, cmd: &CheckCmd) -> Outcome {
     } else {
         cmd.environments.clone()
     };
-    let mut outcome = Outcome::Success;
     for name in &names {
         // Compiling without keys also renders every template in strict mode.
         match compile_environment(&tree, &catalog, name, None) {

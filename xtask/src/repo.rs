@@ -12,7 +12,8 @@ pub struct Repo {
 
 impl Repo {
     /// `--root`/`OPUS_ROOT` when given; else the nearest ancestor of the current directory
-    /// with an `environments/` folder; else the workspace this binary was built from.
+    /// with an `environments/` folder (and a `Cargo.toml`). Never the workspace this binary
+    /// was built from: a command run elsewhere must not silently check that repository.
     pub fn find(explicit: Option<&Path>) -> Result<Repo, String> {
         if let Some(root) = explicit {
             if root.join("environments").is_dir() {
@@ -26,11 +27,11 @@ impl Repo {
                 return Ok(Repo { root: dir.to_owned() });
             }
         }
-        let built_in = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
-        if built_in.join("environments").is_dir() {
-            return Ok(Repo { root: built_in.to_owned() });
-        }
-        Err("cannot find the repository: run inside it or pass --root DIR".to_owned())
+        Err(format!(
+            "cannot find the repository: neither {} nor any folder above it has an environments/ folder\n\
+             help: run inside the repository, or name it with --root DIR (or OPUS_ROOT)",
+            cwd.display()
+        ))
     }
 
     pub fn tree(&self) -> FsTree {

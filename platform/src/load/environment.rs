@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use crate::catalog::Catalog;
 use crate::diagnostic::Diagnostic;
 use crate::load::node::{Node, Value, parse_toml};
-use crate::load::schema_check::{RESERVED_KEYS, check_schema, check_schema_at, suggest};
-use crate::load::tree::SourceTree;
+use crate::load::schema_check::{RESERVED_KEYS, check_schema_at, check_schema_detailed, suggest};
+use crate::load::tree::{DirEntry, EntryKind, Refused, SourceTree, refusal};
 use crate::model::{
     ClientFile, ComponentFile, ComponentInstance, EnvFile, Environment, Namespace, NamespaceFile, names,
 };
@@ -24,6 +24,10 @@ pub const ENVIRONMENTS_DIR: &str = "environments";
 #[derive(Debug)]
 pub struct Loaded {
     pub environment: Option<Environment>,
+    /// When there were problems: what could be loaded (client.toml and env.toml usable, every
+    /// namespace and component that was found, those with problems as far as they could be
+    /// read), so the checks that need only the usable files still run. Never compiled.
+    pub partial: Option<Environment>,
     pub sources: SourceMap,
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -43,14 +47,43 @@ pub enum LoadError {
 
 /// Names of the environments in the tree: directories of `environments/` with an `env.toml`.
 pub fn list_environments(tree: &dyn SourceTree) -> Result<Vec<String>, LoadError> {
+    Ok(survey_environments(tree)?.0)
+}
+
+/// The environments of the tree (as [`list_environments`]) and a diagnostic for everything
+/// else in `environments/` that is neither `client.toml`, a `*.md` note nor an environment
+/// directory (one with an `env.toml`): `check` of every environment reports them.
+pub fn survey_environments(tree: &dyn SourceTree) -> Result<(Vec<String>, Vec<Diagnostic>), LoadError> {
     let io = |source| LoadError::Io { tree: tree.describe(), source };
     let mut names = Vec::new();
-    for dir in tree.dirs(ENVIRONMENTS_DIR).map_err(io)? {
-        if tree.exists(&format!("{ENVIRONMENTS_DIR}/{dir}/env.toml")).map_err(io)? {
-            names.push(dir);
+    let mut problems = Vec::new();
+    for entry in tree.entries(ENVIRONMENTS_DIR).map_err(io)? {
+        let path = format!("{ENVIRONMENTS_DIR}/{}", entry.name);
+        match &entry.kind {
+            EntryKind::Dir => {
+                if tree.exists(&format!("{path}/env.toml")).map_err(io)? {
+                    names.push(entry.name);
+                } else {
+                    problems.push(
+                        Diagnostic::error(format!(
+                            "directory {path} is not an environment: it has no env.toml"
+                        ))
+                        .help(format!(
+                            "every directory in {ENVIRONMENTS_DIR}/ is an environment with an env.toml{}",
+                            found_files(tree, &path)
+                        )),
+                    );
+                }
+            }
+            EntryKind::File if entry.name == "client.toml" || is_note(&entry.name) => {}
+            EntryKind::File => problems.push(unexpected_file(
+                &path,
+                "environments/ holds client.toml, *.md notes and one directory per environment",
+            )),
+            EntryKind::Refused(refused) => problems.push(refusal_diagnostic(refused)),
         }
     }
-    Ok(names)
+    Ok((names, problems))
 }
 
 /// Loads environment `name` and checks it against the catalog's types.
@@ -60,10 +93,12 @@ pub fn load_environment(tree: &dyn SourceTree, catalog: &Catalog, name: &str) ->
         let suggestion = suggest(name, known.iter().map(String::as_str)).map(str::to_owned);
         return Err(LoadError::UnknownEnvironment { name: name.to_owned(), suggestion, known });
     }
-    let mut loader = Loader { tree, catalog, sources: SourceMap::new(), diagnostics: Vec::new() };
-    let environment = loader.load(name).map_err(|source| LoadError::Io { tree: tree.describe(), source })?;
-    let environment = if loader.diagnostics.is_empty() { environment } else { None };
-    Ok(Loaded { environment, sources: loader.sources, diagnostics: loader.diagnostics })
+    let mut loader =
+        Loader { tree, catalog, sources: SourceMap::new(), diagnostics: Vec::new(), secrets_checked: false };
+    let environment = loader.load(name);
+    let (environment, partial) =
+        if loader.diagnostics.is_empty() { (environment, None) } else { (None, environment) };
+    Ok(Loaded { environment, partial, sources: loader.sources, diagnostics: loader.diagnostics })
 }
 
 struct Loader<'a> {
@@ -71,6 +106,9 @@ struct Loader<'a> {
     catalog: &'a Catalog,
     sources: SourceMap,
     diagnostics: Vec<Diagnostic>,
+    /// Whether the secrets files will be read by the secrets check (client.toml and env.toml
+    /// are usable): it reports a refused secrets file, the loader otherwise.
+    secrets_checked: bool,
 }
 
 /// Where a `values_template` was found, for the targeted message.
@@ -79,96 +117,262 @@ enum Owner<'a> {
     Template(Option<&'a str>),
 }
 
+/// One client file as far as it could be read.
+struct FileLoad<T> {
+    /// The typed file: when it parsed and, unknown keys left out, matched its schema.
+    typed: Option<T>,
+    /// The file's tree (unknown keys left out), or an empty table when it could not be parsed.
+    node: Option<Node>,
+}
+
+/// The name of a note beside the client files (`README.md` and the like).
+fn is_note(name: &str) -> bool {
+    name.ends_with(".md")
+}
+
+/// The tool's own state in an environment directory (journal, rotation journal).
+const STATE_DIR: &str = ".opus";
+
 impl Loader<'_> {
-    fn load(&mut self, name: &str) -> std::io::Result<Option<Environment>> {
+    fn load(&mut self, name: &str) -> Option<Environment> {
         let dir = format!("{ENVIRONMENTS_DIR}/{name}");
         let client =
-            self.load_file::<ClientFile>(&format!("{ENVIRONMENTS_DIR}/client.toml"), true, Owner::Everyone)?;
-        let env = self.load_file::<EnvFile>(&format!("{dir}/env.toml"), true, Owner::Everyone)?;
+            self.load_file::<ClientFile>(&format!("{ENVIRONMENTS_DIR}/client.toml"), true, Owner::Everyone);
+        let env_path = format!("{dir}/env.toml");
+        let env = self.load_file::<EnvFile>(&env_path, true, Owner::Everyone);
+        if !names::is_dns_label(name) {
+            let mut d = Diagnostic::error(format!("environment name `{name}` is not a DNS-1123 label"));
+            if let Some(node) = &env.node {
+                d = d.at(start_span(node), format!("in {dir}"));
+            }
+            self.diagnostics.push(d.help(
+                "rename the directory: environment names are lowercase letters, digits and `-`, at most 63 characters, starting and ending with a letter or digit",
+            ));
+        }
+        self.secrets_checked = client.typed.is_some() && env.typed.is_some();
+        // Files env.toml itself places in the environment's directory (a directory target's
+        // key file or bundle); unknown when env.toml could not be read.
+        let placed: Option<Vec<String>> = env.node.as_ref().filter(|_| env.typed.is_some()).map(|node| {
+            [["target", "key_store"], ["target", "path"]]
+                .iter()
+                .filter_map(|key| node.entry_at(key).and_then(|e| e.node.as_str()))
+                .filter_map(|path| path.strip_prefix(&format!("{dir}/")))
+                .filter_map(|rest| rest.split('/').next().map(str::to_owned))
+                .collect()
+        });
 
         let mut namespaces = Vec::new();
-        for ns_name in self.tree.dirs(&dir)? {
-            if ns_name.starts_with('.') {
-                continue;
-            }
-            let ns_path = format!("{dir}/{ns_name}/namespace.toml");
-            if !self.tree.exists(&ns_path)? {
-                continue; // not a namespace: bundles, notes and the like may live here
-            }
-            let Some((ns_file, ns_node)) =
-                self.load_file::<NamespaceFile>(&ns_path, false, Owner::Everyone)?
-            else {
-                continue;
-            };
-            if !names::is_dns_label(&ns_name) {
-                self.diagnostics.push(name_error("namespace", &ns_name, &ns_path, start_span(&ns_node)));
-            }
-            let mut components = Vec::new();
-            for comp_name in self.tree.dirs(&format!("{dir}/{ns_name}"))? {
-                let comp_dir = format!("{dir}/{ns_name}/{comp_name}");
-                let comp_path = format!("{comp_dir}/component.toml");
-                if comp_name.starts_with('.') || !self.tree.exists(&comp_path)? {
-                    continue;
+        for entry in self.entries(&dir) {
+            let path = format!("{dir}/{}", entry.name);
+            match &entry.kind {
+                EntryKind::Dir if entry.name == STATE_DIR => {}
+                EntryKind::Dir if placed.as_ref().is_some_and(|p| p.contains(&entry.name)) => {}
+                EntryKind::Dir => {
+                    if let Some(namespace) = self.load_namespace(&dir, &entry.name, &client, &env) {
+                        namespaces.push(namespace);
+                    }
                 }
-                if let Some(instance) =
-                    self.load_component(&ns_name, &comp_name, &comp_dir, &client, &env, &ns_node)?
-                {
-                    components.push(instance);
-                }
+                EntryKind::File if entry.name == "env.toml" || entry.name == "secrets.enc.yaml" => {}
+                // Age key files: the one env.toml names, and copies of an environment keep it.
+                EntryKind::File if is_note(&entry.name) || entry.name.ends_with(".agekey") => {}
+                EntryKind::File => match &placed {
+                    Some(placed) if placed.contains(&entry.name) => {}
+                    Some(_) => self.diagnostics.push(unexpected_file(
+                        &path,
+                        "an environment directory holds env.toml, secrets.enc.yaml, *.md notes, *.agekey key files, the files env.toml names, namespace directories and .opus/ (the tool's state)",
+                    )),
+                    None => {}
+                },
+                // env.toml itself was reported when it was read.
+                EntryKind::Refused(_) if entry.name == "env.toml" => {}
+                EntryKind::Refused(_) if entry.name == "secrets.enc.yaml" && self.secrets_checked => {}
+                EntryKind::Refused(refused) => self.diagnostics.push(refusal_diagnostic(refused)),
             }
-            namespaces.push(Namespace {
-                name: ns_name,
-                path: ns_path,
-                file: ns_file,
-                node: ns_node,
-                components,
-            });
         }
 
-        let (Some((client, client_node)), Some((env, env_node))) = (client, env) else { return Ok(None) };
-        Ok(Some(Environment { name: name.to_owned(), dir, client, client_node, env, env_node, namespaces }))
+        let client_node = client.node?;
+        let env_node = env.node?;
+        Some(Environment {
+            name: name.to_owned(),
+            dir,
+            client: client.typed?,
+            client_node,
+            env: env.typed?,
+            env_node,
+            namespaces,
+        })
     }
 
-    /// Reads, parses, schema-checks and deserializes one file. `None` when it has problems.
+    /// The entries of a directory; a directory that cannot be listed is a diagnostic.
+    fn entries(&mut self, dir: &str) -> Vec<DirEntry> {
+        match self.tree.entries(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.diagnostics.push(match refusal(&e) {
+                    Some(refused) => refusal_diagnostic(refused),
+                    None => Diagnostic::error(format!("cannot read directory {dir}: {}", io_reason(&e, dir)))
+                        .help("make the directory readable (or remove it)"),
+                });
+                Vec::new()
+            }
+        }
+    }
+
+    fn load_namespace(
+        &mut self,
+        dir: &str,
+        ns_name: &str,
+        client: &FileLoad<ClientFile>,
+        env: &FileLoad<EnvFile>,
+    ) -> Option<Namespace> {
+        let ns_dir = format!("{dir}/{ns_name}");
+        let ns_path = format!("{ns_dir}/namespace.toml");
+        let entries = self.entries(&ns_dir);
+        match entries.iter().find(|e| e.name == "namespace.toml").map(|e| &e.kind) {
+            Some(EntryKind::File) => {}
+            Some(EntryKind::Refused(refused)) => {
+                self.diagnostics.push(refusal_diagnostic(refused));
+                return None;
+            }
+            Some(EntryKind::Dir) => {
+                self.diagnostics.push(
+                    Diagnostic::error(format!("{ns_path} is a directory, not a file"))
+                        .help("a namespace's settings are the file namespace.toml"),
+                );
+                return None;
+            }
+            None => {
+                let hint = if entries.iter().any(|e| e.name == "component.toml") {
+                    format!(
+                        "it has a component.toml: components live in a namespace, {dir}/<namespace>/<component>/component.toml"
+                    )
+                } else {
+                    format!(
+                        "every directory in an environment is a namespace with a namespace.toml (or .opus/, the tool's state){}",
+                        listed(&entries)
+                    )
+                };
+                self.diagnostics.push(
+                    Diagnostic::error(format!(
+                        "directory {ns_dir} is not a namespace: it has no namespace.toml"
+                    ))
+                    .help(hint),
+                );
+                return None;
+            }
+        }
+        let loaded = self.load_file::<NamespaceFile>(&ns_path, true, Owner::Everyone);
+        let node = loaded.node.unwrap_or_else(|| self.placeholder(&ns_path));
+        if !names::is_dns_label(ns_name) {
+            self.diagnostics.push(name_error("namespace", ns_name, &ns_path, start_span(&node)));
+        }
+        let file = loaded.typed.unwrap_or_else(fallback);
+        let mut components = Vec::new();
+        for entry in entries {
+            let path = format!("{ns_dir}/{}", entry.name);
+            match &entry.kind {
+                EntryKind::Dir => {
+                    if let Some(instance) =
+                        self.load_component(ns_name, &entry.name, &path, client, env, &node)
+                    {
+                        components.push(instance);
+                    }
+                }
+                EntryKind::File if entry.name == "namespace.toml" || is_note(&entry.name) => {}
+                EntryKind::File => self.diagnostics.push(unexpected_file(
+                    &path,
+                    "a namespace directory holds namespace.toml, *.md notes and one directory per component",
+                )),
+                EntryKind::Refused(refused) => self.diagnostics.push(refusal_diagnostic(refused)),
+            }
+        }
+        Some(Namespace { name: ns_name.to_owned(), path: ns_path, file, node, components })
+    }
+
+    /// An empty tree standing for a file that could not be read at all.
+    fn placeholder(&mut self, path: &str) -> Node {
+        let file = self.sources.add(path, "");
+        Node::empty_table(Span::new(file, 0..0))
+    }
+
+    /// The file's text; `None` (with a diagnostic when it is refused or unreadable, or
+    /// missing and `required`) when there is none to check.
+    fn read(&mut self, path: &str, required: bool) -> Option<String> {
+        match self.tree.read(path) {
+            Ok(Some(text)) => Some(text),
+            Ok(None) => {
+                if required {
+                    self.diagnostics.push(Diagnostic::error(format!("missing file {path}")).help(
+                        "every environment needs environments/client.toml and environments/<env>/env.toml",
+                    ));
+                }
+                None
+            }
+            Err(e) => {
+                self.diagnostics.push(match refusal(&e) {
+                    Some(refused) => refusal_diagnostic(refused),
+                    None => Diagnostic::error(format!("cannot read {path}: {}", io_reason(&e, path)))
+                        .help("make the file readable"),
+                });
+                None
+            }
+        }
+    }
+
+    /// Reads, parses, schema-checks and deserializes one file. Unknown keys are reported and
+    /// left out, so the rest of the file still serves the checks that need it; any other
+    /// problem leaves the file untyped.
     fn load_file<T: DeserializeOwned + schemars::JsonSchema>(
         &mut self,
         path: &str,
         required: bool,
         owner: Owner<'_>,
-    ) -> std::io::Result<Option<(T, Node)>> {
-        let Some(text) = self.tree.read(path)? else {
-            if required {
-                self.diagnostics.push(Diagnostic::error(format!("missing file {path}")).help(
-                    "every environment needs environments/client.toml and environments/<env>/env.toml",
-                ));
-            }
-            return Ok(None);
-        };
+    ) -> FileLoad<T> {
+        match self.read(path, required) {
+            Some(text) => self.load_text(path, text, owner),
+            None => FileLoad { typed: None, node: None },
+        }
+    }
+
+    fn load_text<T: DeserializeOwned + schemars::JsonSchema>(
+        &mut self,
+        path: &str,
+        text: String,
+        owner: Owner<'_>,
+    ) -> FileLoad<T> {
         let file = self.sources.add(path, text.clone());
         let node = match parse_toml(file, &text) {
             Ok(node) => node,
             Err(errors) => {
                 self.diagnostics.extend(errors);
-                return Ok(None);
+                return FileLoad {
+                    typed: None,
+                    node: Some(Node::empty_table(Span::new(file, 0..text.len()))),
+                };
             }
         };
         // `values_template` gets its own targeted error; the rest of the file is still checked.
         self.report_values_template(&node, &owner);
         let node = without_reserved_keys(node);
         let schema = serde_json::to_value(schemars::schema_for!(T)).expect("a schema is JSON");
-        let problems = check_schema(&node, &schema);
-        if !problems.is_empty() {
-            self.diagnostics.extend(problems);
-            return Ok(None);
+        let problems = check_schema_detailed(&node, &schema);
+        let only_unknown_keys = problems.unknown_keys.len() == problems.diagnostics.len();
+        self.diagnostics.extend(problems.diagnostics);
+        let mut node = node;
+        for key in &problems.unknown_keys {
+            node.remove_at(key);
+        }
+        if !only_unknown_keys {
+            return FileLoad { typed: None, node: Some(node) };
         }
         match serde_json::from_value::<T>(node.to_json()) {
-            Ok(value) => Ok(Some((value, node))),
+            Ok(value) => FileLoad { typed: Some(value), node: Some(node) },
             Err(e) => {
                 self.diagnostics.push(
                     Diagnostic::error(format!("cannot read {path}: {e}"))
                         .at(start_span(&node), "in this file"),
                 );
-                Ok(None)
+                FileLoad { typed: None, node: Some(node) }
             }
         }
     }
@@ -196,78 +400,126 @@ impl Loader<'_> {
         }
     }
 
+    /// A component directory. Its instance comes back whenever the directory is a component
+    /// (it has a component.toml), with problems too: as far as its file could be read, so
+    /// references to it resolve in the checks of the others.
     fn load_component(
         &mut self,
         ns_name: &str,
         comp_name: &str,
         comp_dir: &str,
-        client: &Option<(ClientFile, Node)>,
-        env: &Option<(EnvFile, Node)>,
+        client: &FileLoad<ClientFile>,
+        env: &FileLoad<EnvFile>,
         ns_node: &Node,
-    ) -> std::io::Result<Option<ComponentInstance>> {
+    ) -> Option<ComponentInstance> {
         let path = format!("{comp_dir}/component.toml");
-        // Peek at the template name first so a `values_template` error can name its owner.
-        let peek_template = template_name(self.tree.read(&path)?.as_deref(), comp_name);
+        let entries = self.entries(comp_dir);
+        if !entries.iter().any(|e| e.name == "component.toml") {
+            self.diagnostics.push(
+                Diagnostic::error(format!(
+                    "directory {comp_dir} is not a component: it has no component.toml"
+                ))
+                .help(format!(
+                    "every directory in a namespace is a component with a component.toml{}",
+                    listed(&entries)
+                )),
+            );
+            return None;
+        }
+        let mut secrets_path = None;
+        let mut has_file = false;
+        for entry in &entries {
+            let entry_path = format!("{comp_dir}/{}", entry.name);
+            match &entry.kind {
+                EntryKind::File if entry.name == "component.toml" => has_file = true,
+                EntryKind::File if entry.name == "secrets.enc.yaml" => secrets_path = Some(entry_path),
+                EntryKind::File if is_note(&entry.name) => {}
+                EntryKind::File => self.diagnostics.push(unexpected_file(
+                    &entry_path,
+                    "a component directory holds component.toml, secrets.enc.yaml and *.md notes",
+                )),
+                EntryKind::Dir => self.diagnostics.push(
+                    Diagnostic::error(format!("unexpected directory {entry_path}"))
+                        .help(format!("a component directory holds no directories: components are {ENVIRONMENTS_DIR}/<env>/<namespace>/<component>/component.toml, one level below their namespace")),
+                ),
+                EntryKind::Refused(_) if entry.name == "secrets.enc.yaml" && self.secrets_checked => {
+                    secrets_path = Some(entry_path);
+                }
+                EntryKind::Refused(refused) => self.diagnostics.push(refusal_diagnostic(refused)),
+            }
+        }
+        if !has_file {
+            return None; // component.toml is refused or a directory: reported above
+        }
+        let text = self.read(&path, true);
+        // The template name first, so a `values_template` error can name its owner.
+        let peek_template = template_name(text.as_deref(), comp_name);
         let module = self.catalog.get(&peek_template).map(|t| t.definition.module_path());
-        let Some((file, node)) = self.load_file::<ComponentFile>(&path, true, Owner::Template(module))?
-        else {
-            return Ok(None);
+        let (loaded, ok) = match text {
+            Some(text) => {
+                let loaded = self.load_text::<ComponentFile>(&path, text, Owner::Template(module));
+                let ok = loaded.typed.is_some();
+                (loaded, ok)
+            }
+            None => (FileLoad { typed: None, node: None }, false),
         };
+        let node = loaded.node.unwrap_or_else(|| self.placeholder(&path));
+        let file = loaded.typed.unwrap_or_else(|| fallback_component(&node));
         if !names::is_dns_label(comp_name) {
             self.diagnostics.push(name_error("component", comp_name, &path, start_span(&node)));
         }
         let template_name = file.template.clone().unwrap_or_else(|| comp_name.to_owned());
-        let Some(template) = self.catalog.get(&template_name) else {
-            let span = match node.entry_at(&["template"]) {
-                Some(entry) => entry.node.span,
-                None => start_span(&node),
-            };
-            let mut d = Diagnostic::error(format!("unknown component template `{template_name}`")).at(
-                span,
-                if file.template.is_some() {
-                    "no such template in the core catalog"
-                } else {
-                    "the directory name is the template name"
-                },
-            );
-            d = match suggest(&template_name, self.catalog.names()) {
-                Some(best) => d.help(format!("did you mean `{best}`?")),
-                None => d.help(format!(
-                    "set `template` to one of the catalog's templates: {}",
-                    self.catalog.names().collect::<Vec<_>>().join(", ")
-                )),
-            };
-            self.diagnostics.push(d);
-            return Ok(None);
-        };
-
-        // Inputs: checked against the template's own schema.
         let inputs_node = node
             .entry_at(&["inputs"])
             .map(|e| e.node.clone())
             .unwrap_or_else(|| Node::empty_table(start_span(&node)));
-        let problems = check_schema_at(&inputs_node, &template.inputs_schema(), &["inputs"]);
-        if !problems.is_empty() {
-            self.diagnostics.extend(problems);
-            return Ok(None);
-        }
-        let inputs = match template.normalize_inputs(inputs_node.to_json()) {
-            Ok(inputs) => inputs,
-            Err(e) => {
-                self.diagnostics.push(
-                    Diagnostic::error(format!("invalid inputs for `{template_name}`: {e}"))
-                        .at(inputs_node.span, "here"),
+        let mut inputs = inputs_node.to_json();
+        match self.catalog.get(&template_name) {
+            None if ok => {
+                let span = match node.entry_at(&["template"]) {
+                    Some(entry) => entry.node.span,
+                    None => start_span(&node),
+                };
+                let mut d = Diagnostic::error(format!("unknown component template `{template_name}`")).at(
+                    span,
+                    if file.template.is_some() {
+                        "no such template in the core catalog"
+                    } else {
+                        "the directory name is the template name"
+                    },
                 );
-                return Ok(None);
+                d = match suggest(&template_name, self.catalog.names()) {
+                    Some(best) => d.help(format!("did you mean `{best}`?")),
+                    None => d.help(format!(
+                        "set `template` to one of the catalog's templates: {}",
+                        self.catalog.names().collect::<Vec<_>>().join(", ")
+                    )),
+                };
+                self.diagnostics.push(d);
             }
-        };
+            // Inputs are checked against the template's own schema once the file is sound.
+            Some(template) if ok => {
+                let problems = check_schema_at(&inputs_node, &template.inputs_schema(), &["inputs"]);
+                if problems.is_empty() {
+                    match template.normalize_inputs(inputs_node.to_json()) {
+                        Ok(normalized) => inputs = normalized,
+                        Err(e) => self.diagnostics.push(
+                            Diagnostic::error(format!("invalid inputs for `{template_name}`: {e}"))
+                                .at(inputs_node.span, "here"),
+                        ),
+                    }
+                } else {
+                    self.diagnostics.extend(problems);
+                }
+            }
+            _ => {}
+        }
 
         // Merge values_custom and labels down the hierarchy.
-        let layers: Vec<&Node> =
-            [client.as_ref().map(|c| &c.1), env.as_ref().map(|e| &e.1), Some(ns_node), Some(&node)]
-                .into_iter()
-                .flatten()
-                .collect();
+        let layers: Vec<&Node> = [client.node.as_ref(), env.node.as_ref(), Some(ns_node), Some(&node)]
+            .into_iter()
+            .flatten()
+            .collect();
         let mut values_custom = Node::empty_table(start_span(&node));
         let mut labels = BTreeMap::new();
         for layer in layers {
@@ -284,9 +536,7 @@ impl Loader<'_> {
                 }
             }
         }
-        let secrets_path = format!("{comp_dir}/secrets.enc.yaml");
-        let secrets_path = self.tree.exists(&secrets_path)?.then_some(secrets_path);
-        Ok(Some(ComponentInstance {
+        Some(ComponentInstance {
             name: comp_name.to_owned(),
             namespace: ns_name.to_owned(),
             template: template_name,
@@ -297,8 +547,66 @@ impl Loader<'_> {
             values_custom,
             labels,
             secrets_path,
-        }))
+        })
     }
+}
+
+/// A file type's value from an empty table: its defaults, standing for a file with problems.
+fn fallback<T: DeserializeOwned>() -> T {
+    serde_json::from_value(serde_json::json!({})).expect("an empty table is a valid file of this type")
+}
+
+/// A component file with problems, as far as it says what matters to the others: whether it
+/// is enabled and which template it instantiates.
+fn fallback_component(node: &Node) -> ComponentFile {
+    let mut file: ComponentFile = fallback();
+    if let Some(Value::Boolean(enabled)) = node.entry_at(&["enabled"]).map(|e| &e.node.value) {
+        file.enabled = *enabled;
+    }
+    if let Some(template) = node.entry_at(&["template"]).and_then(|e| e.node.as_str()) {
+        file.template = Some(template.to_owned());
+    }
+    file
+}
+
+fn unexpected_file(path: &str, holds: &str) -> Diagnostic {
+    Diagnostic::error(format!("unexpected file {path}")).help(format!("{holds}; rename or remove it"))
+}
+
+/// A refused path as a diagnostic (it names the path, never the content).
+pub fn refusal_diagnostic(refused: &Refused) -> Diagnostic {
+    Diagnostic::error(refused.to_string()).help(refused.help())
+}
+
+/// An IO error's reason without the path the tree already put in front of it.
+fn io_reason(error: &std::io::Error, path: &str) -> String {
+    let text = error.to_string();
+    for prefix in [format!("cannot read {path}: "), format!("cannot list {path}: ")] {
+        if let Some(rest) = text.strip_prefix(&prefix) {
+            return rest.to_owned();
+        }
+    }
+    text
+}
+
+/// `; found: a, b` listing what a directory holds (at most five names), for help lines.
+fn listed(entries: &[DirEntry]) -> String {
+    if entries.is_empty() {
+        return "; this one is empty".to_owned();
+    }
+    let mut names: Vec<String> = entries
+        .iter()
+        .take(5)
+        .map(|e| if e.kind == EntryKind::Dir { format!("{}/", e.name) } else { e.name.clone() })
+        .collect();
+    if entries.len() > 5 {
+        names.push("...".to_owned());
+    }
+    format!("; found {}", names.join(", "))
+}
+
+fn found_files(tree: &dyn SourceTree, dir: &str) -> String {
+    tree.entries(dir).map(|entries| listed(&entries)).unwrap_or_default()
 }
 
 /// The template a `component.toml` instantiates: its `template` key, else the directory

@@ -93,6 +93,29 @@ impl Node {
         self.entry_at(path).map_or_else(|| self.span_at(path), |e| e.key_span)
     }
 
+    /// Removes the value at a path of table keys and array indices (as the schema check
+    /// names them); nothing when there is none.
+    pub fn remove_at(&mut self, path: &[String]) {
+        let Some((last, parents)) = path.split_last() else { return };
+        let mut node = self;
+        for key in parents {
+            node = match &mut node.value {
+                Value::Table(table) => match table.get_mut(key) {
+                    Some(entry) => &mut entry.node,
+                    None => return,
+                },
+                Value::Array(items) => match key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    Some(item) => item,
+                    None => return,
+                },
+                _ => return,
+            };
+        }
+        if let Value::Table(table) = &mut node.value {
+            table.shift_remove(last);
+        }
+    }
+
     /// This tree as JSON, for typed deserialization and template contexts.
     pub fn to_json(&self) -> serde_json::Value {
         match &self.value {
@@ -133,6 +156,17 @@ impl Node {
 /// Parses a TOML file into a [`Node`]. Syntax errors come back as diagnostics that point at
 /// the place the parser stopped.
 pub fn parse_toml(file: FileId, text: &str) -> Result<Node, Vec<Diagnostic>> {
+    // Everything below recurses once per level of nesting: refuse deep nesting before parsing.
+    if let Some(at) = too_deep(text) {
+        let end = (at + 1).min(text.len());
+        return Err(vec![
+            Diagnostic::error(format!("TOML nested deeper than {MAX_DEPTH} levels"))
+                .at(Span::new(file, at..end), format!("level {} starts here", MAX_DEPTH + 1))
+                .help(format!(
+                    "tables, arrays and dotted keys of configuration files nest at most {MAX_DEPTH} levels"
+                )),
+        ]);
+    }
     let (table, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
         return Err(errors
@@ -148,6 +182,112 @@ pub fn parse_toml(file: FileId, text: &str) -> Result<Node, Vec<Diagnostic>> {
     }
     let span = Span::new(file, 0..text.len());
     Ok(Node { value: Value::Table(convert_table(file, table.get_ref())), span })
+}
+
+/// How deep tables, arrays and dotted keys of a TOML file may nest.
+pub const MAX_DEPTH: usize = 64;
+
+/// The byte offset where nesting first exceeds [`MAX_DEPTH`], counting arrays, inline tables,
+/// table headers and the segments of keys, outside strings and comments.
+fn too_deep(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    // Open arrays and inline tables: whether it is an inline table, and the depth inside it.
+    let mut open: Vec<(bool, usize)> = Vec::new();
+    // Inside a table header, `[a.b]` or `[[a.b]]`.
+    let mut header = false;
+    // Depth of the current table (its header's segments), and of the key being read.
+    let mut table_depth = 0usize;
+    let mut key_depth = 0usize;
+    // Whether the next bare token is a key (line start, or after `{` or `,` in an inline table).
+    let mut in_key = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'"' | b'\'' => {
+                let triple = bytes[i..].starts_with(&[b, b, b]);
+                let quote_len = if triple { 3 } else { 1 };
+                i += quote_len;
+                loop {
+                    if i >= bytes.len() {
+                        return None; // unterminated: the parser reports it
+                    }
+                    if b == b'"' && bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if !triple && bytes[i] == b'\n' {
+                        break;
+                    }
+                    if bytes[i] == b && (!triple || bytes[i..].starts_with(&[b, b, b])) {
+                        i += quote_len;
+                        // A closing `"""` may be followed by up to two more quotes of content.
+                        while triple && i < bytes.len() && bytes[i] == b {
+                            i += 1;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            // A newline ends a key/value pair unless an array or inline table is open.
+            b'\n' if open.is_empty() => {
+                header = false;
+                in_key = true;
+                key_depth = 0;
+            }
+            b'[' if in_key && open.is_empty() && !header => {
+                header = true;
+                table_depth = 1;
+                key_depth = 0;
+                if bytes.get(i + 1) == Some(&b'[') {
+                    i += 1;
+                }
+            }
+            b']' if header => {
+                header = false;
+                table_depth += key_depth;
+                key_depth = 0;
+                while bytes.get(i + 1) == Some(&b']') {
+                    i += 1;
+                }
+            }
+            b'.' if in_key => key_depth += 1,
+            b'=' if in_key => {
+                in_key = false;
+                key_depth += 1;
+            }
+            b'[' | b'{' => {
+                let base = open.last().map_or(table_depth, |o| o.1) + key_depth + 1;
+                open.push((b == b'{', base));
+                key_depth = 0;
+                in_key = b == b'{';
+            }
+            b']' | b'}' => {
+                open.pop();
+                key_depth = 0;
+                in_key = false;
+            }
+            b',' if open.last().is_some_and(|o| o.0) => {
+                in_key = true;
+                key_depth = 0;
+            }
+            _ => {}
+        }
+        let depth = open.last().map_or(table_depth, |o| o.1) + key_depth;
+        if depth > MAX_DEPTH {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
 }
 
 fn first_line(message: &str) -> &str {
@@ -219,6 +359,30 @@ mod tests {
             lower.to_json(),
             serde_json::json!({"t": {"x": 1, "list": [3], "inner": {"keep": true, "add": "z"}, "y": 2}})
         );
+    }
+
+    #[test]
+    fn nesting_is_limited_before_parsing() {
+        let deep = |n: usize| format!("a = {}{}\n", "[".repeat(n), "]".repeat(n));
+        assert_eq!(too_deep(&deep(MAX_DEPTH - 1)), None);
+        assert!(too_deep(&deep(MAX_DEPTH + 1)).is_some());
+        assert!(too_deep(&"[".repeat(100_000)).is_some());
+        assert!(too_deep(&format!("{} = 1\n", vec!["k"; MAX_DEPTH + 1].join("."))).is_some());
+        assert!(too_deep(&format!("a = {}\n", "{ b = ".repeat(MAX_DEPTH + 1))).is_some());
+        // Wide is not deep: many keys, items and dots in values and strings.
+        let wide = format!(
+            "[t.u]\nx = {{ {} }}\nf = [{}]\ns = \"{}\"\n# {}\n",
+            (0..200).map(|i| format!("k{i} = 1.5")).collect::<Vec<_>>().join(", "),
+            vec!["1.5"; 500].join(", "),
+            "[{.".repeat(100),
+            "[{.".repeat(100)
+        );
+        assert_eq!(too_deep(&wide), None, "{wide}");
+        let mut sources = SourceMap::new();
+        let text = "[".repeat(100_000);
+        let id = sources.add("deep.toml", text.as_str());
+        let errors = parse_toml(id, &text).expect_err("too deep");
+        assert_eq!(errors[0].message, format!("TOML nested deeper than {MAX_DEPTH} levels"));
     }
 
     #[test]

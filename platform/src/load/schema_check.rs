@@ -20,14 +20,32 @@ pub fn check_schema(node: &Node, schema: &Json) -> Vec<Diagnostic> {
 /// Like [`check_schema`] for a node found at `prefix` in its file (e.g. `["inputs"]`), so
 /// messages name the whole path.
 pub fn check_schema_at(node: &Node, schema: &Json, prefix: &[&str]) -> Vec<Diagnostic> {
-    let mut checker = Checker { root: schema, diagnostics: Vec::new() };
+    let mut checker = Checker { root: schema, diagnostics: Vec::new(), unknown_keys: Vec::new() };
     checker.check(node, schema, &mut prefix.iter().map(|p| (*p).to_owned()).collect());
     checker.diagnostics
+}
+
+/// What [`check_schema_detailed`] found.
+#[derive(Debug, Default)]
+pub struct SchemaProblems {
+    /// Every problem, as [`check_schema`] reports them.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The paths (table keys, array indices) of the unknown keys among them: a file whose only
+    /// problems are unknown keys still means what it says once they are left out.
+    pub unknown_keys: Vec<Vec<String>>,
+}
+
+/// [`check_schema`], also saying which of the problems are unknown keys, and where.
+pub fn check_schema_detailed(node: &Node, schema: &Json) -> SchemaProblems {
+    let mut checker = Checker { root: schema, diagnostics: Vec::new(), unknown_keys: Vec::new() };
+    checker.check(node, schema, &mut Vec::new());
+    SchemaProblems { diagnostics: checker.diagnostics, unknown_keys: checker.unknown_keys }
 }
 
 struct Checker<'s> {
     root: &'s Json,
     diagnostics: Vec<Diagnostic>,
+    unknown_keys: Vec<Vec<String>>,
 }
 
 fn describe_path(path: &[String]) -> String {
@@ -263,6 +281,7 @@ impl<'s> Checker<'s> {
                 Some(property) => self.check(&entry.node, property, path),
                 None => match additional {
                     Some(Json::Bool(false)) => {
+                        self.unknown_keys.push(path.clone());
                         let known = properties
                             .map(|p| p.keys().map(String::as_str).collect::<Vec<_>>())
                             .unwrap_or_default();
@@ -356,7 +375,7 @@ impl<'s> Checker<'s> {
         // Otherwise keep the variant that fits best.
         let mut best: Option<Vec<Diagnostic>> = None;
         for variant in &variants {
-            let mut trial = Checker { root: self.root, diagnostics: Vec::new() };
+            let mut trial = Checker { root: self.root, diagnostics: Vec::new(), unknown_keys: Vec::new() };
             trial.check(node, variant, path);
             if trial.diagnostics.is_empty() {
                 return;

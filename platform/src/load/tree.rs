@@ -1,8 +1,16 @@
 //! Where the client files are read from: the working tree, or a git revision (for
 //! `plan --base`, which must not touch the working tree).
+//!
+//! Both trees refuse what a configuration file must not be: a path that resolves (symbolic
+//! links followed) outside the repository, anything but a regular file, a file larger than
+//! [`MAX_FILE_BYTES`], text that is not UTF-8. A refusal is an [`io::Error`] carrying a
+//! [`Refused`], which names the path and never the content.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+
+/// The largest file read through a [`SourceTree`] (client files and secrets files): 1 MiB.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A read-only view of the repository's files, by paths relative to its root with `/`.
 pub trait SourceTree {
@@ -10,12 +18,77 @@ pub trait SourceTree {
     fn read(&self, path: &str) -> io::Result<Option<String>>;
     /// Names of the sub-directories of a directory, sorted.
     fn dirs(&self, path: &str) -> io::Result<Vec<String>>;
+    /// Every entry of a directory, sorted by name (none when the directory does not exist).
+    fn entries(&self, path: &str) -> io::Result<Vec<DirEntry>>;
     /// Whether a file exists.
     fn exists(&self, path: &str) -> io::Result<bool> {
         Ok(self.read(path)?.is_some())
     }
     /// Describes the tree for messages (a path, or `git rev`).
     fn describe(&self) -> String;
+}
+
+/// One entry of a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: EntryKind,
+}
+
+/// What a directory entry is, symbolic links followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    /// Something no configuration can be: a broken or looping symbolic link, a path that
+    /// resolves outside the repository, a special file, a name that is not UTF-8. The
+    /// refusal says why.
+    Refused(Refused),
+}
+
+/// Why a path of the tree is not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("{path} resolves outside the repository")]
+    Outside { path: String },
+    #[error("{path} is a symbolic link that cannot be followed: {reason}")]
+    BrokenLink { path: String, reason: String },
+    #[error("{path} is a symbolic link, which a git revision does not follow")]
+    GitLink { path: String },
+    #[error("{path} is not a regular file or directory")]
+    Special { path: String },
+    #[error("{path} is a directory, not a file")]
+    Directory { path: String },
+    #[error("{path} is larger than the limit of {limit} bytes ({size} bytes)")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("{path} is not UTF-8")]
+    NotUtf8 { path: String },
+    #[error("the name of an entry of {dir} is not UTF-8: {name}")]
+    BadName { dir: String, name: String },
+}
+
+impl Refused {
+    /// What to do about it, for a diagnostic's help line.
+    pub fn help(&self) -> String {
+        match self {
+            Refused::Outside { .. } => "configuration is read only from inside the repository: replace the symbolic link with the file itself".to_owned(),
+            Refused::BrokenLink { .. } => "remove the link, or point it at a file of the repository".to_owned(),
+            Refused::GitLink { .. } => "commit the file itself instead of a symbolic link".to_owned(),
+            Refused::Special { .. } | Refused::Directory { .. } => "configuration files are regular files".to_owned(),
+            Refused::TooLarge { limit, .. } => format!("configuration files are at most {limit} bytes (1 MiB)"),
+            Refused::NotUtf8 { .. } => "save the file as UTF-8".to_owned(),
+            Refused::BadName { .. } => "rename it: names of the client tree are ASCII".to_owned(),
+        }
+    }
+
+    fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+}
+
+/// The refusal an error of [`SourceTree::read`] carries, if it is one.
+pub fn refusal(error: &io::Error) -> Option<&Refused> {
+    error.get_ref().and_then(|inner| inner.downcast_ref::<Refused>())
 }
 
 /// The working tree on disk.
@@ -32,36 +105,133 @@ impl FsTree {
     pub fn path(&self, relative: &str) -> PathBuf {
         self.root.join(relative)
     }
+
+    /// The path with every symbolic link followed, refused when it leaves the repository.
+    /// `Ok(None)` when it does not exist.
+    fn resolve(&self, relative: &str) -> io::Result<Option<PathBuf>> {
+        let root = self.root.canonicalize()?;
+        let full = self.root.join(relative);
+        match full.canonicalize() {
+            Ok(real) if real.starts_with(&root) => Ok(Some(real)),
+            Ok(_) => Err(Refused::Outside { path: relative.to_owned() }.into_io()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A link whose target is missing exists, broken; a missing path does not.
+                if std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
+                    Err(Refused::BrokenLink { path: relative.to_owned(), reason: e.to_string() }.into_io())
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(e) if std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) => {
+                Err(Refused::BrokenLink { path: relative.to_owned(), reason: e.to_string() }.into_io())
+            }
+            Err(e) => Err(io::Error::new(e.kind(), format!("cannot read {relative}: {e}"))),
+        }
+    }
+
+    fn kind(&self, relative: &str) -> io::Result<EntryKind> {
+        let refused = |e: &io::Error| refusal(e).cloned();
+        let real = match self.resolve(relative) {
+            Ok(Some(real)) => real,
+            Ok(None) => {
+                return Ok(EntryKind::Refused(Refused::BrokenLink {
+                    path: relative.to_owned(),
+                    reason: "it vanished while being read".to_owned(),
+                }));
+            }
+            Err(e) => return refused(&e).map(EntryKind::Refused).ok_or(e),
+        };
+        let metadata = std::fs::metadata(&real)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot read {relative}: {e}")))?;
+        Ok(if metadata.is_dir() {
+            EntryKind::Dir
+        } else if metadata.is_file() {
+            EntryKind::File
+        } else {
+            EntryKind::Refused(Refused::Special { path: relative.to_owned() })
+        })
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") }
 }
 
 impl SourceTree for FsTree {
     fn read(&self, path: &str) -> io::Result<Option<String>> {
-        match std::fs::read_to_string(self.root.join(path)) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io::Error::new(e.kind(), format!("cannot read {path}: {e}"))),
+        let Some(real) = self.resolve(path)? else { return Ok(None) };
+        let cannot = |e: io::Error| io::Error::new(e.kind(), format!("cannot read {path}: {e}"));
+        let file = std::fs::File::open(&real).map_err(cannot)?;
+        let metadata = file.metadata().map_err(cannot)?;
+        if metadata.is_dir() {
+            return Err(Refused::Directory { path: path.to_owned() }.into_io());
         }
+        if !metadata.is_file() {
+            return Err(Refused::Special { path: path.to_owned() }.into_io());
+        }
+        if metadata.len() > MAX_FILE_BYTES {
+            return Err(Refused::TooLarge {
+                path: path.to_owned(),
+                size: metadata.len(),
+                limit: MAX_FILE_BYTES,
+            }
+            .into_io());
+        }
+        // The file may grow between the check and the read: never read more than the limit.
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(Refused::TooLarge {
+                path: path.to_owned(),
+                size: bytes.len() as u64,
+                limit: MAX_FILE_BYTES,
+            }
+            .into_io());
+        }
+        String::from_utf8(bytes).map(Some).map_err(|_| Refused::NotUtf8 { path: path.to_owned() }.into_io())
     }
 
     fn dirs(&self, path: &str) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        let entries = match std::fs::read_dir(self.root.join(path)) {
+        Ok(self.entries(path)?.into_iter().filter(|e| e.kind == EntryKind::Dir).map(|e| e.name).collect())
+    }
+
+    fn entries(&self, path: &str) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        let real = match self.resolve(path) {
+            Ok(Some(real)) => real,
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        let entries = match std::fs::read_dir(&real) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(io::Error::new(e.kind(), format!("cannot list {path}: {e}"))),
         };
         for entry in entries {
             let entry = entry.map_err(|e| io::Error::new(e.kind(), format!("cannot list {path}: {e}")))?;
-            if entry.file_type()?.is_dir() {
-                names.push(entry.file_name().to_string_lossy().into_owned());
-            }
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                out.push(DirEntry {
+                    kind: EntryKind::Refused(Refused::BadName { dir: path.to_owned(), name: name.clone() }),
+                    name,
+                });
+                continue;
+            };
+            let kind = self.kind(&join(path, &name))?;
+            out.push(DirEntry { name, kind });
         }
-        names.sort();
-        Ok(names)
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
+    /// A refused path exists: reading it reports the refusal.
     fn exists(&self, path: &str) -> io::Result<bool> {
-        Ok(self.root.join(path).is_file())
+        match self.resolve(path) {
+            Ok(Some(real)) => Ok(real.is_file()),
+            Ok(None) => Ok(false),
+            Err(e) if refusal(&e).is_some() => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     fn describe(&self) -> String {
@@ -87,6 +257,25 @@ impl GitTree {
         }
         Ok(GitTree { repo: repo.to_owned(), commit })
     }
+
+    /// `git ls-tree -l` of a tree-ish: `(mode, size, name)` for each entry.
+    fn ls_tree(&self, args: &[&str]) -> io::Result<Vec<(String, Option<u64>, String)>> {
+        let mut all = vec!["ls-tree", "-l", "-z"];
+        all.extend_from_slice(args);
+        let listing = git(&self.repo, &all)?;
+        Ok(listing
+            .split(|b| *b == 0)
+            .filter(|line| !line.is_empty())
+            .filter_map(|line| {
+                let line = String::from_utf8_lossy(line);
+                let (meta, name) = line.split_once('\t')?;
+                let mut fields = meta.split_whitespace();
+                let mode = fields.next()?.to_owned();
+                let size = fields.nth(2).and_then(|s| s.parse().ok());
+                Some((mode, size, name.to_owned()))
+            })
+            .collect())
+    }
 }
 
 fn git(repo: &Path, args: &[&str]) -> io::Result<Vec<u8>> {
@@ -104,33 +293,51 @@ fn git(repo: &Path, args: &[&str]) -> io::Result<Vec<u8>> {
     }
 }
 
+/// What a git tree entry's mode makes it.
+fn git_kind(mode: &str, path: &str) -> EntryKind {
+    match mode {
+        "040000" => EntryKind::Dir,
+        "100644" | "100755" => EntryKind::File,
+        "120000" => EntryKind::Refused(Refused::GitLink { path: path.to_owned() }),
+        _ => EntryKind::Refused(Refused::Special { path: path.to_owned() }),
+    }
+}
+
 impl SourceTree for GitTree {
     fn read(&self, path: &str) -> io::Result<Option<String>> {
-        let listing = git(&self.repo, &["ls-tree", "--name-only", &self.commit, "--", path])?;
-        if listing.is_empty() {
+        let listing = self.ls_tree(&[&self.commit, "--", path])?;
+        let Some((mode, size, _)) = listing.into_iter().find(|(_, _, name)| name == path) else {
             return Ok(None);
+        };
+        match git_kind(&mode, path) {
+            EntryKind::File => {}
+            EntryKind::Dir => return Err(Refused::Directory { path: path.to_owned() }.into_io()),
+            EntryKind::Refused(refused) => return Err(refused.into_io()),
+        }
+        let size = size.unwrap_or(0);
+        if size > MAX_FILE_BYTES {
+            return Err(Refused::TooLarge { path: path.to_owned(), size, limit: MAX_FILE_BYTES }.into_io());
         }
         let blob = git(&self.repo, &["show", &format!("{}:{path}", self.commit)])?;
-        String::from_utf8(blob)
-            .map(Some)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{path} is not UTF-8")))
+        String::from_utf8(blob).map(Some).map_err(|_| Refused::NotUtf8 { path: path.to_owned() }.into_io())
     }
 
     fn dirs(&self, path: &str) -> io::Result<Vec<String>> {
+        Ok(self.entries(path)?.into_iter().filter(|e| e.kind == EntryKind::Dir).map(|e| e.name).collect())
+    }
+
+    fn entries(&self, path: &str) -> io::Result<Vec<DirEntry>> {
         let spec = format!("{}:{path}", self.commit);
-        let listing = match git(&self.repo, &["ls-tree", &spec]) {
+        let listing = match self.ls_tree(&[&spec]) {
             Ok(listing) => listing,
             Err(_) => return Ok(Vec::new()),
         };
-        let mut names: Vec<String> = String::from_utf8_lossy(&listing)
-            .lines()
-            .filter_map(|line| {
-                let (meta, name) = line.split_once('\t')?;
-                meta.split_whitespace().nth(1).filter(|kind| *kind == "tree").map(|_| name.to_owned())
-            })
+        let mut entries: Vec<DirEntry> = listing
+            .into_iter()
+            .map(|(mode, _, name)| DirEntry { kind: git_kind(&mode, &join(path, &name)), name })
             .collect();
-        names.sort();
-        Ok(names)
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
     }
 
     fn describe(&self) -> String {
