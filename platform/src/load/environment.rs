@@ -93,8 +93,14 @@ pub fn load_environment(tree: &dyn SourceTree, catalog: &Catalog, name: &str) ->
         let suggestion = suggest(name, known.iter().map(String::as_str)).map(str::to_owned);
         return Err(LoadError::UnknownEnvironment { name: name.to_owned(), suggestion, known });
     }
-    let mut loader =
-        Loader { tree, catalog, sources: SourceMap::new(), diagnostics: Vec::new(), secrets_checked: false };
+    let mut loader = Loader {
+        tree,
+        catalog,
+        sources: SourceMap::new(),
+        diagnostics: Vec::new(),
+        secrets_checked: false,
+        schemas: Default::default(),
+    };
     let environment = loader.load(name);
     let (environment, partial) =
         if loader.diagnostics.is_empty() { (environment, None) } else { (None, environment) };
@@ -109,6 +115,8 @@ struct Loader<'a> {
     /// Whether the secrets files will be read by the secrets check (client.toml and env.toml
     /// are usable): it reports a refused secrets file, the loader otherwise.
     secrets_checked: bool,
+    /// The JSON Schema of each file type, generated once per load (not once per file).
+    schemas: std::collections::HashMap<std::any::TypeId, std::rc::Rc<serde_json::Value>>,
 }
 
 /// Where a `values_template` was found, for the targeted message.
@@ -319,10 +327,19 @@ impl Loader<'_> {
         }
     }
 
+    fn schema_of<T: schemars::JsonSchema + 'static>(&mut self) -> std::rc::Rc<serde_json::Value> {
+        self.schemas
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| {
+                std::rc::Rc::new(serde_json::to_value(schemars::schema_for!(T)).expect("a schema is JSON"))
+            })
+            .clone()
+    }
+
     /// Reads, parses, schema-checks and deserializes one file. Unknown keys are reported and
     /// left out, so the rest of the file still serves the checks that need it; any other
     /// problem leaves the file untyped.
-    fn load_file<T: DeserializeOwned + schemars::JsonSchema>(
+    fn load_file<T: DeserializeOwned + schemars::JsonSchema + 'static>(
         &mut self,
         path: &str,
         required: bool,
@@ -334,7 +351,7 @@ impl Loader<'_> {
         }
     }
 
-    fn load_text<T: DeserializeOwned + schemars::JsonSchema>(
+    fn load_text<T: DeserializeOwned + schemars::JsonSchema + 'static>(
         &mut self,
         path: &str,
         text: String,
@@ -354,7 +371,7 @@ impl Loader<'_> {
         // `values_template` gets its own targeted error; the rest of the file is still checked.
         self.report_values_template(&node, &owner);
         let node = without_reserved_keys(node);
-        let schema = serde_json::to_value(schemars::schema_for!(T)).expect("a schema is JSON");
+        let schema = self.schema_of::<T>();
         let problems = check_schema_detailed(&node, &schema);
         let only_unknown_keys = problems.unknown_keys.len() == problems.diagnostics.len();
         self.diagnostics.extend(problems.diagnostics);
