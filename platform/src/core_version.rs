@@ -70,10 +70,11 @@ pub enum CoreError {
     #[error("{}: {message}", .path.display())]
     Parse { path: PathBuf, message: String },
     #[error(
-        "{}: `core = \"{version}\"` is neither `example` nor a version such as `1.4.0` (fetched at tag `v1.4.0`)",
-        .path.display()
+        "{}:{line}:{column}: `core = {version:?}` is neither `example` nor a version `MAJOR.MINOR.PATCH` with an optional `-PRERELEASE`, such as `1.4.0` (fetched at tag `v1.4.0`); {}",
+        .path.display(),
+        core_help(.version)
     )]
-    InvalidVersion { path: PathBuf, version: String },
+    InvalidVersion { path: PathBuf, line: usize, column: usize, version: String },
     #[error(
         "environments/client.toml: the core repository URL embeds a password or token: remove it and let a git credential helper provide it"
     )]
@@ -144,7 +145,8 @@ pub fn cache_dir_from(lookup: impl Fn(&str) -> Option<OsString>) -> Result<PathB
 }
 
 /// Reads only the `core` key of `environments/<environment>/env.toml` under `root`: cheap
-/// enough to run before every command, without the loader or the catalog.
+/// enough to run before every command, without the loader or the catalog. An invalid value is
+/// an error here, before anything is fetched or run: the caller never treats it as `example`.
 pub fn read_environment_core(root: &Path, environment: &str) -> Result<CoreChoice, CoreError> {
     let path = root.join("environments").join(environment).join("env.toml");
     if environment.is_empty() || environment.contains(['/', '\\']) || environment.starts_with('.') {
@@ -152,27 +154,65 @@ pub fn read_environment_core(root: &Path, environment: &str) -> Result<CoreChoic
     }
     #[derive(Deserialize)]
     struct CoreOnly {
-        core: Option<toml::Value>,
+        core: Option<toml::Spanned<toml::Value>>,
     }
     let text = fs::read_to_string(&path).map_err(|source| CoreError::Read { path: path.clone(), source })?;
     let parsed: CoreOnly = toml::from_str(&text)
         .map_err(|e| CoreError::Parse { path: path.clone(), message: e.message().to_owned() })?;
-    match parsed.core {
-        Some(toml::Value::String(core)) => parse_core_choice(&core)
-            .ok_or_else(|| CoreError::InvalidVersion { path: path.clone(), version: core.clone() }),
+    let Some(core) = parsed.core else {
+        return Err(CoreError::Parse { path, message: "`core` is not set".to_owned() });
+    };
+    let start = core.span().start.min(text.len());
+    match core.into_inner() {
+        toml::Value::String(core) => parse_core_choice(&core).ok_or_else(|| {
+            let before = &text[..start];
+            let line = before.matches('\n').count() + 1;
+            let column = before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
+            CoreError::InvalidVersion { path: path.clone(), line, column, version: core.clone() }
+        }),
         _ => Err(CoreError::Parse { path, message: "`core` must be a string".to_owned() }),
     }
 }
 
-/// `example`, or a version usable in a tag name (`1.4.0`, `2.0.0-rc.1`).
+/// `example`, or a core version (see [`is_core_version`]).
 pub fn parse_core_choice(core: &str) -> Option<CoreChoice> {
     if core == EXAMPLE_CORE {
         return Some(CoreChoice::Example);
     }
-    let valid = core.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && core.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | '_'))
-        && !core.contains("..");
-    valid.then(|| CoreChoice::Version(core.to_owned()))
+    is_core_version(core).then(|| CoreChoice::Version(core.to_owned()))
+}
+
+/// `MAJOR.MINOR.PATCH` with an optional `-PRERELEASE` (dot-separated identifiers of ASCII
+/// letters, digits and `-`), numbers without leading zeros, as in semver: `1.4.0`,
+/// `2.0.0-rc.1`. The git tag is `v` + the version. Nothing else (no spaces, no `v`, no
+/// `latest`, no path) is a version, so nothing else reaches git.
+pub fn is_core_version(text: &str) -> bool {
+    let (numbers, prerelease) = match text.split_once('-') {
+        Some((numbers, prerelease)) => (numbers, Some(prerelease)),
+        None => (text, None),
+    };
+    let number =
+        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'));
+    let identifier = |id: &str| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let parts: Vec<&str> = numbers.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|n| number(n))
+        && prerelease.is_none_or(|p| p.split('.').all(identifier))
+}
+
+/// How to fix an invalid `core` value, for messages: the tag's `v` and stray spaces get a
+/// targeted hint.
+pub fn core_help(core: &str) -> String {
+    if let Some(version) = core.trim().strip_prefix('v').filter(|v| is_core_version(v)) {
+        return format!(
+            "the git tag is `v{version}`, and `core` is the version without the `v`: write `core = \"{version}\"`"
+        );
+    }
+    let trimmed = core.trim();
+    if trimmed != core && (trimmed == EXAMPLE_CORE || is_core_version(trimmed)) {
+        return format!("remove the spaces: `core = \"{trimmed}\"`");
+    }
+    "write `core = \"example\"` for this checkout, or the version of a released core such as `core = \"1.4.0\"` (fetched from the core repository at tag `v1.4.0`)".to_owned()
 }
 
 /// Reads `[core] repository` of `environments/client.toml` under `root`. A relative local path
@@ -820,7 +860,31 @@ mod tests {
         assert_eq!(parse_core_choice("example"), Some(CoreChoice::Example));
         assert_eq!(parse_core_choice("1.4.0"), Some(CoreChoice::Version("1.4.0".to_owned())));
         assert_eq!(parse_core_choice("2.0.0-rc.1"), Some(CoreChoice::Version("2.0.0-rc.1".to_owned())));
-        for invalid in ["", "1.4 .0", "../1", "-1", "1/2", "a..b"] {
+        assert_eq!(
+            parse_core_choice("10.0.1-beta-2.x"),
+            Some(CoreChoice::Version("10.0.1-beta-2.x".to_owned()))
+        );
+        for invalid in [
+            "",
+            "1.4 .0",
+            "../1",
+            "-1",
+            "1/2",
+            "a..b",
+            "1.4.0 ",
+            " 1.4.0",
+            "example ",
+            "../x",
+            "latest",
+            "v1.4.0",
+            "1.4",
+            "1.4.0.1",
+            "01.4.0",
+            "1.4.0-",
+            "1.4.0-rc..1",
+            "1.4.0+build",
+            "1.4.0-rc_1",
+        ] {
             assert_eq!(parse_core_choice(invalid), None, "{invalid:?}");
         }
     }
@@ -838,6 +902,11 @@ mod tests {
         fs::write(env_dir.join("env.toml"), "core = \"1.4 beta\"\n").unwrap();
         let err = read_environment_core(dir.path(), "staging").unwrap_err();
         assert!(matches!(&err, CoreError::InvalidVersion { version, .. } if version == "1.4 beta"), "{err}");
+        assert!(err.to_string().contains("env.toml:1:8: `core = \"1.4 beta\"`"), "{err}");
+        fs::write(env_dir.join("env.toml"), "# pinned\ncore = \"v1.4.0\"\n").unwrap();
+        let err = read_environment_core(dir.path(), "staging").unwrap_err();
+        assert!(err.to_string().contains("env.toml:2:8:"), "{err}");
+        assert!(err.to_string().contains("the git tag is `v1.4.0`"), "{err}");
         assert!(matches!(read_environment_core(dir.path(), "../staging"), Err(CoreError::Parse { .. })));
     }
 

@@ -61,6 +61,18 @@ pub fn journal_place(
     }
 }
 
+/// The warning every deploy of a protected cluster environment prints when env.toml keeps
+/// the journal and the lock in the operator's working tree (`[journal] backend = "file"`,
+/// written explicitly: without `[journal]` such an environment does not pass `check`).
+pub fn unshared_journal_warning(environment: &str, env: &EnvFile) -> Option<String> {
+    let cluster = matches!(env.target, crate::model::Target::Kube { .. });
+    (env.protected && cluster && env.journal == JournalSettings::File).then(|| {
+        format!(
+            "warning: `{environment}` is protected but its journal and deploy lock are files in this working tree (`[journal] backend = \"file\"`): another operator deploying from another checkout is not locked out; use `backend = \"postgres\"` to share them"
+        )
+    })
+}
+
 /// How to reach the environment's PostgreSQL server as its admin, on `database`: host, port
 /// and sslmode from env.toml, the password from the environment's secrets file.
 pub fn admin_options(

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::panic::Location;
 
 use crate::catalog::Catalog;
+use crate::core_version::{core_help, parse_core_choice};
 use crate::diagnostic::Diagnostic;
 use crate::load::environment::start_span;
 use crate::load::schema_check::suggest;
 use crate::load::tree::SourceTree;
-use crate::model::{ComponentInstance, DirectoryEnvironment, Environment, names};
+use crate::model::{ComponentInstance, DirectoryEnvironment, Environment, Target, names};
 use crate::source::{SourceMap, Span};
 
 /// Where a dependency edge was declared.
@@ -67,15 +68,126 @@ pub fn verify(
     sources: &mut SourceMap,
 ) -> (Dependencies, Vec<Diagnostic>) {
     let mut out = Vec::new();
+    check_core(env, &mut out);
     check_identity(env, &mut out);
     check_directory(env, &mut out);
+    check_journal(env, &mut out);
     check_recipients(env, &mut out);
     for component in env.components() {
         check_component(env, catalog, component, &mut out);
     }
+    check_shared_databases(env, catalog, &mut out);
     let deps = resolve_dependencies(env, catalog, &mut out);
     check_cycles(&deps, sources, tree, &mut out);
     (deps, out)
+}
+
+/// `core` is `example` or a version; anything else would run this checkout's core (or reach
+/// the network for a tag that cannot be meant), so it is refused with its place.
+fn check_core(env: &Environment, out: &mut Vec<Diagnostic>) {
+    let core = &env.env.core;
+    if parse_core_choice(core).is_some() {
+        return;
+    }
+    out.push(
+        Diagnostic::error(format!("invalid core {core:?}"))
+            .at(
+                env.env_node.span_at(&["core"]),
+                "neither `example` nor a version `MAJOR.MINOR.PATCH` with an optional `-PRERELEASE`",
+            )
+            .help(core_help(core)),
+    );
+}
+
+/// A protected cluster environment needs a journal and a lock every operator shares: with
+/// the file journal they live in each operator's working tree, and two operators could deploy
+/// production at once. Keeping the file journal must be written explicitly (`deploy` then
+/// warns every time).
+fn check_journal(env: &Environment, out: &mut Vec<Diagnostic>) {
+    if !env.env.protected || !matches!(env.env.target, Target::Kube { .. }) {
+        return;
+    }
+    if env.env_node.entry_at(&["journal"]).is_some() {
+        return;
+    }
+    out.push(
+        Diagnostic::error(format!(
+            "protected environment `{}` deploys to a cluster without a shared journal",
+            env.name
+        ))
+        .at(env.env_node.key_span_at(&["protected"]), "protected, and env.toml has no `[journal]`")
+        .also_at(env.env_node.span_at(&["target", "kind"]), "a cluster target")
+        .help(
+            "add `[journal]` with `backend = \"postgres\"` (the journal and the deploy lock in the environment's PostgreSQL, shared by every operator); `backend = \"file\"` keeps them in each operator's working tree, so two operators can deploy at once",
+        ),
+    );
+}
+
+/// Two components provisioning the same database or the same role would fight over it: each
+/// step sets the role's password to its own secret.
+fn check_shared_databases(env: &Environment, catalog: &Catalog, out: &mut Vec<Diagnostic>) {
+    struct Provisioned<'a> {
+        component: &'a ComponentInstance,
+        name: String,
+        user: String,
+    }
+    let mut provisioned = Vec::new();
+    for component in env.components().filter(|c| c.file.enabled) {
+        let Some(spec) = catalog.get(&component.template).and_then(|t| t.definition.database_spec()) else {
+            continue;
+        };
+        let overrides = component.file.database.clone().unwrap_or_default();
+        provisioned.push(Provisioned {
+            component,
+            name: overrides.name.unwrap_or(spec.name.to_owned()),
+            user: overrides.user.unwrap_or(spec.user.to_owned()),
+        });
+    }
+    // Where a component's value comes from, most explicit first: the override, the
+    // `template` key, the directory name.
+    let span_of = |component: &ComponentInstance, key: &str| match component.node.entry_at(&["database", key])
+    {
+        Some(entry) => (entry.node.span, "set here", 2),
+        None => match component.node.entry_at(&["template"]) {
+            Some(entry) => (entry.node.span, "from this template", 1),
+            None => (start_span(&component.node), "from the component template", 0),
+        },
+    };
+    for (what, key) in [("database", "name"), ("role", "user")] {
+        for (idx, second) in provisioned.iter().enumerate() {
+            let value = |p: &Provisioned| if key == "name" { p.name.clone() } else { p.user.clone() };
+            let Some(first) = provisioned[..idx].iter().find(|p| value(p) == value(second)) else { continue };
+            // The diagnostic points at the more explicit of the two (the copy, the override).
+            let (first, later) = if span_of(first.component, key).2 > span_of(second.component, key).2 {
+                (second, first)
+            } else {
+                (first, second)
+            };
+            let (span, label, _) = span_of(later.component, key);
+            let (first_span, first_label, _) = span_of(first.component, key);
+            out.push(
+                Diagnostic::error(format!(
+                    "{} and {} both provision {what} `{}`",
+                    first.component.id().min(later.component.id()),
+                    first.component.id().max(later.component.id()),
+                    value(later)
+                ))
+                .at(span, format!("{} {what} `{}`, {label}", later.component.id(), value(later)))
+                .related(
+                    Diagnostic::error(format!("{} provisions {what} `{}`", first.component.id(), value(later)))
+                        .at(first_span, format!("{} {what} `{}`, {first_label}", first.component.id(), value(later))),
+                )
+                .help(format!(
+                    "{}: give one of them its own `[database] {key} = \"...\"` in its component.toml, or remove it",
+                    if key == "user" {
+                        "both steps set the role's password, each to its own component's `db.password`, so they would fight over it"
+                    } else {
+                        "both steps make the database owned by their own role, so they would fight over it"
+                    }
+                )),
+            );
+        }
+    }
 }
 
 fn check_identity(env: &Environment, out: &mut Vec<Diagnostic>) {

@@ -1,6 +1,8 @@
 //! `cargo xtask check`.
 
+use platform::access::{identities_for, read_env_file};
 use platform::compile::compile_environment;
+use platform::compile::secret_inputs::identities_for_recipients;
 use platform::load::environment::{LoadError, survey_environments};
 use platform::source::SourceMap;
 
@@ -40,12 +42,21 @@ pub fn run(repo: &Repo, cmd: &CheckCmd) -> Outcome {
         cmd.environments.clone()
     };
     for name in &names {
-        // Compiling without keys also renders every template in strict mode.
-        match compile_environment(&tree, &catalog, name, None) {
+        // Compiling (with or without keys) also renders every template in strict mode. With a
+        // key of the environment, the secrets files are decrypted too: their MACs are verified.
+        let identities = read_env_file(&repo.root, name).ok().and_then(|env| {
+            identities_for_recipients(identities_for(&repo.root, &env).ok()?, &env.secrets.age_recipients)
+        });
+        match compile_environment(&tree, &catalog, name, identities.as_ref()) {
             Ok(report) if report.diagnostics.is_empty() => {
                 let n_steps = report.plan.as_ref().map_or(0, |p| p.len());
                 let n_components = report.plan.as_ref().map_or(0, |p| p.components().len());
                 ui::status("Checked", &format!("`{name}` ({n_components} components, {n_steps} steps)"));
+                if identities.is_none() {
+                    eprintln!(
+                        "note: the MACs of `{name}`'s secrets files were not verified (no age identity of its recipients here)"
+                    );
+                }
             }
             Ok(report) => {
                 ui::diagnostics(&report.diagnostics, &report.sources);

@@ -15,9 +15,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use platform::core_version::{
-    ACTIVE_CORE_ENV, CoreChoice, CoreRequest, FetchPolicy, ResolveOptions, ResolvedCore, build_core_xtask,
-    built_binary, cache_dir, list_cached_cores, read_core_repository, read_environment_core, read_pins,
-    resolve_core,
+    ACTIVE_CORE_ENV, CoreChoice, CoreError, CoreRequest, FetchPolicy, ResolveOptions, ResolvedCore,
+    build_core_xtask, built_binary, cache_dir, list_cached_cores, read_core_repository,
+    read_environment_core, read_pins, resolve_core,
 };
 use platform::load::environment::list_environments;
 
@@ -75,16 +75,30 @@ pub fn route(repo: &Repo, command: Command) -> Routed {
     }
 }
 
-/// A command on one environment: all of it runs with that environment's core.
+/// A command on one environment: all of it runs with that environment's core. An invalid
+/// `core` never runs anything: commands that load the environment report it with its place
+/// (the loader and verify run before any step), the others are refused here.
 fn route_one(repo: &Repo, environment: &str, command: Command) -> Routed {
-    match pinned_version(repo, environment) {
-        Some(version) => {
+    match read_environment_core(&repo.root, environment) {
+        Ok(CoreChoice::Version(version)) => {
             let environments = [environment.to_owned()];
             let args = forwarded_args(std::env::args_os().skip(1));
             Routed { here: None, elsewhere: run_with_core(repo, &environments, &version, args) }
         }
-        None => Routed::here(command),
+        Err(e @ CoreError::InvalidVersion { .. }) if !verifies_environment(&command) => {
+            ui::error_chain(&e);
+            Routed { here: None, elsewhere: Outcome::CouldNotStart }
+        }
+        Ok(CoreChoice::Example) | Err(_) => Routed::here(command),
     }
+}
+
+/// Commands that load and verify the environment before doing anything with it.
+fn verifies_environment(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Check(_) | Command::Plan(_) | Command::Deploy(_) | Command::Status(_) | Command::Graph(_)
+    )
 }
 
 /// The version an environment pins, or `None` for `example` and for files the cheap read

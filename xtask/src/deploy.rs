@@ -76,6 +76,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
         }
     }
     let env_file = read_env_file(&repo.root, &cmd.environment).or_exit(Outcome::CouldNotStart)?;
+    session::unshared_journal_warning(&cmd.environment, &env_file).inspect(|w| eprintln!("{w}"));
     let place = session::journal_place(&repo.root, &cmd.environment, &env_file, identities.as_ref())
         .or_exit(Outcome::CouldNotStart)?;
     // The lock first: nothing below may race another deploy.

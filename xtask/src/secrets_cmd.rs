@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use platform::access::{environment_of, identities_for, read_env_file};
-use platform::compile::secret_inputs::ENV_SECRET_KEYS;
+use platform::compile::secret_inputs::KnownSecretKeys;
 use platform::secrets::{self, EditOptions, EditOutcome, SecretTree, SecretValue, SecretsError};
 use platform::sensitive::SecretString;
 
@@ -64,17 +64,22 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                         );
                         SecretString::new(value)
                     };
-                    secrets::set_value(&absolute, &key, value, &identities)
+                    let keep =
+                        owner_keys(&absolute, &relative).map(|k| k.keep_encrypted()).unwrap_or_default();
+                    secrets::ops::set_value_keeping(&absolute, &key, value, &identities, &keep)
                         .map(|()| ui::status("Updated", &format!("`{key}` in {}", relative.display())))
                 }
                 SecretsAction::Edit { .. } => {
                     let editor = std::env::var("VISUAL")
                         .or_else(|_| std::env::var("EDITOR"))
                         .unwrap_or_else(|_| "vi".to_owned());
-                    match secrets::edit_file(
+                    let keep =
+                        owner_keys(&absolute, &relative).map(|k| k.keep_encrypted()).unwrap_or_default();
+                    match secrets::ops::edit_file_keeping(
                         &absolute,
                         &identities,
                         &EditOptions { editor, temp_parent: None },
+                        &keep,
                     ) {
                         Ok(EditOutcome::Unchanged) => {
                             ui::status("Unchanged", &relative.display().to_string());
@@ -119,23 +124,9 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
 /// Creates a secrets file holding every key its owner requires, with random values.
 fn new_file(absolute: &Path, relative: &Path, recipients: &[String]) -> Result<(), SecretsError> {
     let recipients = secrets::parse_recipients(recipients)?;
-    let parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-    let required: Vec<String> = match parts.len() {
-        // environments/<env>/secrets.enc.yaml
-        3 => ENV_SECRET_KEYS.iter().map(|k| (*k).to_owned()).collect(),
-        // environments/<env>/<namespace>/<component>/secrets.enc.yaml
-        5 => {
-            let component_toml = absolute.with_file_name("component.toml");
-            let text = std::fs::read_to_string(&component_toml).ok();
-            let template = platform::load::environment::template_name(text.as_deref(), &parts[3]);
-            let catalog = components::catalog();
-            catalog
-                .get(&template)
-                .map(|t| t.definition.secret_keys().iter().map(|k| (*k).to_owned()).collect())
-                .unwrap_or_default()
-        }
-        _ => Vec::new(),
-    };
+    let required: Vec<String> = owner_keys(absolute, relative)
+        .map(|k| k.keys.iter().map(|k| (*k).to_owned()).collect())
+        .unwrap_or_default();
     let mut tree = SecretTree::empty();
     let mut generated = Vec::new();
     for key in &required {
@@ -151,6 +142,24 @@ fn new_file(absolute: &Path, relative: &Path, recipients: &[String]) -> Result<(
         );
     }
     Ok(())
+}
+
+/// The keys the owner of a secrets file reads: the environment's own keys, or its component
+/// template's (`None` for a file that belongs to neither, or to an unknown template).
+fn owner_keys(absolute: &Path, relative: &Path) -> Option<KnownSecretKeys> {
+    let parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    match parts.len() {
+        // environments/<env>/secrets.enc.yaml
+        3 => Some(KnownSecretKeys::environment()),
+        // environments/<env>/<namespace>/<component>/secrets.enc.yaml
+        5 => {
+            let component_toml = absolute.with_file_name("component.toml");
+            let text = std::fs::read_to_string(&component_toml).ok();
+            let template = platform::load::environment::template_name(text.as_deref(), &parts[3]);
+            components::catalog().get(&template).map(|t| KnownSecretKeys::component(&t.definition))
+        }
+        _ => None,
+    }
 }
 
 /// A random value in the shape a key needs: 64-bit hex for salts, 256-bit hex otherwise.

@@ -171,6 +171,67 @@ pub fn create_file(path: &Path, recipients: &[Recipient], tree: &SecretTree) -> 
     Ok(())
 }
 
+/// Key paths a file must never store in clear, whatever its encryption rule says: the secrets
+/// its owner reads (a template's keys, everything under `values_sensitive_custom`). A key is
+/// matched without the rule's unencrypted suffix, so `db.password_unencrypted` is still
+/// `db.password`. Every other key follows the file's rule, sops' `_unencrypted` suffix included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeepEncrypted {
+    /// Exact dotted paths.
+    pub keys: Vec<String>,
+    /// Top-level keys whose whole subtree is secret.
+    pub subtrees: Vec<String>,
+}
+
+impl KeepEncrypted {
+    /// Whether the value at `key_path` must be encrypted (`rule` gives the suffix to ignore).
+    pub fn covers(&self, key_path: &[String], rule: &EncryptionRule) -> bool {
+        let stripped: Vec<&str> = key_path
+            .iter()
+            .map(|key| match rule {
+                EncryptionRule::UnencryptedSuffix(suffix) if !suffix.is_empty() => {
+                    key.strip_suffix(suffix.as_str()).unwrap_or(key)
+                }
+                _ => key.as_str(),
+            })
+            .collect();
+        let dotted = stripped.join(".");
+        self.keys.contains(&dotted)
+            || stripped.first().is_some_and(|first| self.subtrees.iter().any(|subtree| subtree == first))
+    }
+
+    /// The first leaf of `tree` that the file's rule would store in clear although it must
+    /// stay encrypted.
+    fn first_in_clear(
+        &self,
+        path: &Path,
+        tree: &SecretTree,
+        rule: &EncryptionRule,
+    ) -> Result<Option<String>, SecretsError> {
+        let matcher = rule.matcher(path)?;
+        Ok(tree.leaf_paths().into_iter().find(|dotted| {
+            let key_path: Vec<String> = dotted.split('.').map(str::to_owned).collect();
+            !matcher.should_encrypt(&key_path) && self.covers(&key_path, rule)
+        }))
+    }
+}
+
+fn in_clear_error(path: &Path, key_path: &str, rule: &EncryptionRule) -> SecretsError {
+    SecretsError::InvalidKeyPath {
+        path: path.to_owned(),
+        key_path: key_path.to_owned(),
+        reason: format!(
+            "this is a secret its component reads, and the file's rule (`{}`) would store it in clear; name it so that the rule encrypts it (without the suffix)",
+            match rule {
+                EncryptionRule::UnencryptedSuffix(text) => format!("unencrypted_suffix: {text}"),
+                EncryptionRule::EncryptedSuffix(text) => format!("encrypted_suffix: {text}"),
+                EncryptionRule::UnencryptedRegex(text) => format!("unencrypted_regex: {text}"),
+                EncryptionRule::EncryptedRegex(text) => format!("encrypted_regex: {text}"),
+            }
+        ),
+    }
+}
+
 /// Sets the string at a dotted key path (`db.password`), creating intermediate maps, and
 /// re-encrypts the file under its data key.
 pub fn set_value(
@@ -178,6 +239,17 @@ pub fn set_value(
     key_path: &str,
     value: SecretString,
     identities: &Identities,
+) -> Result<(), SecretsError> {
+    set_value_keeping(path, key_path, value, identities, &KeepEncrypted::default())
+}
+
+/// [`set_value`], refusing a key of `keep` that the file's rule would store in clear.
+pub fn set_value_keeping(
+    path: &Path,
+    key_path: &str,
+    value: SecretString,
+    identities: &Identities,
+    keep: &KeepEncrypted,
 ) -> Result<(), SecretsError> {
     let invalid = |reason: &str| SecretsError::InvalidKeyPath {
         path: path.to_owned(),
@@ -197,6 +269,9 @@ pub fn set_value(
     // deliberate choice and stays allowed.
     let owned: Vec<String> = components.iter().map(|c| (*c).to_owned()).collect();
     let matcher = opened.metadata.rule.matcher(path)?;
+    if !matcher.should_encrypt(&owned) && keep.covers(&owned, &opened.metadata.rule) {
+        return Err(in_clear_error(path, key_path, &opened.metadata.rule));
+    }
     if !matcher.should_encrypt(&owned)
         && !matches!(opened.metadata.rule, crate::secrets::EncryptionRule::UnencryptedSuffix(_))
     {
@@ -257,6 +332,17 @@ pub fn edit_file(
     identities: &Identities,
     options: &EditOptions,
 ) -> Result<EditOutcome, SecretsError> {
+    edit_file_keeping(path, identities, options, &KeepEncrypted::default())
+}
+
+/// [`edit_file`], refusing an edit that leaves a key of `keep` in clear under the file's rule
+/// (the file is then left unchanged).
+pub fn edit_file_keeping(
+    path: &Path,
+    identities: &Identities,
+    options: &EditOptions,
+    keep: &KeepEncrypted,
+) -> Result<EditOutcome, SecretsError> {
     let argv = split_editor_command(&options.editor)?;
     let opened = open_document(path, &read_file(path)?, identities)?;
     refuse_other_key_groups(path, &opened.metadata)?;
@@ -301,6 +387,9 @@ pub fn edit_file(
     drop(temp);
     if tree == opened.tree {
         return Ok(EditOutcome::Unchanged);
+    }
+    if let Some(key_path) = keep.first_in_clear(path, &tree, &opened.metadata.rule)? {
+        return Err(in_clear_error(path, &key_path, &opened.metadata.rule));
     }
     write_reopened(path, &opened, &tree)?;
     Ok(EditOutcome::Updated)
