@@ -15,6 +15,18 @@ use crate::sensitive::{REDACTED, SecretString};
 
 const PLACEHOLDER_PREFIX: &str = "\u{1}opus-sensitive:";
 
+/// The word of [`PLACEHOLDER_PREFIX`], lowercase: templates refuse output that carries it
+/// other than as a secret placed whole.
+pub(crate) const PLACEHOLDER_WORD: &str = "opus-sensitive:";
+
+/// Whether a string is exactly one placeholder (as [`SecretTable::placeholder`] makes them):
+/// the template context turns these into secret handles.
+pub fn is_placeholder(text: &str) -> bool {
+    text.strip_prefix(PLACEHOLDER_PREFIX)
+        .and_then(|rest| rest.strip_suffix('\u{1}'))
+        .is_some_and(|index| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// How secret values are hashed for fingerprints and plan diffs.
 #[derive(Clone)]
 pub enum DigestKey {

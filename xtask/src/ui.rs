@@ -25,7 +25,7 @@ fn terminal_width() -> usize {
 /// Prints diagnostics to stderr.
 pub fn diagnostics(diagnostics: &[Diagnostic], sources: &SourceMap) {
     let handler = handler();
-    for diagnostic in diagnostics {
+    for diagnostic in diagnostics.iter().take(platform::diagnostic::MAX_RENDERED_DIAGNOSTICS) {
         let rendered = diagnostic.render(sources);
         let mut out = String::new();
         if handler.render_report(&mut out, &rendered).is_ok() {
@@ -33,6 +33,9 @@ pub fn diagnostics(diagnostics: &[Diagnostic], sources: &SourceMap) {
         } else {
             eprintln!("error: {}", diagnostic.message);
         }
+    }
+    if let Some(note) = platform::diagnostic::not_shown(diagnostics.len()) {
+        eprintln!("{note}");
     }
 }
 

@@ -20,7 +20,7 @@ use crate::model::{ComponentInstance, Environment, Target};
 use crate::plan::{Action, ChartSpec, Plan, Step, TargetSpec};
 use crate::secrets::Identities;
 use crate::source::{SourceMap, Span};
-use crate::template::{TemplateError, has_template_syntax, render};
+use crate::template::{TemplateError, TemplateErrorKind, has_template_syntax, render};
 use crate::values::{SecretTable, Values, deep_merge, finish_tree};
 use secret_inputs::{SecretFile, SecretInputs, VALUES_SENSITIVE_CUSTOM};
 
@@ -448,7 +448,7 @@ impl Builder {
         self.diagnostics.push(
             Diagnostic::error(format!("cannot render {what}: {}", error.message))
                 .at(Span::new(file, range), "here")
-                .help("templates are rendered in strict mode: every variable must be defined"),
+                .help(error.kind.help()),
         );
     }
 
@@ -484,18 +484,38 @@ impl Builder {
 
     fn render_node(&mut self, node: &Node, ctx: &Json, sources: &mut SourceMap, ok: &mut bool) -> Json {
         match &node.value {
+            Value::String(text) if text.contains('\u{1}') => {
+                // U+0001 delimits the placeholders secrets stand for while values are built; a
+                // value holding one could pass for a secret.
+                *ok = false;
+                self.diagnostics.push(
+                    Diagnostic::error("`values_custom` contains the control character U+0001")
+                        .at(node.span, "in this value")
+                        .help("remove the control character; secrets come from `secrets.enc.yaml`"),
+                );
+                Json::Null
+            }
             Value::String(text) if has_template_syntax(text) => {
                 let name = sources.name(node.span.file).to_owned();
                 match render(&name, text, ctx) {
                     Ok(rendered) => Json::String(rendered),
                     Err(error) => {
                         *ok = false;
+                        // A limit or a misused secret is shown at the expression; other errors
+                        // (strict mode) at the value, as they always were.
+                        let inner = error
+                            .range
+                            .clone()
+                            .filter(|_| error.kind != TemplateErrorKind::Template)
+                            .and_then(|r| inner_span(sources, node.span, text, r));
+                        let (span, label) = match inner {
+                            Some(span) => (span, "here"),
+                            None => (node.span, "in this value"),
+                        };
                         self.diagnostics.push(
                             Diagnostic::error(format!("cannot render `values_custom`: {}", error.message))
-                                .at(node.span, "in this value")
-                                .help(
-                                    "templates are rendered in strict mode: every variable must be defined",
-                                ),
+                                .at(span, label)
+                                .help(error.kind.help()),
                         );
                         Json::Null
                     }
@@ -510,6 +530,20 @@ impl Builder {
             _ => node.to_json(),
         }
     }
+}
+
+/// The span of a range of a string's value in its TOML file, when the file holds the value
+/// verbatim after the opening quote up to the range's end (no escapes); `None` otherwise.
+fn inner_span(sources: &SourceMap, span: Span, value: &str, range: std::ops::Range<usize>) -> Option<Span> {
+    let quoted = sources.snippet(span);
+    let opening = ["\"\"\"\n", "\'\'\'\n", "\"\"\"", "\'\'\'", "\"", "\'"]
+        .into_iter()
+        .find(|q| quoted.starts_with(q))?;
+    let body = quoted.get(opening.len()..)?;
+    let end = range.end.min(value.len());
+    let start = range.start.min(end);
+    (body.get(..end)? == value.get(..end)?)
+        .then(|| Span::new(span.file, span.start + opening.len() + start..span.start + opening.len() + end))
 }
 
 fn line_range(text: &str, line: usize) -> std::ops::Range<usize> {

@@ -214,6 +214,11 @@ pub struct FileSummary {
 
 /// Reads a file and checks it is well-formed sops without decrypting it.
 pub fn inspect_file(path: &Path) -> Result<FileSummary, SecretsError> {
+    if let Ok(metadata) = std::fs::metadata(path)
+        && metadata.len() > MAX_SECRETS_FILE_BYTES as u64
+    {
+        return Err(too_large(path, metadata.len()));
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|source| SecretsError::Read { path: path.to_owned(), source })?;
     inspect_document(path, &text)
@@ -307,8 +312,243 @@ pub(crate) fn key_string(key: &Value) -> String {
     }
 }
 
+/// The largest secrets file (encrypted or, in `edit`, plaintext) this tool reads: the YAML
+/// parser's time and memory grow with its input, and a bank's secrets fit in a few kilobytes.
+pub const MAX_SECRETS_FILE_BYTES: usize = 1 << 20;
+
+/// The deepest nesting of mappings, lists and flow collections a secrets file may have; sops
+/// files need a handful of levels (`values_sensitive_custom` mirrors a chart's values).
+pub const MAX_YAML_DEPTH: usize = 64;
+
+/// Refuses, before any YAML parser runs, what would make parsing slow or expand a small file
+/// into a huge tree: a file over [`MAX_SECRETS_FILE_BYTES`], nesting deeper than
+/// [`MAX_YAML_DEPTH`] (the parser's cost grows with the square of the depth), and anchors or
+/// aliases (`&a`, `*a`: sops never writes them and an alias can repeat a subtree
+/// exponentially). One linear pass; errors name the line and column.
+pub fn check_yaml_limits(path: &Path, text: &str) -> Result<(), SecretsError> {
+    let refuse = |reason: String| SecretsError::UnsupportedValue { path: path.to_owned(), reason };
+    if text.len() > MAX_SECRETS_FILE_BYTES {
+        return Err(too_large(path, text.len() as u64));
+    }
+    YamlScan::default()
+        .run(text)
+        .map_err(|(line, column, reason)| refuse(format!("line {line}, column {column}: {reason}")))
+}
+
+fn too_large(path: &Path, len: u64) -> SecretsError {
+    SecretsError::UnsupportedValue {
+        path: path.to_owned(),
+        reason: format!(
+            "the file has {len} bytes; a secrets file may have at most {MAX_SECRETS_FILE_BYTES} bytes (1 MiB)"
+        ),
+    }
+}
+
+/// The state of [`check_yaml_limits`]'s pass. It does not validate YAML (the parser does); it
+/// finds every place a node can start and tracks how deep it is, erring on the side of
+/// refusing: a false alarm costs an unusual file, a miss would cost the gate.
+#[derive(Default)]
+struct YamlScan {
+    /// Indentations of the open block collections.
+    indents: Vec<usize>,
+    /// Open flow collections (`[`, `{`).
+    flow: usize,
+    /// Block depth where the open flow collections started.
+    flow_base: usize,
+    /// Inside a quoted scalar (its quote character).
+    quote: Option<u8>,
+    /// Inside a block scalar whose content is indented more than this.
+    block_scalar: Option<usize>,
+}
+
+type ScanError = (usize, usize, String);
+
+impl YamlScan {
+    fn run(mut self, text: &str) -> Result<(), ScanError> {
+        for (index, line) in text.split('\n').enumerate() {
+            self.line(index + 1, line.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, number: usize, line: &[u8]) -> Result<(), ScanError> {
+        let indent = line.iter().take_while(|&&b| b == b' ').count();
+        let blank = line[indent..].iter().all(|b| b.is_ascii_whitespace());
+        if let Some(parent) = self.block_scalar {
+            if blank || indent > parent {
+                return Ok(());
+            }
+            self.block_scalar = None;
+        }
+        let mut at = 0;
+        // Column (0-based) of the last `-` entry indicator and of the current node's start.
+        let mut last_entry: Option<usize> = None;
+        let mut key_start: Option<usize> = None;
+        let mut depth = self.flow_base;
+        let mut node_start = true;
+        if self.quote.is_none() && self.flow == 0 {
+            if blank || line[indent] == b'#' || (indent == 0 && line[0] == b'%') {
+                return Ok(());
+            }
+            if indent == 0 && line.starts_with(b"---") && line.get(3).is_none_or(|b| b.is_ascii_whitespace())
+            {
+                self.indents.clear();
+                at = 3;
+            } else {
+                while self.indents.last().is_some_and(|&top| top > indent) {
+                    self.indents.pop();
+                }
+                if self.indents.last() != Some(&indent) {
+                    self.indents.push(indent);
+                }
+                at = indent;
+            }
+            depth = self.indents.len();
+        } else if self.quote.is_some() {
+            node_start = false;
+        }
+        let too_deep = |depth: usize, column: usize| -> Result<(), ScanError> {
+            if depth > MAX_YAML_DEPTH {
+                Err((
+                    number,
+                    char_column(line, column),
+                    format!("nesting deeper than {MAX_YAML_DEPTH} levels is not allowed in a secrets file"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        too_deep(depth, at)?;
+        let space_or_end = |i: usize| line.get(i).is_none_or(|b| b.is_ascii_whitespace());
+        while at < line.len() {
+            let byte = line[at];
+            if let Some(quote) = self.quote {
+                match byte {
+                    b'\\' if quote == b'"' => at += 1,
+                    b'\'' if quote == b'\'' && line.get(at + 1) == Some(&b'\'') => at += 1,
+                    _ if byte == quote => self.quote = None,
+                    _ => {}
+                }
+                at += 1;
+                continue;
+            }
+            let after_space = at == 0 || line[at - 1].is_ascii_whitespace();
+            if byte.is_ascii_whitespace() {
+                at += 1;
+                continue;
+            }
+            if byte == b'#' && after_space {
+                break;
+            }
+            if self.flow > 0 {
+                match byte {
+                    b'[' | b'{' => {
+                        self.flow += 1;
+                        too_deep(self.flow_base + self.flow, at)?;
+                        node_start = true;
+                    }
+                    b']' | b'}' => {
+                        self.flow = self.flow.saturating_sub(1);
+                        node_start = false;
+                    }
+                    b',' => node_start = true,
+                    b':' if space_or_end(at + 1)
+                        || line.get(at + 1).is_some_and(|b| b",[]{}".contains(b)) =>
+                    {
+                        node_start = true
+                    }
+                    b'?' if node_start && space_or_end(at + 1) => {}
+                    _ if node_start => self.node(number, line, &mut at, &mut node_start)?,
+                    _ => {}
+                }
+                at += 1;
+                continue;
+            }
+            if node_start {
+                match byte {
+                    b'-' | b'?' | b':' if space_or_end(at + 1) => {
+                        if byte == b'-' {
+                            last_entry = Some(at);
+                        }
+                        depth += 1;
+                        too_deep(depth, at)?;
+                    }
+                    b'[' | b'{' => {
+                        self.flow_base = depth;
+                        self.flow = 1;
+                        too_deep(depth + 1, at)?;
+                    }
+                    b'|' | b'>' => {
+                        // A block scalar: its content is any more indented line. The node it is
+                        // the value of starts at the key, or at the `-` of a list entry.
+                        let parent = match (key_start, last_entry) {
+                            (Some(key), _) => key,
+                            (None, Some(entry)) => entry,
+                            (None, None) => indent,
+                        };
+                        self.block_scalar = Some(parent);
+                        return Ok(());
+                    }
+                    _ => {
+                        // A scalar (maybe a key: a block scalar after it is indented under it).
+                        let start = at;
+                        self.node(number, line, &mut at, &mut node_start)?;
+                        if !node_start {
+                            key_start = Some(start);
+                        }
+                    }
+                }
+            } else if byte == b':' && space_or_end(at + 1) {
+                node_start = true;
+            }
+            at += 1;
+        }
+        Ok(())
+    }
+
+    /// A node starts at `line[*at]`: an anchor, alias or tag is refused (tags are also refused
+    /// after parsing, with a clearer message), a quote opens a quoted scalar, anything else is a
+    /// plain scalar.
+    fn node(
+        &mut self,
+        number: usize,
+        line: &[u8],
+        at: &mut usize,
+        node_start: &mut bool,
+    ) -> Result<(), ScanError> {
+        match line[*at] {
+            b'&' | b'*' => Err((
+                number,
+                char_column(line, *at),
+                "YAML anchors and aliases (`&name`, `*name`) are not allowed in a secrets file".to_owned(),
+            )),
+            b'"' | b'\'' => {
+                self.quote = Some(line[*at]);
+                *node_start = false;
+                Ok(())
+            }
+            b'!' => {
+                while *at + 1 < line.len() && !line[*at + 1].is_ascii_whitespace() {
+                    *at += 1;
+                }
+                Ok(())
+            }
+            _ => {
+                *node_start = false;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The one-based column, in characters, of a byte offset of a line.
+fn char_column(line: &[u8], at: usize) -> usize {
+    String::from_utf8_lossy(&line[..at.min(line.len())]).chars().count() + 1
+}
+
 /// Parses an encrypted sops YAML document.
 pub fn parse_document(path: &Path, text: &str) -> Result<Document, SecretsError> {
+    check_yaml_limits(path, text)?;
     let value: Value = serde_yaml_ng::from_str(text).map_err(|error| {
         let (line, column) = yaml_error_location(&error);
         SecretsError::InvalidYaml { path: path.to_owned(), line, column }
@@ -733,6 +973,81 @@ mod tests {
             emit_yaml(&value),
             "a:\n    b: 1\n    c:\n        - x\n        - d: 2\n          e: 3\nf: {}\ng: []\nh: 1.0\ni: |\n    x\n    y\n"
         );
+    }
+
+    fn limits(text: &str) -> Result<(), String> {
+        check_yaml_limits(Path::new("s.enc.yaml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_in_linear_time_with_its_line() {
+        let started = std::time::Instant::now();
+        let flow = format!("a: 1\nb: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let error = limits(&flow).unwrap_err();
+        assert!(error.contains("line 2, column 67: nesting deeper than 64 levels"), "{error}");
+        let compact = format!("x:\n  {}v\n", "- ".repeat(100));
+        assert!(limits(&compact).unwrap_err().contains("line 2, column"), "compact lists");
+        let block: String = (0..70).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        assert!(limits(&block).unwrap_err().contains("line 65, column 65: nesting deeper"));
+        let flow_lines = format!("a: {}\n", "{b:\n".repeat(70));
+        assert!(limits(&flow_lines).unwrap_err().contains("nesting deeper"), "flow across lines");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "linear");
+        let fine: String = (0..60).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        limits(&fine).unwrap();
+    }
+
+    #[test]
+    fn anchors_and_aliases_are_refused_with_their_place() {
+        for (text, place) in [
+            ("a: &x 1\nb: *x\n", "line 1, column 4"),
+            ("a: 1\nb: [1, *x]\n", "line 2, column 8"),
+            ("l:\n  - &anchor\n    k: v\n", "line 2, column 5"),
+            ("? *k\n: v\n", "line 1, column 3"),
+            ("a: {k: *v}\n", "line 1, column 8"),
+            ("a: !!str &x v\n", "line 1, column 10"),
+        ] {
+            let error = limits(text).unwrap_err();
+            assert!(error.contains(&format!("{place}: YAML anchors and aliases")), "{text:?}: {error}");
+        }
+        for text in [
+            "a: \"&x\"\nb: '*y'\n",
+            "a: b&c *d\n",
+            "a: x # &comment\n# *comment\n",
+            "a: |\n  *not an alias\n  &nor an anchor\nb: 1\n",
+            "l:\n  - k: >-\n      *text\n    j: 2\n",
+            "a: \"multi\n  line *x\"\n",
+            "a: ENC[AES256_GCM,data:ab+/=,iv:x,tag:y,type:str]\n",
+            "a: 'it''s *fine'\n",
+        ] {
+            limits(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_secrets_file_over_one_mebibyte_is_refused_before_parsing() {
+        let text = format!("a: {}\n", "x".repeat(MAX_SECRETS_FILE_BYTES));
+        assert!(limits(&text).unwrap_err().contains("may have at most 1048576 bytes (1 MiB)"));
+        let parsed = parse_document(Path::new("s.enc.yaml"), &text).unwrap_err().to_string();
+        assert!(parsed.contains("1 MiB"), "{parsed}");
+    }
+
+    #[test]
+    fn the_shipped_secrets_files_are_within_the_limits() {
+        fn walk(dir: &Path, found: &mut usize) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else if path.file_name().is_some_and(|n| n == "secrets.enc.yaml") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    check_yaml_limits(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+                    *found += 1;
+                }
+            }
+        }
+        let mut found = 0;
+        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../environments"), &mut found);
+        assert!(found >= 3, "found {found} secrets files");
     }
 
     #[test]
