@@ -99,7 +99,8 @@ fn a_secrets_file_over_one_mebibyte_is_refused() {
     let padding = format!("# {}\n", "x".repeat(1 << 20));
     repo.write(CONSENT_SECRETS, &(padding + &repo.read(CONSENT_SECRETS)));
     let checked = check(&repo, "staging");
-    let d = checked.find("a secrets file may have at most 1048576 bytes (1 MiB)");
+    // The repository's file-size limit is the first to refuse it, before the file is read.
+    let d = checked.find("is larger than the limit of 1048576 bytes");
     assert!(checked.location(d).starts_with(CONSENT_SECRETS));
     insta::assert_snapshot!(checked.rendered);
 }

@@ -96,7 +96,13 @@ fn redacted(rendered: &str) -> String {
     let mut rest = rendered;
     while let Some(start) = rest.find("ENC[AES256_GCM,") {
         out.push_str(&rest[..start]);
-        let end = rest[start..].find(']').map_or(rest.len(), |i| start + i + 1);
+        // A long line is cut by the renderer (`…`): the value ends there, or at its `]`.
+        let value = &rest[start..];
+        let end = match value.find([']', '\n', '…']) {
+            Some(i) if value[i..].starts_with(']') => start + i + 1,
+            Some(i) => start + i,
+            None => rest.len(),
+        };
         out.push_str("ENC[...]");
         rest = &rest[end..];
     }

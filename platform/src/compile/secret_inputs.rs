@@ -222,7 +222,10 @@ fn read_secret_file(
         Ok(Some(text)) => text,
         Ok(None) => return None,
         Err(e) => {
-            out.push(Diagnostic::error(format!("cannot read {path}: {e}")));
+            // The tree's error names the path (and why: too large, outside the repository);
+            // the file itself is not shown.
+            let file_id = sources.add(path, String::new());
+            out.push(Diagnostic::error(e.to_string()).at(Span::new(file_id, 0..0), "this file"));
             return None;
         }
     };
