@@ -190,7 +190,6 @@ pub fn compile(
         }
         if let Some((db_name, db_user)) = &database {
             let password = single_secret(component_secrets, "db.password", secrets, &mut table);
-            let connection_limit = connection_limit;
             let action = Action::ProvisionDatabase {
                 host: env.env.database.host.clone(),
                 port: env.env.database.port,

@@ -516,7 +516,7 @@ impl Loader<'_> {
             }
             // Inputs are checked against the template's own schema once the file is sound.
             Some(template) if ok => {
-                let problems = check_schema_at(&inputs_node, &template.inputs_schema(), &["inputs"]);
+                let problems = check_schema_at(&inputs_node, template.inputs_schema(), &["inputs"]);
                 if problems.is_empty() {
                     match template.normalize_inputs(inputs_node.to_json()) {
                         Ok(normalized) => inputs = normalized,
