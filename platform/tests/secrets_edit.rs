@@ -136,7 +136,10 @@ fn sigint_during_the_editor_keeps_the_original_and_removes_the_plaintext() {
     let before = std::fs::read(&setup.path).unwrap();
     // The editor changes the file, then the user presses Ctrl-C: the terminal sends SIGINT to
     // the foreground process group (here: to this process, which must survive it).
-    let script = editor(&setup, "interrupt.sh", "sed -i 's/user: app/user: evil/' \"$1\"; kill -INT $PPID");
+    // The editor keeps running a moment after the signal, as a real one does, so the signal is
+    // delivered while it runs (a signal racing the editor's exit is SignalGuard::settle's case).
+    let script =
+        editor(&setup, "interrupt.sh", "sed -i 's/user: app/user: evil/' \"$1\"; kill -INT $PPID; sleep 0.3");
     let error = run_edit(&setup, script).unwrap_err();
     assert!(matches!(error, SecretsError::EditInterrupted { .. }), "{error}");
     assert_eq!(std::fs::read(&setup.path).unwrap(), before);

@@ -363,7 +363,9 @@ pub fn edit_file_keeping(
                     source,
                 },
             )?;
-        if signals.interrupted() {
+        // A signal sent while the editor ran is delivered by now, or counted as pending.
+        signals.settle();
+        if signals.interrupted() || signals.pending() {
             return Err(SecretsError::EditInterrupted { path: path.to_owned() });
         }
         if !status.success() {
@@ -510,26 +512,36 @@ impl SignalGuard {
     }
 }
 
+impl SignalGuard {
+    /// Whether one of the guarded signals is pending for this thread or the process.
+    fn pending(&self) -> bool {
+        // SAFETY: sigpending writes into the set we own.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigpending(&mut set);
+            self.previous.iter().any(|(signal, _)| libc::sigismember(&set, *signal) == 1)
+        }
+    }
+
+    /// Waits until no guarded signal is pending any more. A signal sent just before the editor
+    /// exited may still be pending for the process: the kernel delivers it when the thread it
+    /// chose next runs, which on a loaded machine can take a while. Bounded in time, so a
+    /// signal some thread blocks cannot hang us.
+    fn settle(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.pending() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
 impl Drop for SignalGuard {
     fn drop(&mut self) {
-        // A signal sent just before the editor exited may still be pending for the process
-        // (the kernel delivers it to whichever thread runs next). Restoring the default action
-        // now would let it kill us after all, with the plaintext already removed but the
-        // outcome unreported: let it land in our handler first. Bounded, so a blocked signal
-        // cannot hang us.
-        for _ in 0..1000 {
-            // SAFETY: sigpending writes into the set we own.
-            let pending = unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigpending(&mut set);
-                self.previous.iter().any(|(signal, _)| libc::sigismember(&set, *signal) == 1)
-            };
-            if !pending {
-                break;
-            }
-            std::thread::yield_now();
-        }
+        // Restoring the default action while a signal is still pending would let it kill us
+        // after all, with the plaintext already removed but the outcome unreported: let it land
+        // in our handler first.
+        self.settle();
         for (signal, old) in &self.previous {
             // SAFETY: restores the action saved in `install`.
             unsafe {
