@@ -20,7 +20,7 @@ impl Program {
     /// A program from a setting such as `$OPUS_HELM`: a value without a path separator is a name
     /// on `PATH`, anything else a path.
     pub fn from_setting(value: &OsStr) -> Program {
-        if Path::new(value).components().count() == 1 && !value.as_encoded_bytes().contains(&b'/') {
+        if !value.as_encoded_bytes().contains(&b'/') {
             Program::OnPath(value.to_owned())
         } else {
             Program::At(PathBuf::from(value))
@@ -38,23 +38,6 @@ impl Program {
             Program::At(path) => path.clone().into_os_string(),
         }
     }
-
-    /// The file `PATH` resolves a name to (for messages), or the path itself.
-    pub fn resolve(&self) -> Option<PathBuf> {
-        match self {
-            Program::At(path) => path.is_file().then(|| path.clone()),
-            Program::OnPath(name) => std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|dir| dir.join(name))
-                    .find(|candidate| is_executable(candidate))
-            }),
-        }
-    }
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 impl fmt::Display for Program {
@@ -100,15 +83,8 @@ mod tests {
     }
 
     #[test]
-    fn names_resolve_through_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let tool = dir.path().join("opus-test-tool");
-        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
-        // Resolution reads PATH; only check a name that is certainly absent, and the path form.
-        assert_eq!(Program::from("opus-no-such-tool-0c1f").resolve(), None);
-        assert_eq!(Program::At(tool.clone()).resolve(), Some(tool));
+    fn programs_name_themselves_in_messages() {
         assert_eq!(format!("{}", Program::from("helm")), "`helm` on PATH");
+        assert_eq!(format!("{}", Program::from("/opt/bin/helm")), "/opt/bin/helm");
     }
 }

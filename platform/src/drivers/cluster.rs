@@ -232,7 +232,7 @@ impl ClusterDriver {
                 .map_err(|e| StepError::new(format!("helm did not finish: {e}")))?;
                 match output {
                     Ok(stdout) => Ok(json!({"helm": stdout.lines().take(6).collect::<Vec<_>>().join("\n")})),
-                    Err(error) => Err(helm_error(step, error)),
+                    Err(error) => Err(helm_error(error)),
                 }
             }
             Action::WaitReady { namespace, selector, timeout_seconds } => {
@@ -314,12 +314,11 @@ fn fail<E: std::error::Error + 'static>(error: E) -> StepError {
     StepError::from_error(&error)
 }
 
-fn helm_error(step: &Step, error: helm::HelmError) -> StepError {
+fn helm_error(error: helm::HelmError) -> StepError {
     let output = match &error {
         helm::HelmError::Failed { output, .. } => Some(output.clone()),
         _ => None,
     };
-    let _ = step;
     let error = StepError::from_error(&error);
     match output {
         Some(output) => error.with_output(output),
