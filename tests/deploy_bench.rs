@@ -16,15 +16,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use platform::access::{identities_for, read_env_file};
-use platform::compile::compile_environment;
+use platform::access::read_env_file;
 use platform::drivers::directory::DirectoryDriver;
 use platform::exec::{
     Driver, ExecOptions, JournalSink, MemoryJournal, NoProgress, PhaseReporter, StepError, StepOutput,
     execute,
 };
 use platform::journal::Journal;
-use platform::load::tree::FsTree;
 use platform::plan::{Action, Plan, Step, TargetSpec, fingerprint};
 use platform::session;
 use util::Repo;
@@ -66,13 +64,7 @@ fn time(f: impl FnOnce()) -> Duration {
 }
 
 fn compile(repo: &Repo) -> Plan {
-    let env_file = read_env_file(repo.root(), "example").unwrap();
-    let identities = identities_for(repo.root(), &env_file).unwrap();
-    let compiled =
-        compile_environment(&FsTree::new(repo.root()), &components::catalog(), "example", Some(&identities))
-            .unwrap();
-    assert!(compiled.diagnostics.is_empty(), "{:?}", compiled.diagnostics);
-    compiled.plan.unwrap()
+    util::compile_example(repo)
 }
 
 /// Compile and execute in process with the directory driver and the file journal, as

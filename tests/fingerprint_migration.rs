@@ -5,10 +5,8 @@
 
 mod util;
 
-use platform::access::{identities_for, read_env_file};
-use platform::compile::compile_environment;
+use platform::access::read_env_file;
 use platform::journal::{Journal, StepOutcome, StepRecord};
-use platform::load::tree::FsTree;
 use platform::plan::diff::Snapshot;
 use platform::plan::{Plan, legacy_fingerprint};
 use platform::session::{self, JournalPlace};
@@ -32,13 +30,7 @@ fn read_tree(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::Pat
 }
 
 fn compile(repo: &Repo) -> Plan {
-    let env_file = read_env_file(repo.root(), "example").unwrap();
-    let identities = identities_for(repo.root(), &env_file).unwrap();
-    let compiled =
-        compile_environment(&FsTree::new(repo.root()), &components::catalog(), "example", Some(&identities))
-            .unwrap();
-    assert!(compiled.diagnostics.is_empty(), "{:?}", compiled.diagnostics);
-    compiled.plan.unwrap()
+    util::compile_example(repo)
 }
 
 /// Replaces the example's journal by one holding, for every step, a success recorded under

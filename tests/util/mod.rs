@@ -211,3 +211,16 @@ pub fn xtask_with(args: &[&str], options: &RunOptions) -> Run {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// The `example` environment of `repo` compiled with its keys, as `plan` and `deploy` do;
+/// fails on any diagnostic.
+pub fn compile_example(repo: &Repo) -> platform::plan::Plan {
+    let env_file = platform::access::read_env_file(repo.root(), "example").unwrap();
+    let identities = platform::access::identities_for(repo.root(), &env_file).unwrap();
+    let tree = platform::load::tree::FsTree::new(repo.root());
+    let compiled =
+        platform::compile::compile_environment(&tree, &components::catalog(), "example", Some(&identities))
+            .unwrap();
+    assert!(compiled.diagnostics.is_empty(), "{:?}", compiled.diagnostics);
+    compiled.plan.unwrap()
+}
