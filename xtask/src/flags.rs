@@ -219,7 +219,8 @@ pub struct DeployCmd {
     #[arg(long)]
     pub yes: bool,
     /// Progress format: `auto` (bars on a terminal, lines otherwise), `plain` or `json`
-    /// (one JSON object per line on stdout).
+    /// (one JSON object per line on stdout; on a kube target the final summary counts the API
+    /// requests sent, by HTTP verb, as `api_requests`).
     #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
     pub output: OutputFormat,
     /// Drop a torn last record from the journal (left by a crash while writing it) and go on.
