@@ -11,6 +11,7 @@
 //! that expression, so the internal placeholder a secret stands for can never be mangled into
 //! a deployed value.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -131,12 +132,12 @@ fn carries_misused_secret(text: &str) -> bool {
 }
 
 /// An output buffer that keeps at most [`MAX_TEMPLATE_OUTPUT_BYTES`] and counts the rest.
-struct CappedOutput {
+struct CappedOutput<'a> {
     kept: Vec<u8>,
-    written: Arc<AtomicUsize>,
+    written: &'a AtomicUsize,
 }
 
-impl std::io::Write for CappedOutput {
+impl std::io::Write for CappedOutput<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.written.fetch_add(buf.len(), Ordering::Relaxed);
         let room = (MAX_TEMPLATE_OUTPUT_BYTES + 1).saturating_sub(self.kept.len());
@@ -176,32 +177,36 @@ fn environment(written: Arc<AtomicUsize>) -> Environment<'static> {
 const OUTPUT_TOO_LARGE: &str = "the rendered text exceeds the limit of 1 MiB";
 const SECRET_MISUSED: &str = "a secret is used other than by placing it whole";
 
-/// Renders `source` (named `name` in errors) with `context`.
-pub fn render(name: &str, source: &str, context: &serde_json::Value) -> Result<String, TemplateError> {
-    let written = Arc::new(AtomicUsize::new(0));
-    let mut env = environment(written.clone());
-    let to_error = |e: minijinja::Error| {
-        let detail = e.detail().unwrap_or_default();
-        let (kind, message) = match e.kind() {
-            ErrorKind::OutOfFuel => (
-                TemplateErrorKind::OutOfFuel,
-                format!("the template ran out of fuel: it executed more than {TEMPLATE_FUEL} instructions"),
-            ),
-            ErrorKind::InvalidOperation if detail == OUTPUT_TOO_LARGE => {
-                (TemplateErrorKind::OutputTooLarge, detail.to_owned())
-            }
-            ErrorKind::InvalidOperation if detail == SECRET_MISUSED => {
-                (TemplateErrorKind::SecretMisused, detail.to_owned())
-            }
-            kind if detail.is_empty() => (TemplateErrorKind::Template, kind.to_string()),
-            kind => (TemplateErrorKind::Template, format!("{kind}: {detail}")),
-        };
-        TemplateError { name: name.to_owned(), line: e.line(), range: e.range(), message, kind }
+/// A minijinja error as a [`TemplateError`] of the template `name`.
+fn template_error(name: &str, e: &minijinja::Error) -> TemplateError {
+    let detail = e.detail().unwrap_or_default();
+    let (kind, message) = match e.kind() {
+        ErrorKind::OutOfFuel => (
+            TemplateErrorKind::OutOfFuel,
+            format!("the template ran out of fuel: it executed more than {TEMPLATE_FUEL} instructions"),
+        ),
+        ErrorKind::InvalidOperation if detail == OUTPUT_TOO_LARGE => {
+            (TemplateErrorKind::OutputTooLarge, detail.to_owned())
+        }
+        ErrorKind::InvalidOperation if detail == SECRET_MISUSED => {
+            (TemplateErrorKind::SecretMisused, detail.to_owned())
+        }
+        kind if detail.is_empty() => (TemplateErrorKind::Template, kind.to_string()),
+        kind => (TemplateErrorKind::Template, format!("{kind}: {detail}")),
     };
-    env.add_template_owned(name.to_owned(), source.to_owned()).map_err(to_error)?;
-    let template = env.get_template(name).map_err(to_error)?;
-    let mut out = CappedOutput { kept: Vec::new(), written: written.clone() };
-    template.render_captured_to(to_value(context), &mut out).map_err(to_error)?;
+    TemplateError { name: name.to_owned(), line: e.line(), range: e.range(), message, kind }
+}
+
+/// Renders one parsed template into capped output and checks the whole text afterwards.
+fn render_template(
+    name: &str,
+    template: &minijinja::Template<'_, '_>,
+    context: &Value,
+    written: &AtomicUsize,
+) -> Result<String, TemplateError> {
+    written.store(0, Ordering::Relaxed);
+    let mut out = CappedOutput { kept: Vec::new(), written };
+    template.render_captured_to(context, &mut out).map_err(|e| template_error(name, &e))?;
     let whole = |kind: TemplateErrorKind, message: &str| TemplateError {
         name: name.to_owned(),
         line: None,
@@ -219,6 +224,77 @@ pub fn render(name: &str, source: &str, context: &serde_json::Value) -> Result<S
         return Err(whole(TemplateErrorKind::SecretMisused, SECRET_MISUSED));
     }
     Ok(text)
+}
+
+/// Renders many templates with one minijinja environment: a values template is parsed once
+/// per compile, not once per component that uses it. Each render still has its own fuel and
+/// its own output limit.
+pub struct Renderer {
+    env: Environment<'static>,
+    written: Arc<AtomicUsize>,
+    /// The source each kept name was added with, and the error parsing it gave.
+    parsed: HashMap<String, (String, Option<TemplateError>)>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Renderer::new()
+    }
+}
+
+impl Renderer {
+    pub fn new() -> Renderer {
+        let written = Arc::new(AtomicUsize::new(0));
+        Renderer { env: environment(written.clone()), written, parsed: HashMap::new() }
+    }
+
+    /// Renders the template `source` named `name` (a values template's path), parsing it only
+    /// the first time the name is seen with this source.
+    pub fn render(&mut self, name: &str, source: &str, context: &Value) -> Result<String, TemplateError> {
+        let known = self.parsed.get(name).is_some_and(|(text, _)| text == source);
+        if !known {
+            let error = self
+                .env
+                .add_template_owned(name.to_owned(), source.to_owned())
+                .err()
+                .map(|e| template_error(name, &e));
+            self.parsed.insert(name.to_owned(), (source.to_owned(), error));
+        }
+        if let Some((_, Some(error))) = self.parsed.get(name) {
+            return Err(error.clone());
+        }
+        let template = self.env.get_template(name).map_err(|e| template_error(name, &e))?;
+        render_template(name, &template, context, &self.written)
+    }
+
+    /// Renders a template used once (a string of `values_custom`), without keeping it.
+    pub fn render_once(
+        &mut self,
+        name: &str,
+        source: &str,
+        context: &Value,
+    ) -> Result<String, TemplateError> {
+        self.parsed.remove(name);
+        self.env
+            .add_template_owned(name.to_owned(), source.to_owned())
+            .map_err(|e| template_error(name, &e))?;
+        let rendered = match self.env.get_template(name) {
+            Ok(template) => render_template(name, &template, context, &self.written),
+            Err(e) => Err(template_error(name, &e)),
+        };
+        self.env.remove_template(name);
+        rendered
+    }
+}
+
+/// A JSON context as template values, each secret placeholder a handle only placeable whole.
+pub fn context_value(context: &serde_json::Value) -> Value {
+    to_value(context)
+}
+
+/// Renders `source` (named `name` in errors) with `context`.
+pub fn render(name: &str, source: &str, context: &serde_json::Value) -> Result<String, TemplateError> {
+    Renderer::new().render_once(name, source, &to_value(context))
 }
 
 /// Whether a string contains template syntax and so needs rendering.
