@@ -150,63 +150,66 @@ impl Values {
     /// Turns a tree with placeholders into values. Embedded placeholders must have been
     /// absorbed before (see [`finish_tree`]).
     pub fn from_marked(tree: &serde_json::Value, table: &SecretTable) -> Values {
+        Values::from_marked_owned(tree.clone(), table)
+    }
+
+    /// [`Values::from_marked`] of a tree it may consume: the placeholders are replaced in
+    /// place, without copying the tree.
+    pub fn from_marked_owned(mut tree: serde_json::Value, table: &SecretTable) -> Values {
         let mut values = Values::default();
-        values.shown = values.walk(tree, table, &mut String::new(), &mut String::new());
+        values.mark(&mut tree, table, &mut String::new(), &mut String::new());
+        values.shown = tree;
         values
     }
 
-    fn walk(
+    fn mark(
         &mut self,
-        node: &serde_json::Value,
+        node: &mut serde_json::Value,
         table: &SecretTable,
         path: &mut String,
         pointer: &mut String,
-    ) -> serde_json::Value {
+    ) {
+        use std::fmt::Write as _;
         match node {
-            serde_json::Value::Object(map) => serde_json::Value::Object(
-                map.iter()
-                    .map(|(key, value)| {
-                        let (len, pointer_len) = (path.len(), pointer.len());
-                        if !path.is_empty() {
-                            path.push('.');
-                        }
-                        path.push_str(key);
-                        pointer.push('/');
+            serde_json::Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    let (len, pointer_len) = (path.len(), pointer.len());
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                    pointer.push('/');
+                    if key.contains(['~', '/']) {
                         pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                        let shown = self.walk(value, table, path, pointer);
-                        path.truncate(len);
-                        pointer.truncate(pointer_len);
-                        (key.clone(), shown)
-                    })
-                    .collect(),
-            ),
-            serde_json::Value::Array(items) => serde_json::Value::Array(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(idx, item)| {
-                        let (len, pointer_len) = (path.len(), pointer.len());
-                        path.push_str(&format!("[{idx}]"));
-                        pointer.push_str(&format!("/{idx}"));
-                        let shown = self.walk(item, table, path, pointer);
-                        path.truncate(len);
-                        pointer.truncate(pointer_len);
-                        shown
-                    })
-                    .collect(),
-            ),
-            serde_json::Value::String(text) => match table.lookup(text) {
-                Some(entry) => {
+                    } else {
+                        pointer.push_str(key);
+                    }
+                    self.mark(value, table, path, pointer);
+                    path.truncate(len);
+                    pointer.truncate(pointer_len);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (idx, item) in items.iter_mut().enumerate() {
+                    let (len, pointer_len) = (path.len(), pointer.len());
+                    write!(path, "[{idx}]").expect("writing to a String");
+                    write!(pointer, "/{idx}").expect("writing to a String");
+                    self.mark(item, table, path, pointer);
+                    path.truncate(len);
+                    pointer.truncate(pointer_len);
+                }
+            }
+            serde_json::Value::String(text) => {
+                if let Some(entry) = table.lookup(text) {
                     self.sensitive.insert(path.clone(), entry.digest.clone());
                     if let Some(value) = &entry.value {
                         self.secrets.insert(path.clone(), value.clone());
                         self.exposed.push((pointer.clone(), value.clone()));
                     }
-                    serde_json::Value::String(REDACTED.to_owned())
+                    *text = REDACTED.to_owned();
                 }
-                None => node.clone(),
-            },
-            other => other.clone(),
+            }
+            _ => {}
         }
     }
 
