@@ -357,17 +357,31 @@ impl Loader<'_> {
         text: String,
         owner: Owner<'_>,
     ) -> FileLoad<T> {
-        let file = self.sources.add(path, text.clone());
-        let node = match parse_toml(file, &text) {
-            Ok(node) => node,
-            Err(errors) => {
-                self.diagnostics.extend(errors);
-                return FileLoad {
-                    typed: None,
-                    node: Some(Node::empty_table(Span::new(file, 0..text.len()))),
-                };
-            }
-        };
+        match self.parse_text(path, text) {
+            Ok(node) => self.check_parsed(path, node, owner),
+            Err(empty) => FileLoad { typed: None, node: Some(empty) },
+        }
+    }
+
+    /// Adds a file to the sources and parses it: its tree, or (the errors reported) an empty
+    /// table spanning the file.
+    fn parse_text(&mut self, path: &str, text: String) -> Result<Node, Node> {
+        let len = text.len();
+        let file = self.sources.add(path, text);
+        let text = self.sources.file(file).text.clone();
+        parse_toml(file, &text).map_err(|errors| {
+            self.diagnostics.extend(errors);
+            Node::empty_table(Span::new(file, 0..len))
+        })
+    }
+
+    /// Schema-checks and deserializes a parsed file.
+    fn check_parsed<T: DeserializeOwned + schemars::JsonSchema + 'static>(
+        &mut self,
+        path: &str,
+        node: Node,
+        owner: Owner<'_>,
+    ) -> FileLoad<T> {
         // `values_template` gets its own targeted error; the rest of the file is still checked.
         self.report_values_template(&node, &owner);
         let node = without_reserved_keys(node);
@@ -468,16 +482,20 @@ impl Loader<'_> {
         if !has_file {
             return None; // component.toml is refused or a directory: reported above
         }
-        let text = self.read(&path, true);
-        // The template name first, so a `values_template` error can name its owner.
-        let peek_template = template_name(text.as_deref(), comp_name);
-        let module = self.catalog.get(&peek_template).map(|t| t.definition.module_path());
-        let (loaded, ok) = match text {
-            Some(text) => {
-                let loaded = self.load_text::<ComponentFile>(&path, text, Owner::Template(module));
+        let parsed = self.read(&path, true).map(|text| self.parse_text(&path, text));
+        let (loaded, ok) = match parsed {
+            Some(Ok(node)) => {
+                // The template name first, so a `values_template` error can name its owner.
+                let peek_template = match node.entry_at(&["template"]).map(|e| &e.node.value) {
+                    Some(Value::String(name)) => name.clone(),
+                    _ => comp_name.to_owned(),
+                };
+                let module = self.catalog.get(&peek_template).map(|t| t.definition.module_path());
+                let loaded = self.check_parsed::<ComponentFile>(&path, node, Owner::Template(module));
                 let ok = loaded.typed.is_some();
                 (loaded, ok)
             }
+            Some(Err(empty)) => (FileLoad { typed: None, node: Some(empty) }, false),
             None => (FileLoad { typed: None, node: None }, false),
         };
         let node = loaded.node.unwrap_or_else(|| self.placeholder(&path));
