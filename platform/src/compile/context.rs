@@ -1,9 +1,12 @@
 //! The context values templates are rendered with: `client`, `env`, `namespace`, `component`,
 //! `inputs`, `versions`, `profiles` and `secrets` (placeholders, never clear text).
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use crate::model::{ComponentInstance, Environment, Target};
+use crate::template::context_value;
 
 /// CPU and memory by resource profile, as the service charts expect them.
 pub fn profiles() -> Value {
@@ -15,7 +18,7 @@ pub fn profiles() -> Value {
 }
 
 /// The environment-wide part of the context.
-pub fn env_context(env: &Environment) -> Value {
+fn env_context(env: &Environment) -> Value {
     let mut value = json!({
         "name": env.name,
         "protected": env.env.protected,
@@ -52,37 +55,70 @@ pub fn env_context(env: &Environment) -> Value {
     value
 }
 
-/// The whole context of one component.
-pub fn component_context(
-    env: &Environment,
-    env_ctx: &Value,
-    component: &ComponentInstance,
-    database: Option<(&str, &str)>,
-    secrets: Value,
-) -> Value {
-    let namespace = env.namespaces.iter().find(|ns| ns.name == component.namespace);
-    json!({
-        "client": {
+/// The parts of the context every component shares, made template values once per compile:
+/// `client`, `env`, `versions`, `profiles`, and the `namespace` of each namespace.
+pub struct SharedContext {
+    client: minijinja::Value,
+    env: minijinja::Value,
+    versions: minijinja::Value,
+    profiles: minijinja::Value,
+    namespaces: BTreeMap<String, minijinja::Value>,
+}
+
+impl SharedContext {
+    pub fn new(env: &Environment) -> SharedContext {
+        let client = json!({
             "name": env.client.client.name,
             "display_name": env.client.client.display_name,
             "brand_id": env.client.client.brand_id,
-        },
-        "env": env_ctx,
-        "namespace": {
-            "name": component.namespace,
-            "labels": namespace.map(|ns| &ns.file.labels),
-            "annotations": namespace.map(|ns| &ns.file.annotations),
-        },
-        "component": {
+        });
+        let namespaces = env
+            .namespaces
+            .iter()
+            .map(|ns| {
+                let value = json!({
+                    "name": ns.name,
+                    "labels": ns.file.labels,
+                    "annotations": ns.file.annotations,
+                });
+                (ns.name.clone(), context_value(&value))
+            })
+            .collect();
+        SharedContext {
+            client: context_value(&client),
+            env: context_value(&env_context(env)),
+            versions: context_value(&json!(env.env.versions)),
+            profiles: context_value(&profiles()),
+            namespaces,
+        }
+    }
+
+    /// The whole context of one component; `secrets` holds placeholders, never clear text.
+    pub fn component(
+        &self,
+        component: &ComponentInstance,
+        database: Option<(&str, &str)>,
+        secrets: &Value,
+    ) -> minijinja::Value {
+        let namespace = self.namespaces.get(&component.namespace).cloned().unwrap_or_else(|| {
+            context_value(&json!({"name": component.namespace, "labels": null, "annotations": null}))
+        });
+        let own = json!({
             "name": component.name,
             "id": component.id(),
             "template": component.template,
             "database": database.map(|(name, user)| json!({"name": name, "user": user})),
             "labels": component.labels,
-        },
-        "inputs": component.inputs,
-        "versions": env.env.versions,
-        "profiles": profiles(),
-        "secrets": secrets,
-    })
+        });
+        minijinja::Value::from_iter([
+            ("client", self.client.clone()),
+            ("env", self.env.clone()),
+            ("namespace", namespace),
+            ("component", context_value(&own)),
+            ("inputs", context_value(&component.inputs)),
+            ("versions", self.versions.clone()),
+            ("profiles", self.profiles.clone()),
+            ("secrets", context_value(secrets)),
+        ])
+    }
 }

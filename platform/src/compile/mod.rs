@@ -6,7 +6,7 @@
 pub mod context;
 pub mod secret_inputs;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value as Json;
 
@@ -20,7 +20,7 @@ use crate::model::{ComponentInstance, Environment, Target};
 use crate::plan::{Action, ChartSpec, Plan, Step, TargetSpec};
 use crate::secrets::Identities;
 use crate::source::{SourceMap, Span};
-use crate::template::{TemplateError, TemplateErrorKind, has_template_syntax, render};
+use crate::template::{Renderer, TemplateError, TemplateErrorKind, has_template_syntax};
 use crate::values::{SecretTable, Values, deep_merge, finish_tree};
 use secret_inputs::{SecretFile, SecretInputs, VALUES_SENSITIVE_CUSTOM};
 
@@ -63,8 +63,13 @@ pub fn compile(
 ) -> Result<Plan, Vec<Diagnostic>> {
     let env = &checked.environment;
     let target = target_spec(env);
-    let mut builder = Builder { steps: Vec::new(), diagnostics: Vec::new() };
-    let env_ctx = context::env_context(env);
+    let mut builder = Builder {
+        steps: Vec::new(),
+        diagnostics: Vec::new(),
+        renderer: Renderer::new(),
+        parsed_yaml: HashMap::new(),
+    };
+    let shared_ctx = context::SharedContext::new(env);
 
     let preflight_id = format!("environment/{}/preflight", env.name);
     // CRDs: what the enabled components create objects of, and which release installs each.
@@ -183,7 +188,7 @@ pub fn compile(
                     namespace: component.namespace.clone(),
                     name: format!("{}-secrets", component.name),
                     labels: component.labels.clone(),
-                    data: Values::from_marked(&data, &table),
+                    data: Values::from_marked_owned(data, &table),
                 };
                 previous = vec![builder.push(step_id("secret"), Some(&id), action, previous)];
             }
@@ -204,12 +209,10 @@ pub fn compile(
         let secrets_ctx = component_secrets.map_or(Json::Object(Default::default()), |f| {
             f.placeholders("", &secrets.digest_key, &mut table)
         });
-        let ctx = context::component_context(
-            env,
-            &env_ctx,
+        let ctx = shared_ctx.component(
             component,
             database.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
-            secrets_ctx,
+            &secrets_ctx,
         );
         let mut wait_for_crds: Vec<String> =
             definition.crds_needed().iter().map(|need| need.name.to_owned()).collect();
@@ -219,7 +222,7 @@ pub fn compile(
             let rendered = builder.render_values(objects.path, objects.text, &ctx, sources)?;
             let mut rendered = rendered;
             finish_tree(&mut rendered, &mut table, &secrets.digest_key);
-            Some(Values::from_marked(&rendered, &table))
+            Some(Values::from_marked_owned(rendered, &table))
         });
         let rendered = match definition.template() {
             Some(values_template) => {
@@ -242,7 +245,7 @@ pub fn compile(
             }
         }
         finish_tree(&mut values, &mut table, &secrets.digest_key);
-        let values = Values::from_marked(&values, &table);
+        let values = Values::from_marked_owned(values, &table);
 
         match definition.kind() {
             Kind::HelmRelease => {
@@ -324,7 +327,7 @@ fn single_secret(
     match file.and_then(|f| f.entry(path, &secrets.digest_key)) {
         Some(entry) => {
             let placeholder = table.placeholder(entry);
-            Values::from_marked(&Json::String(placeholder), table)
+            Values::from_marked_owned(Json::String(placeholder), table)
         }
         None => Values::default(),
     }
@@ -409,9 +412,17 @@ fn dependency_order(components: &BTreeMap<String, &ComponentInstance>, checked: 
     done
 }
 
+/// Rendered values texts up to this size are kept with their parsed YAML, so a text rendered
+/// again (the same template with the same context) is not parsed again.
+const MAX_CACHED_RENDER_BYTES: usize = 16 * 1024;
+
 struct Builder {
     steps: Vec<Step>,
     diagnostics: Vec<Diagnostic>,
+    /// One minijinja environment for the whole compile: each values template is parsed once.
+    renderer: Renderer,
+    /// Rendered values text (up to [`MAX_CACHED_RENDER_BYTES`]) → its parsed YAML.
+    parsed_yaml: HashMap<String, Json>,
 }
 
 impl Builder {
@@ -451,16 +462,30 @@ impl Builder {
         );
     }
 
-    fn render_values(&mut self, path: &str, text: &str, ctx: &Json, sources: &mut SourceMap) -> Option<Json> {
-        let rendered = match render(path, text, ctx) {
+    fn render_values(
+        &mut self,
+        path: &str,
+        text: &str,
+        ctx: &minijinja::Value,
+        sources: &mut SourceMap,
+    ) -> Option<Json> {
+        let rendered = match self.renderer.render(path, text, ctx) {
             Ok(rendered) => rendered,
             Err(error) => {
                 self.template_diagnostic(&error, text, sources, path);
                 return None;
             }
         };
+        if let Some(values) = self.parsed_yaml.get(&rendered) {
+            return Some(values.clone());
+        }
         match serde_yaml_ng::from_str::<Json>(&rendered) {
-            Ok(values) => Some(values),
+            Ok(values) => {
+                if rendered.len() <= MAX_CACHED_RENDER_BYTES {
+                    self.parsed_yaml.insert(rendered, values.clone());
+                }
+                Some(values)
+            }
             Err(error) => {
                 let file = sources.add(format!("{path} (rendered)"), rendered.clone());
                 let line = error.location().map_or(1, |l| l.line());
@@ -475,13 +500,24 @@ impl Builder {
     }
 
     /// `values_custom` to JSON, rendering strings that use template syntax.
-    fn render_custom(&mut self, node: &Node, ctx: &Json, sources: &mut SourceMap) -> Option<Json> {
+    fn render_custom(
+        &mut self,
+        node: &Node,
+        ctx: &minijinja::Value,
+        sources: &mut SourceMap,
+    ) -> Option<Json> {
         let mut ok = true;
         let value = self.render_node(node, ctx, sources, &mut ok);
         ok.then_some(value)
     }
 
-    fn render_node(&mut self, node: &Node, ctx: &Json, sources: &mut SourceMap, ok: &mut bool) -> Json {
+    fn render_node(
+        &mut self,
+        node: &Node,
+        ctx: &minijinja::Value,
+        sources: &mut SourceMap,
+        ok: &mut bool,
+    ) -> Json {
         match &node.value {
             Value::String(text) if text.contains('\u{1}') => {
                 // U+0001 delimits the placeholders secrets stand for while values are built; a
@@ -496,7 +532,7 @@ impl Builder {
             }
             Value::String(text) if has_template_syntax(text) => {
                 let name = sources.name(node.span.file).to_owned();
-                match render(&name, text, ctx) {
+                match self.renderer.render_once(&name, text, ctx) {
                     Ok(rendered) => Json::String(rendered),
                     Err(error) => {
                         *ok = false;
