@@ -217,7 +217,13 @@ impl SourceTree for FsTree {
                 });
                 continue;
             };
-            let kind = self.kind(&join(path, &name))?;
+            // An entry that is not a symbolic link lies inside the resolved (and so checked)
+            // directory: its type needs no second resolution. Links and special files do.
+            let kind = match entry.file_type() {
+                Ok(t) if t.is_dir() => EntryKind::Dir,
+                Ok(t) if t.is_file() => EntryKind::File,
+                _ => self.kind(&join(path, &name))?,
+            };
             out.push(DirEntry { name, kind });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
