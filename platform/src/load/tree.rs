@@ -95,11 +95,13 @@ pub fn refusal(error: &io::Error) -> Option<&Refused> {
 #[derive(Debug, Clone)]
 pub struct FsTree {
     pub root: PathBuf,
+    /// The root with its links followed, once known.
+    real_root: std::sync::OnceLock<PathBuf>,
 }
 
 impl FsTree {
     pub fn new(root: impl Into<PathBuf>) -> FsTree {
-        FsTree { root: root.into() }
+        FsTree { root: root.into(), real_root: std::sync::OnceLock::new() }
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -109,10 +111,16 @@ impl FsTree {
     /// The path with every symbolic link followed, refused when it leaves the repository.
     /// `Ok(None)` when it does not exist.
     fn resolve(&self, relative: &str) -> io::Result<Option<PathBuf>> {
-        let root = self.root.canonicalize()?;
+        let root = match self.real_root.get() {
+            Some(root) => root,
+            None => {
+                let root = self.root.canonicalize()?;
+                self.real_root.get_or_init(|| root)
+            }
+        };
         let full = self.root.join(relative);
         match full.canonicalize() {
-            Ok(real) if real.starts_with(&root) => Ok(Some(real)),
+            Ok(real) if real.starts_with(root) => Ok(Some(real)),
             Ok(_) => Err(Refused::Outside { path: relative.to_owned() }.into_io()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // A link whose target is missing exists, broken; a missing path does not.
