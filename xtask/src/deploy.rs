@@ -4,11 +4,11 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use platform::access::read_env_file;
+use platform::deploy::{self, DeployError, Deployment, OpenOptions, RunOptions};
 use platform::drivers::directory::DirectoryDriver;
-use platform::exec::{Driver, ExecOptions, Failpoint, Progress, execute};
-use platform::plan::diff::{ChangeKind, classify};
+use platform::exec::{Cleanup, Driver, Failpoint, Progress};
 use platform::plan::{Plan, TargetSpec};
-use platform::session::{self, JournalPlace, SessionError};
+use platform::session::{self, JournalPlace};
 
 use crate::compile_env::{Keys, compile, identities};
 use crate::flags::{DeployCmd, OutputFormat};
@@ -16,10 +16,6 @@ use crate::progress::{JsonProgress, PlainProgress, TerminalProgress};
 use crate::repo::Repo;
 use crate::ui::OrExit;
 use crate::{Outcome, ui};
-
-/// `OPUS_FAILPOINT=kill-after:<step-id>` kills the process right after that step is
-/// journaled. For the crash tests only.
-const FAILPOINT_ENV: &str = "OPUS_FAILPOINT";
 
 pub fn run(repo: &Repo, cmd: &DeployCmd) -> Outcome {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
@@ -32,99 +28,34 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
 
 async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome> {
     let identities = identities(repo, &cmd.environment, Keys::Required)?;
-    let full_plan = compile(&repo.tree(), &cmd.environment, identities.as_ref())?;
-    // `--only` runs part of the plan; the bundle's index still describes the whole environment.
-    let restricted;
-    let plan = if cmd.only.is_empty() {
-        &full_plan
-    } else {
-        restricted = match full_plan.restrict_to(&cmd.only) {
-            Ok(plan) => plan,
-            Err(e @ platform::plan::PlanError::UnknownComponent(_)) => {
-                ui::error(&format!(
-                    "--only: {e} of `{}` (see `cargo xtask plan {}`)",
-                    cmd.environment, cmd.environment
-                ));
-                return Err(Outcome::CouldNotStart);
-            }
-            Err(e) => {
-                ui::error(&format!("internal error: {e}"));
-                return Err(Outcome::Failed);
-            }
-        };
-        &restricted
-    };
-    // Never run an unverified plan, nor one whose secrets are not all decrypted.
-    if let Err(e) = plan.verify() {
-        ui::error(&format!("the plan of `{}` failed verification: {e}", cmd.environment));
-        return Err(Outcome::Failed);
-    }
-    if !plan.is_executable() {
-        ui::error(&format!(
-            "cannot deploy `{}`: its secrets could not be decrypted (no age identity for them; see `cargo xtask keys save {}`)",
-            cmd.environment, cmd.environment
-        ));
-        return Err(Outcome::CouldNotStart);
-    }
-    for step in &cmd.force_step {
-        if plan.step(step).is_none() {
-            ui::error(&format!(
-                "--force-step: `{step}` is not a step of the plan (see `cargo xtask plan {}`)",
-                cmd.environment
-            ));
-            return Err(Outcome::CouldNotStart);
-        }
-    }
+    let whole = compile(&repo.tree(), &cmd.environment, identities.as_ref())?;
+    let selection = deploy::select(&whole, &cmd.only, &cmd.force_step).map_err(fail)?;
+    let plan = selection.plan();
     let env_file = read_env_file(&repo.root, &cmd.environment).or_exit(Outcome::CouldNotStart)?;
     session::unshared_journal_warning(&cmd.environment, &env_file).inspect(|w| eprintln!("{w}"));
     let place = session::journal_place(&repo.root, &cmd.environment, &env_file, identities.as_ref())
         .or_exit(Outcome::CouldNotStart)?;
-    // The lock first: nothing below may race another deploy.
-    let lock = session::lock(&place, &cmd.environment).await.or_exit(Outcome::CouldNotStart)?;
-    if let Some(stale) = lock.stale_taken_over() {
+    let options = OpenOptions { repair_journal: cmd.repair_journal };
+    let deployment = Deployment::open(&cmd.environment, &place, &options).await.map_err(fail)?;
+    if let Some(stale) = deployment.stale_lock_taken_over() {
         eprintln!(
             "note: took over a stale lock of {}@{} (pid {}, no longer running)",
             stale.user, stale.host, stale.pid
         );
     }
-    if cmd.repair_journal
-        && let JournalPlace::File { journal, .. } = &place
-    {
-        match platform::journal::repair(journal, &cmd.environment) {
-            Ok(Some(report)) => eprintln!(
-                "note: repaired {}: dropped the torn record at line {} ({} bytes, starting `{}`)",
-                journal.display(),
-                report.line,
-                report.dropped_bytes,
-                report.dropped_preview
-            ),
-            Ok(None) => {}
-            Err(e) => {
-                ui::error_chain(&e);
-                return Err(Outcome::CouldNotStart);
-            }
-        }
+    if let (Some(report), JournalPlace::File { journal, .. }) = (deployment.repaired(), &place) {
+        eprintln!(
+            "note: repaired {}: dropped the torn record at line {} ({} bytes, starting `{}`)",
+            journal.display(),
+            report.line,
+            report.dropped_bytes,
+            report.dropped_preview
+        );
     }
-    let mut journal = match session::open_journal(&place, &cmd.environment).await {
-        Ok(journal) => journal,
-        Err(e) => {
-            ui::error_chain(&e);
-            if matches!(e, SessionError::Journal(platform::journal::JournalError::TornRecord { .. })) {
-                eprintln!(
-                    "help: rerun with --repair-journal to drop the torn record (the step it described runs again)"
-                );
-            }
-            return Err(Outcome::CouldNotStart);
-        }
-    };
-    let latest = journal.latest().await.or_exit(Outcome::CouldNotStart)?;
-    let (snapshots, successes) =
-        (session::successful_snapshots(&latest), session::success_fingerprints(&latest));
 
     // The summary, and confirmation for protected environments.
-    let changes = classify(plan, &snapshots);
-    let count = |k: ChangeKind| changes.values().filter(|(c, _)| *c == k).count();
-    let migrations = match count(ChangeKind::Migrate) {
+    let changes = deployment.changes(plan);
+    let migrations = match changes.migrate {
         0 => String::new(),
         n => format!(", {n} to re-record in the current fingerprint format"),
     };
@@ -132,11 +63,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
         "Planned",
         &format!(
             "`{}`: {} steps ({} to create, {} to update, {} unchanged{migrations})",
-            cmd.environment,
-            plan.len(),
-            count(ChangeKind::Create),
-            count(ChangeKind::Update),
-            count(ChangeKind::Unchanged)
+            cmd.environment, changes.steps, changes.create, changes.update, changes.unchanged
         ),
     );
     if plan.protected && !cmd.yes {
@@ -150,15 +77,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
         TargetSpec::Directory { path, .. } => {
             let recipients = platform::secrets::parse_recipients(&env_file.secrets.age_recipients)
                 .or_exit(Outcome::CouldNotStart)?;
-            let driver = DirectoryDriver::new(repo.root.join(path), recipients);
-            if let Err(e) = std::fs::create_dir_all(repo.root.join(path))
-                .map_err(|e| e.to_string())
-                .and_then(|()| driver.write_index(&full_plan).map_err(|e| e.message))
-            {
-                ui::error(&format!("cannot write the bundle index: {e}"));
-                return Err(Outcome::Failed);
-            }
-            Arc::new(driver)
+            Arc::new(DirectoryDriver::new(repo.root.join(path), recipients))
         }
         TargetSpec::Kube { .. } => {
             let (driver, requests) = crate::kube_target::driver(repo, plan, &env_file).await?;
@@ -175,6 +94,42 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
         }
         OutputFormat::Auto => Arc::new(PlainProgress),
     };
+    let options = RunOptions {
+        jobs: usize::from(cmd.jobs),
+        force_steps: cmd.force_step.iter().cloned().collect(),
+        cancel: cancel_on_ctrl_c(),
+        failpoint: Failpoint::from_env(),
+    };
+    let report = deployment.run(&selection, driver, progress, options).await.map_err(fail)?;
+    if let TargetSpec::Directory { path, .. } = &plan.target {
+        for cleanup in &report.cleanup {
+            match cleanup {
+                Cleanup::Removed { path: file } => {
+                    eprintln!("     Removed {path}/{file} (no step writes it any more)")
+                }
+                Cleanup::NotRemoved { path: file, error } => {
+                    eprintln!("warning: cannot remove {path}/{file}: {error}")
+                }
+            }
+        }
+    }
+    if let Some(e) = &report.lock_error {
+        eprintln!("warning: {e}");
+    }
+    Ok(summarize(plan, cmd, &report.summary))
+}
+
+/// Prints why a deploy did not run, and the outcome to exit with.
+fn fail(error: DeployError) -> Outcome {
+    ui::error_chain(&error);
+    if let Some(help) = error.help() {
+        eprintln!("help: {help}");
+    }
+    if error.could_not_start() { Outcome::CouldNotStart } else { Outcome::Failed }
+}
+
+/// A channel set on the first Ctrl-C (no new steps start); a second Ctrl-C exits at once.
+fn cancel_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -189,47 +144,10 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
             }
         }
     });
-    let failpoint = std::env::var(FAILPOINT_ENV)
-        .ok()
-        .and_then(|v| v.strip_prefix("kill-after:").map(|s| Failpoint { kill_after_step: s.to_owned() }));
-    let options = ExecOptions {
-        jobs: usize::from(cmd.jobs),
-        previous_successes: successes,
-        force_steps: cmd.force_step.iter().cloned().collect(),
-        cancel: cancel_rx,
-        failpoint,
-    };
-    let summary = execute(plan, driver, &mut journal, progress, options).await;
-    // A complete deploy of a whole environment to a bundle removes what no step writes any
-    // more (files of removed components), so the bundle never deploys a component twice.
-    if let TargetSpec::Directory { path, .. } = &plan.target
-        && summary.is_success()
-        && cmd.only.is_empty()
-    {
-        let bundle = repo.root.join(path);
-        for stale in platform::drivers::directory::stale_files(&bundle, plan) {
-            match std::fs::remove_file(&stale) {
-                Ok(()) => {
-                    eprintln!(
-                        "     Removed {} (no step writes it any more)",
-                        stale.strip_prefix(&repo.root).unwrap_or(&stale).display()
-                    );
-                    // Fails, as it should, while the folder still holds other files.
-                    if let Some(parent) = stale.parent() {
-                        let _ = std::fs::remove_dir(parent);
-                    }
-                }
-                Err(e) => eprintln!("warning: cannot remove {}: {e}", stale.display()),
-            }
-        }
-    }
-    if let Err(e) = lock.release().await {
-        eprintln!("warning: {e}");
-    }
-    Ok(report(plan, cmd, &summary))
+    cancel_rx
 }
 
-fn report(plan: &Plan, cmd: &DeployCmd, summary: &platform::exec::Summary) -> Outcome {
+fn summarize(plan: &Plan, cmd: &DeployCmd, summary: &platform::exec::Summary) -> Outcome {
     let line = format!(
         "`{}`: {} succeeded, {} failed, {} skipped, {} unchanged",
         plan.environment,

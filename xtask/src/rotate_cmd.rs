@@ -14,11 +14,9 @@ use crate::ui::OrExit;
 use crate::{Outcome, ui};
 
 /// `OPUS_FAILPOINT=kill-after-file:<k>` kills the process once k files are re-encrypted and
-/// journaled. For the crash tests only.
-const FAILPOINT_ENV: &str = "OPUS_FAILPOINT";
-
+/// journaled. For the crash tests only (builds with platform's `failpoints` feature).
 fn kill_after_file() -> Option<usize> {
-    std::env::var(FAILPOINT_ENV).ok()?.strip_prefix("kill-after-file:")?.parse().ok()
+    platform::failpoint::armed("kill-after-file:")?.parse().ok()
 }
 
 pub fn run(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value as Json, json};
 
 use crate::drivers::postgres::{Identifier, provisioning_sql, scram_verifier};
-use crate::exec::{Driver, PhaseReporter, StepError, StepOutput};
+use crate::exec::{Cleanup, Driver, PhaseReporter, StepError, StepOutput};
 use crate::plan::{Action, Plan, Step};
 use crate::secrets::AtomicWriteOptions;
 use crate::secrets::{EncryptionRule, Recipient, SecretTree, encrypt_document, write_atomic};
@@ -33,7 +33,7 @@ impl DirectoryDriver {
     /// Writes `index.json`: the plan's steps in execution order with the files each writes.
     /// First removes the temporary files of atomic writes that a killed deploy left behind
     /// (`.<name>.<random>.tmp`): the caller holds the deploy lock, so no write is in flight.
-    pub fn write_index(&self, plan: &Plan) -> Result<(), StepError> {
+    fn write_index(&self, plan: &Plan) -> Result<(), StepError> {
         remove_interrupted_writes(&self.bundle)?;
         let steps: Vec<Json> = plan
             .steps()
@@ -170,6 +170,37 @@ impl Driver for DirectoryDriver {
     fn still_applied<'a>(&'a self, step: &'a Step) -> BoxFuture<'a, bool> {
         Box::pin(async move { self.files_hold(step) })
     }
+
+    /// Creates the bundle folder and writes its index.
+    fn prepare<'a>(&'a self, whole: &'a Plan) -> BoxFuture<'a, Result<(), StepError>> {
+        Box::pin(async move {
+            std::fs::create_dir_all(&self.bundle)
+                .map_err(|e| StepError::new(format!("cannot create {}: {e}", self.bundle.display())))?;
+            self.write_index(whole)
+        })
+    }
+
+    /// Removes the files no step of `plan` writes any more (files of removed components), so
+    /// the bundle never deploys a component twice, and the folders that leaves empty.
+    fn clean_up<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Vec<Cleanup>> {
+        Box::pin(async move {
+            let relative =
+                |path: &Path| path.strip_prefix(&self.bundle).unwrap_or(path).display().to_string();
+            stale_files(&self.bundle, plan)
+                .into_iter()
+                .map(|stale| match std::fs::remove_file(&stale) {
+                    Ok(()) => {
+                        // Fails, as it should, while the folder still holds other files.
+                        if let Some(parent) = stale.parent().filter(|parent| *parent != self.bundle) {
+                            let _ = std::fs::remove_dir(parent);
+                        }
+                        Cleanup::Removed { path: relative(&stale) }
+                    }
+                    Err(e) => Cleanup::NotRemoved { path: relative(&stale), error: e.to_string() },
+                })
+                .collect()
+        })
+    }
 }
 
 impl DirectoryDriver {
@@ -291,7 +322,7 @@ fn remove_interrupted_writes(bundle: &Path) -> Result<(), StepError> {
 }
 
 /// Files in the bundle that no step of `plan` writes (left by removed components).
-pub fn stale_files(bundle: &Path, plan: &Plan) -> Vec<PathBuf> {
+fn stale_files(bundle: &Path, plan: &Plan) -> Vec<PathBuf> {
     let expected: BTreeSet<String> = plan.steps().flat_map(files_of).collect();
     let mut out = Vec::new();
     let mut stack = vec![bundle.to_owned()];

@@ -4,7 +4,7 @@
 
 use futures::future::BoxFuture;
 
-use crate::plan::Step;
+use crate::plan::{Plan, Step};
 
 /// What a successful step leaves for the journal: non-secret facts (a Helm revision, files
 /// written, what changed).
@@ -117,6 +117,29 @@ pub trait Driver: Send + Sync {
         let _ = step;
         Box::pin(async { true })
     }
+
+    /// Called once before a run, with the environment's whole plan (also when only part of it
+    /// runs): the directory target writes the bundle's index and removes the temporary files
+    /// of writes a killed deploy left.
+    fn prepare<'a>(&'a self, whole: &'a Plan) -> BoxFuture<'a, Result<(), StepError>> {
+        let _ = whole;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Called after a complete, successful run of the whole plan: removes what no step of
+    /// `plan` produces any more (the directory target: files of removed components).
+    fn clean_up<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Vec<Cleanup>> {
+        let _ = plan;
+        Box::pin(async { Vec::new() })
+    }
+}
+
+/// One piece of a target's housekeeping after a complete run ([`Driver::clean_up`]); paths
+/// are relative to the target's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleanup {
+    Removed { path: String },
+    NotRemoved { path: String, error: String },
 }
 
 #[cfg(test)]

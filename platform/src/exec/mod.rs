@@ -16,7 +16,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
-pub use driver::{Driver, PhaseReporter, StepError, StepOutput};
+pub use driver::{Cleanup, Driver, PhaseReporter, StepError, StepOutput};
 pub use progress::{NoProgress, Progress, RecordingProgress, StepEvent, StepStatus};
 
 use crate::plan::Plan;
@@ -52,6 +52,13 @@ pub trait JournalSink: Send {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failpoint {
     pub kill_after_step: String,
+}
+
+impl Failpoint {
+    /// `OPUS_FAILPOINT=kill-after:<step-id>`, in builds with the `failpoints` feature.
+    pub fn from_env() -> Option<Failpoint> {
+        crate::failpoint::armed("kill-after:").map(|kill_after_step| Failpoint { kill_after_step })
+    }
 }
 
 /// How to execute.

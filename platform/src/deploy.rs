@@ -1,0 +1,247 @@
+//! One deploy of one environment, start to end: which part of the plan runs ([`select`]), the
+//! lock and the journal ([`Deployment::open`]), what would change ([`Deployment::changes`]),
+//! and the run with the target's housekeeping ([`Deployment::run`]). The CLI parses flags,
+//! asks for confirmation, picks the driver and the progress display, and renders what this
+//! returns.
+
+// Errors name where the journal lives; they are cold paths, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::exec::{Cleanup, Driver, ExecOptions, Failpoint, Progress, StepError, Summary, execute};
+use crate::journal::{DeployLock, Journal, JournalError, LockError, LockHolder, RepairReport, StepRecord};
+use crate::plan::diff::{ChangeKind, classify};
+use crate::plan::{Plan, PlanError};
+use crate::session::{self, JournalPlace, SessionError};
+
+/// Why a deploy did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("--only: {source} of `{environment}` (see `cargo xtask plan {environment}`)")]
+    UnknownComponent {
+        environment: String,
+        #[source]
+        source: PlanError,
+    },
+    #[error("--force-step: `{step}` is not a step of the plan (see `cargo xtask plan {environment}`)")]
+    UnknownForceStep { environment: String, step: String },
+    #[error("the plan of `{environment}` failed verification: {source}")]
+    Unverified {
+        environment: String,
+        #[source]
+        source: PlanError,
+    },
+    #[error(
+        "cannot deploy `{environment}`: its secrets could not be decrypted (no age identity for them; see `cargo xtask keys save {environment}`)"
+    )]
+    NotDecrypted { environment: String },
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Repair(JournalError),
+    #[error("cannot prepare the target: {0}")]
+    Prepare(StepError),
+}
+
+impl DeployError {
+    /// Whether the deploy could not start (bad flags, keys, a held lock, an unreadable
+    /// journal), as opposed to a plan that is wrong.
+    pub fn could_not_start(&self) -> bool {
+        !matches!(self, DeployError::Unverified { .. } | DeployError::Prepare(_))
+    }
+
+    /// What the operator can do about it, when there is something.
+    pub fn help(&self) -> Option<&'static str> {
+        match self {
+            DeployError::Session(SessionError::Journal(JournalError::TornRecord { .. })) => {
+                Some("rerun with --repair-journal to drop the torn record (the step it described runs again)")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The part of an environment's plan a deploy runs: all of it, or the components `--only`
+/// names. Verified, with every secret decrypted and every forced step known.
+#[derive(Debug)]
+pub struct Selection<'a> {
+    whole: &'a Plan,
+    part: Option<Plan>,
+}
+
+impl<'a> Selection<'a> {
+    /// The steps that run.
+    pub fn plan(&self) -> &Plan {
+        self.part.as_ref().unwrap_or(self.whole)
+    }
+
+    /// The environment's whole plan (the bundle's index describes all of it).
+    pub fn whole(&self) -> &'a Plan {
+        self.whole
+    }
+
+    /// Whether every step of the environment runs.
+    pub fn is_whole(&self) -> bool {
+        self.part.is_none()
+    }
+}
+
+/// Selects what a deploy of `whole` runs: `only` (components, `namespace/component` or
+/// `component`; empty for all) and checks `force_steps`. Never returns an unverified plan.
+pub fn select<'a>(
+    whole: &'a Plan,
+    only: &[String],
+    force_steps: &[String],
+) -> Result<Selection<'a>, DeployError> {
+    let environment = || whole.environment.clone();
+    let part = if only.is_empty() {
+        None
+    } else {
+        Some(whole.restrict_to(only).map_err(|source| match source {
+            PlanError::UnknownComponent(_) => {
+                DeployError::UnknownComponent { environment: environment(), source }
+            }
+            source => DeployError::Unverified { environment: environment(), source },
+        })?)
+    };
+    let selection = Selection { whole, part };
+    let plan = selection.plan();
+    plan.verify().map_err(|source| DeployError::Unverified { environment: environment(), source })?;
+    if !plan.is_executable() {
+        return Err(DeployError::NotDecrypted { environment: environment() });
+    }
+    if let Some(step) = force_steps.iter().find(|step| plan.step(step).is_none()) {
+        return Err(DeployError::UnknownForceStep { environment: environment(), step: step.clone() });
+    }
+    Ok(selection)
+}
+
+/// How to open a deploy.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Drop a torn last record of a file journal (the step it described runs again).
+    pub repair_journal: bool,
+}
+
+/// A deploy in progress: it holds the environment's lock and its journal.
+pub struct Deployment {
+    lock: DeployLock,
+    journal: Journal,
+    latest: BTreeMap<String, StepRecord>,
+    repaired: Option<RepairReport>,
+}
+
+/// How many steps of a plan would do what.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChangeCounts {
+    pub steps: usize,
+    pub create: usize,
+    pub update: usize,
+    pub unchanged: usize,
+    /// Unchanged steps recorded under an older fingerprint format: re-recorded, not run.
+    pub migrate: usize,
+}
+
+/// How a run is done.
+pub struct RunOptions {
+    /// Steps run at once.
+    pub jobs: usize,
+    /// Steps run even when the journal records them as done.
+    pub force_steps: BTreeSet<String>,
+    /// Set to `true` to start no new step.
+    pub cancel: tokio::sync::watch::Receiver<bool>,
+    pub failpoint: Option<Failpoint>,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Report {
+    pub summary: Summary,
+    /// What the target's housekeeping removed after a complete run.
+    pub cleanup: Vec<Cleanup>,
+    /// The lock could not be released cleanly (the next deploy takes it over).
+    pub lock_error: Option<LockError>,
+}
+
+impl Deployment {
+    /// Takes the environment's lock (failing at once when another deploy holds it), repairs
+    /// the journal when asked to, opens it (creating it on the first deploy) and reads the
+    /// latest record of every step.
+    pub async fn open(
+        environment: &str,
+        place: &JournalPlace,
+        options: &OpenOptions,
+    ) -> Result<Deployment, DeployError> {
+        // The lock first: nothing below may race another deploy.
+        let lock = session::lock(place, environment).await?;
+        let mut repaired = None;
+        if options.repair_journal
+            && let JournalPlace::File { journal, .. } = place
+        {
+            repaired = crate::journal::repair(journal, environment).map_err(DeployError::Repair)?;
+        }
+        let journal = session::open_journal(place, environment).await?;
+        let latest = journal.latest().await.map_err(SessionError::from)?;
+        Ok(Deployment { lock, journal, latest, repaired })
+    }
+
+    /// The holder of a stale lock this deploy took over (its process is gone).
+    pub fn stale_lock_taken_over(&self) -> Option<&LockHolder> {
+        self.lock.stale_taken_over()
+    }
+
+    /// The torn record `--repair-journal` dropped, if there was one.
+    pub fn repaired(&self) -> Option<&RepairReport> {
+        self.repaired.as_ref()
+    }
+
+    /// Where the journal lives, for messages.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// What running `plan` would do, by the journal's last successes.
+    pub fn changes(&self, plan: &Plan) -> ChangeCounts {
+        let changes = classify(plan, &session::successful_snapshots(&self.latest));
+        let count = |kind: ChangeKind| changes.values().filter(|(k, _)| *k == kind).count();
+        ChangeCounts {
+            steps: plan.len(),
+            create: count(ChangeKind::Create),
+            update: count(ChangeKind::Update),
+            unchanged: count(ChangeKind::Unchanged),
+            migrate: count(ChangeKind::Migrate),
+        }
+    }
+
+    /// Prepares the target (the bundle's index describes the whole environment), runs the
+    /// selected steps, and after a complete, successful run of the whole environment lets the
+    /// target remove what no step produces any more. The lock is released at the end, also
+    /// when preparing fails (by drop).
+    pub async fn run(
+        mut self,
+        selection: &Selection<'_>,
+        driver: Arc<dyn Driver>,
+        progress: Arc<dyn Progress>,
+        options: RunOptions,
+    ) -> Result<Report, DeployError> {
+        driver.prepare(selection.whole()).await.map_err(DeployError::Prepare)?;
+        let exec = ExecOptions {
+            jobs: options.jobs,
+            previous_successes: session::success_fingerprints(&self.latest),
+            force_steps: options.force_steps,
+            cancel: options.cancel,
+            failpoint: options.failpoint,
+        };
+        let plan = selection.plan();
+        let summary = execute(plan, driver.clone(), &mut self.journal, progress, exec).await;
+        let cleanup = if summary.is_success() && selection.is_whole() {
+            driver.clean_up(plan).await
+        } else {
+            Vec::new()
+        };
+        let lock_error = self.lock.release().await.err();
+        Ok(Report { summary, cleanup, lock_error })
+    }
+}
