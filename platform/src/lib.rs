@@ -26,6 +26,7 @@ pub mod secrets;
 pub mod sensitive;
 pub mod session;
 pub mod source;
+pub mod status;
 pub mod template;
 pub mod values;
 pub mod verify;

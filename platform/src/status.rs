@@ -1,0 +1,124 @@
+//! `status`: for each step of an environment's plan, what the journal last recorded and
+//! whether a deploy would run it, as a typed document with a text rendering.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+
+use crate::journal::{Journal, StepOutcome, StepRecord};
+use crate::plan::Plan;
+use crate::plan::diff::{ChangeKind, classify};
+use crate::session::successful_snapshots;
+
+/// Where an environment stands (the JSON of `status --format json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusReport {
+    pub environment: String,
+    /// Where the journal lives; `None` before the first deploy.
+    pub journal: Option<String>,
+    pub lineage: Option<String>,
+    /// In the plan's execution order.
+    pub steps: Vec<StepState>,
+    /// How many steps a deploy would run.
+    pub pending: usize,
+}
+
+/// One step's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepState {
+    pub step: String,
+    /// The outcome of its last run; `None` when it never ran.
+    pub last: Option<LastOutcome>,
+    /// When that run finished (RFC 3339).
+    pub at: Option<String>,
+    /// The last run's error, when it failed.
+    pub error: Option<String>,
+    pub would_change: bool,
+    /// Unchanged, but recorded under an older fingerprint format (re-recorded, not run).
+    pub format_migration: bool,
+    /// The value paths that changed since the last success.
+    pub changed_keys: Vec<String>,
+}
+
+/// How a step's last run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LastOutcome {
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl LastOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            LastOutcome::Succeeded => "succeeded",
+            LastOutcome::Failed => "failed",
+            LastOutcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The report of `plan` against the journal's latest records (none when `journal` is `None`).
+pub fn report(plan: &Plan, journal: Option<&Journal>, latest: &BTreeMap<String, StepRecord>) -> StatusReport {
+    let changes = classify(plan, &successful_snapshots(latest));
+    let steps: Vec<StepState> = plan
+        .steps()
+        .map(|step| {
+            let record = latest.get(&step.id);
+            let (kind, keys) = &changes[&step.id];
+            StepState {
+                step: step.id.clone(),
+                last: record.map(|r| match &r.outcome {
+                    StepOutcome::Succeeded => LastOutcome::Succeeded,
+                    StepOutcome::Failed { .. } => LastOutcome::Failed,
+                    StepOutcome::Interrupted => LastOutcome::Interrupted,
+                }),
+                at: record.and_then(|r| r.finished_at.format(&Rfc3339).ok()),
+                error: record.and_then(|r| match &r.outcome {
+                    StepOutcome::Failed { message } => Some(message.clone()),
+                    _ => None,
+                }),
+                would_change: !matches!(kind, ChangeKind::Unchanged | ChangeKind::Migrate),
+                format_migration: *kind == ChangeKind::Migrate,
+                changed_keys: keys.iter().map(|k| k.path.clone()).collect(),
+            }
+        })
+        .collect();
+    StatusReport {
+        environment: plan.environment.clone(),
+        journal: journal.map(|j| j.location().to_string()),
+        lineage: journal.map(|j| j.header().lineage.to_string()),
+        pending: steps.iter().filter(|s| s.would_change).count(),
+        steps,
+    }
+}
+
+impl StatusReport {
+    /// The text of `status`: the journal, one line per step, and the count of pending steps.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        match (&self.journal, &self.lineage) {
+            (Some(journal), Some(lineage)) => {
+                let _ = writeln!(out, "journal: {journal} (lineage {lineage})");
+            }
+            _ => {
+                let _ =
+                    writeln!(out, "journal: none yet (`{}` was never deployed from here)", self.environment);
+            }
+        }
+        for step in &self.steps {
+            let last = step.last.map_or("never run", LastOutcome::as_str);
+            let at = step.at.as_ref().map(|a| format!(" at {a}")).unwrap_or_default();
+            let change = if step.would_change { "would change" } else { "up to date" };
+            let _ = writeln!(out, "  {:<48} {:<12}{:<26} {change}", step.step, last, at);
+            if let Some(error) = &step.error {
+                let _ = writeln!(out, "      error: {error}");
+            }
+        }
+        let _ = writeln!(out, "{} of {} steps would change", self.pending, self.steps.len());
+        out
+    }
+}
