@@ -73,7 +73,10 @@ fn deploy_in_process(repo: &Repo) -> usize {
     let plan = compile(repo);
     let env_file = read_env_file(repo.root(), "example").unwrap();
     runtime().block_on(async {
-        let place = session::journal_place(repo.root(), "example", &env_file, None).unwrap();
+        let place = session::journal_place(repo.root(), "example", &env_file, || {
+            session::decrypt_admin_password(repo.root(), "example", None)
+        })
+        .unwrap();
         let lock = session::lock(&place, "example").await.unwrap();
         let mut journal = session::open_journal(&place, "example").await.unwrap();
         let successes = session::success_fingerprints(&journal.latest().await.unwrap());

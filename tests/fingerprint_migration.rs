@@ -37,7 +37,10 @@ fn compile(repo: &Repo) -> Plan {
 /// fingerprint format 1: what the previous release wrote after deploying the same inputs.
 fn write_format_one_journal(repo: &Repo, plan: &Plan) {
     let env_file = read_env_file(repo.root(), "example").unwrap();
-    let place = session::journal_place(repo.root(), "example", &env_file, None).unwrap();
+    let place = session::journal_place(repo.root(), "example", &env_file, || {
+        session::decrypt_admin_password(repo.root(), "example", None)
+    })
+    .unwrap();
     let JournalPlace::File { journal, .. } = &place else { panic!("example journals to a file") };
     std::fs::remove_file(journal).unwrap();
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -420,3 +420,64 @@ fn deeply_nested_toml_is_an_error_not_a_crash() {
     check(&repo, "example").assert_messages(&["TOML nested deeper than 64 levels"]);
     repo.xtask(&["check", "example"]).assert_code(1).assert_stderr_contains("nested deeper than 64 levels");
 }
+
+/// A [`SourceTree`](platform::load::tree::SourceTree) that counts the reads of each file.
+struct CountingTree {
+    inner: FsTree,
+    reads: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+}
+
+impl platform::load::tree::SourceTree for CountingTree {
+    fn read(&self, path: &str) -> std::io::Result<Option<String>> {
+        *self.reads.lock().unwrap().entry(path.to_owned()).or_default() += 1;
+        self.inner.read(path)
+    }
+    fn dirs(&self, path: &str) -> std::io::Result<Vec<String>> {
+        self.inner.dirs(path)
+    }
+    fn entries(&self, path: &str) -> std::io::Result<Vec<platform::load::tree::DirEntry>> {
+        self.inner.entries(path)
+    }
+    fn exists(&self, path: &str) -> std::io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn compiling_with_keys_reads_each_input_once_and_returns_what_it_loaded() {
+    let repo = Repo::shipped();
+    let tree = CountingTree { inner: FsTree::new(repo.root()), reads: Default::default() };
+    let mut asked = 0;
+    let compiled = platform::compile::compile_finding_keys(&tree, &components::catalog(), "example", |env| {
+        asked += 1;
+        platform::access::identities_for(repo.root(), env).map(Some)
+    })
+    .expect("example loads");
+    assert!(compiled.diagnostics.is_empty(), "{:?}", compiled.diagnostics);
+    assert_eq!(asked, 1, "the keys are looked up once, with the loaded env.toml");
+    let reads = tree.reads.into_inner().unwrap();
+    let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(twice, Vec::<(&String, &usize)>::new(), "files read more than once");
+    for input in [
+        "environments/example/env.toml",
+        "environments/example/secrets.enc.yaml",
+        "environments/example/opus/oob-consent/component.toml",
+        "environments/example/opus/oob-consent/secrets.enc.yaml",
+    ] {
+        assert_eq!(reads.get(input), Some(&1), "{input} is read once: {reads:#?}");
+    }
+
+    // What the deploy goes on with: env.toml as loaded, the decrypted admin password.
+    let inputs = compiled.inputs.expect("a compiled plan comes with its inputs");
+    assert!(inputs.secrets.is_decrypted());
+    let identities = inputs.identities.as_ref().expect("the identities the secrets were decrypted with");
+    let expected = platform::access::read_env_file(repo.root(), "example").unwrap();
+    assert_eq!(inputs.environment.env.database.host, expected.database.host);
+    let from_compile = platform::session::admin_password_of(repo.root(), "example", &inputs.secrets).unwrap();
+    let decrypted =
+        platform::session::decrypt_admin_password(repo.root(), "example", Some(identities)).unwrap();
+    assert_eq!(from_compile.expose(), decrypted.expose());
+}

@@ -7,7 +7,7 @@ use crate::compile::secret_inputs::{SecretInputs, load_secret_inputs};
 use crate::diagnostic::Diagnostic;
 use crate::load::environment::{LoadError, load_environment};
 use crate::load::tree::SourceTree;
-use crate::model::Environment;
+use crate::model::{EnvFile, Environment};
 use crate::secrets::Identities;
 use crate::source::SourceMap;
 use crate::verify::{Dependencies, verify};
@@ -25,6 +25,8 @@ pub struct CheckReport {
     pub checked: Option<Checked>,
     /// The environment's secrets files, read once (and decrypted when identities were given).
     pub secrets: Option<SecretInputs>,
+    /// The identities the secrets were decrypted with.
+    pub identities: Option<Identities>,
     pub sources: SourceMap,
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -46,14 +48,40 @@ pub fn check_environment_with(
     name: &str,
     identities: Option<&Identities>,
 ) -> Result<CheckReport, LoadError> {
-    let loaded = load_environment(tree, catalog, name)?;
+    check_finding_keys(tree, catalog, name, |_| Ok::<_, std::convert::Infallible>(identities.cloned()))
+        .map_err(|failure| match failure {
+            Failure::Load(e) => e,
+            Failure::Keys(never) => match never {},
+        })
+}
+
+/// Why an environment could not be checked or compiled at all (its problems aside): the
+/// environment cannot be loaded, or its keys cannot be found.
+#[derive(Debug)]
+pub enum Failure<E> {
+    Load(LoadError),
+    Keys(E),
+}
+
+/// Loads and verifies environment `name`, asking `keys` for the identities once its env.toml
+/// is loaded (the key store it names, the recipients it lists), so env.toml is read once;
+/// `keys` is not asked when env.toml cannot be loaded.
+pub fn check_finding_keys<E>(
+    tree: &dyn SourceTree,
+    catalog: &Catalog,
+    name: &str,
+    keys: impl FnOnce(&EnvFile) -> Result<Option<Identities>, E>,
+) -> Result<CheckReport, Failure<E>> {
+    let loaded = load_environment(tree, catalog, name).map_err(Failure::Load)?;
     let mut sources = loaded.sources;
     let mut diagnostics = loaded.diagnostics;
     // With problems in some files, the checks that need only the others still run, on what
     // could be loaded, so one run reports every independent problem; it never passes.
     let Some(environment) = loaded.environment.or(loaded.partial) else {
-        return Ok(CheckReport { checked: None, secrets: None, sources, diagnostics });
+        return Ok(CheckReport { checked: None, secrets: None, identities: None, sources, diagnostics });
     };
+    let identities = keys(&environment.env).map_err(Failure::Keys)?;
+    let identities = identities.as_ref();
     let (dependencies, problems) = verify(&environment, catalog, tree, &mut sources);
     diagnostics.extend(problems);
     // The secrets files' structure needs no keys: well-formed, right recipients, keys present.
@@ -61,11 +89,12 @@ pub fn check_environment_with(
         load_secret_inputs(&environment, catalog, tree, identities, &mut sources);
     diagnostics.extend(secret_problems);
     if !diagnostics.is_empty() {
-        return Ok(CheckReport { checked: None, secrets: None, sources, diagnostics });
+        return Ok(CheckReport { checked: None, secrets: None, identities: None, sources, diagnostics });
     }
     Ok(CheckReport {
         checked: Some(Checked { environment, dependencies }),
         secrets: Some(secrets),
+        identities: identities.cloned(),
         sources,
         diagnostics,
     })

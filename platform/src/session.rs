@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::compile::secret_inputs::SecretInputs;
 use crate::drivers::postgres::{AdminOptions, SslMode as PgSslMode};
 use crate::exec::{JournalSink, Record, RecordOutcome};
 use crate::journal::{
@@ -16,7 +17,8 @@ use crate::journal::{
 use crate::load::environment::ENVIRONMENTS_DIR;
 use crate::model::{EnvFile, JournalSettings, SslMode};
 use crate::plan::diff::Snapshot;
-use crate::secrets::{Identities, decrypt_file};
+use crate::secrets::{Identities, SecretTree, decrypt_file};
+use crate::sensitive::SecretString;
 
 /// Where a journal and its lock live.
 #[derive(Debug, Clone)]
@@ -27,27 +29,30 @@ pub enum JournalPlace {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error(
-        "the PostgreSQL journal needs `database.admin_password` from {path}, which could not be decrypted"
-    )]
-    NoAdminPassword {
-        path: PathBuf,
-        #[source]
-        source: Option<crate::secrets::SecretsError>,
-    },
+    #[error(transparent)]
+    NoAdminPassword(#[from] NoAdminPassword),
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
 
+/// The database admin password is not available.
+#[derive(Debug, thiserror::Error)]
+#[error("the PostgreSQL journal needs `database.admin_password` from {path}, which could not be decrypted")]
+pub struct NoAdminPassword {
+    pub path: PathBuf,
+    #[source]
+    pub source: Option<Box<crate::secrets::SecretsError>>,
+}
+
 /// The journal's place for an environment. The PostgreSQL backend needs the admin password,
-/// decrypted with `identities`.
+/// which `admin_password` gives (asked only then).
 pub fn journal_place(
     root: &Path,
     environment: &str,
     env: &EnvFile,
-    identities: Option<&Identities>,
+    admin_password: impl FnOnce() -> Result<SecretString, NoAdminPassword>,
 ) -> Result<JournalPlace, SessionError> {
     let dir = root.join(ENVIRONMENTS_DIR).join(environment);
     match &env.journal {
@@ -56,7 +61,7 @@ pub fn journal_place(
             Ok(JournalPlace::File { journal: state.join("journal.log"), lock: state.join("deploy.lock") })
         }
         JournalSettings::Postgres { database } => {
-            Ok(JournalPlace::Postgres(Box::new(admin_options(root, environment, env, identities, database)?)))
+            Ok(JournalPlace::Postgres(Box::new(admin_options(env, admin_password()?, database))))
         }
     }
 }
@@ -73,25 +78,48 @@ pub fn unshared_journal_warning(environment: &str, env: &EnvFile) -> Option<Stri
     })
 }
 
-/// How to reach the environment's PostgreSQL server as its admin, on `database`: host, port
-/// and sslmode from env.toml, the password from the environment's secrets file.
-pub fn admin_options(
+/// The path of an environment's own secrets file (which holds the database admin password).
+pub fn environment_secrets_path(root: &Path, environment: &str) -> PathBuf {
+    root.join(ENVIRONMENTS_DIR).join(environment).join("secrets.enc.yaml")
+}
+
+/// The database admin password from the secrets a compile already decrypted.
+pub fn admin_password_of(
     root: &Path,
     environment: &str,
-    env: &EnvFile,
+    secrets: &SecretInputs,
+) -> Result<SecretString, NoAdminPassword> {
+    let path = environment_secrets_path(root, environment);
+    let tree = secrets.environment.as_ref().and_then(|file| file.decrypted.as_ref());
+    let tree = tree.ok_or(NoAdminPassword { path: path.clone(), source: None })?;
+    admin_password_in(tree, path)
+}
+
+/// The database admin password, decrypting the environment's secrets file (for the commands
+/// that do not compile the environment).
+pub fn decrypt_admin_password(
+    root: &Path,
+    environment: &str,
     identities: Option<&Identities>,
-    database: &str,
-) -> Result<AdminOptions, SessionError> {
-    let path = root.join(ENVIRONMENTS_DIR).join(environment).join("secrets.enc.yaml");
+) -> Result<SecretString, NoAdminPassword> {
+    let path = environment_secrets_path(root, environment);
     let Some(identities) = identities else {
-        return Err(SessionError::NoAdminPassword { path, source: None });
+        return Err(NoAdminPassword { path, source: None });
     };
     let tree = decrypt_file(&path, identities)
-        .map_err(|e| SessionError::NoAdminPassword { path: path.clone(), source: Some(e) })?;
-    let password = tree
-        .get("database.admin_password")
+        .map_err(|e| NoAdminPassword { path: path.clone(), source: Some(Box::new(e)) })?;
+    admin_password_in(&tree, path)
+}
+
+fn admin_password_in(tree: &SecretTree, path: PathBuf) -> Result<SecretString, NoAdminPassword> {
+    tree.get("database.admin_password")
         .map(|v| v.text().clone())
-        .ok_or(SessionError::NoAdminPassword { path: path.clone(), source: None })?;
+        .ok_or(NoAdminPassword { path, source: None })
+}
+
+/// How to reach the environment's PostgreSQL server as its admin, on `database`: host, port
+/// and sslmode from env.toml, and the admin password.
+pub fn admin_options(env: &EnvFile, password: SecretString, database: &str) -> AdminOptions {
     let mut options = AdminOptions::new(env.database.host.clone(), env.database.admin_user.clone(), password);
     options.port = env.database.port;
     options.database = database.to_owned();
@@ -102,7 +130,7 @@ pub fn admin_options(
         SslMode::VerifyCa => PgSslMode::VerifyCa,
         SslMode::VerifyFull => PgSslMode::VerifyFull,
     };
-    Ok(options)
+    options
 }
 
 /// Takes the environment's deploy lock; fails at once when another deploy holds it.

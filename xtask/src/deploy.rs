@@ -3,14 +3,13 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use platform::access::read_env_file;
 use platform::deploy::{self, DeployError, Deployment, OpenOptions, RunOptions};
 use platform::drivers::directory::DirectoryDriver;
 use platform::exec::{Cleanup, Driver, Failpoint, Progress};
 use platform::plan::{Plan, TargetSpec};
 use platform::session::{self, JournalPlace};
 
-use crate::compile_env::{Keys, compile, identities};
+use crate::compile_env::{Keys, compile_with_keys};
 use crate::flags::{DeployCmd, OutputFormat};
 use crate::progress::{JsonProgress, PlainProgress, TerminalProgress};
 use crate::repo::Repo;
@@ -27,14 +26,15 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
 }
 
 async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome> {
-    let identities = identities(repo, &cmd.environment, Keys::Required)?;
-    let whole = compile(&repo.tree(), &cmd.environment, identities.as_ref())?;
+    let (whole, inputs) = compile_with_keys(repo, &cmd.environment, Keys::Required)?;
     let selection = deploy::select(&whole, &cmd.only, &cmd.force_step).map_err(fail)?;
     let plan = selection.plan();
-    let env_file = read_env_file(&repo.root, &cmd.environment).or_exit(Outcome::CouldNotStart)?;
-    session::unshared_journal_warning(&cmd.environment, &env_file).inspect(|w| eprintln!("{w}"));
-    let place = session::journal_place(&repo.root, &cmd.environment, &env_file, identities.as_ref())
-        .or_exit(Outcome::CouldNotStart)?;
+    let env_file = &inputs.environment.env;
+    session::unshared_journal_warning(&cmd.environment, env_file).inspect(|w| eprintln!("{w}"));
+    let place = session::journal_place(&repo.root, &cmd.environment, env_file, || {
+        session::admin_password_of(&repo.root, &cmd.environment, &inputs.secrets)
+    })
+    .or_exit(Outcome::CouldNotStart)?;
     let options = OpenOptions { repair_journal: cmd.repair_journal };
     let deployment = Deployment::open(&cmd.environment, &place, &options).await.map_err(fail)?;
     if let Some(stale) = deployment.stale_lock_taken_over() {
@@ -80,7 +80,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
             Arc::new(DirectoryDriver::new(repo.root.join(path), recipients))
         }
         TargetSpec::Kube { .. } => {
-            let (driver, requests) = crate::kube_target::driver(repo, plan, &env_file).await?;
+            let (driver, requests) = crate::kube_target::driver(repo, plan, &inputs).await?;
             api_requests = Some(requests);
             driver
         }

@@ -2,25 +2,21 @@
 
 use std::collections::BTreeMap;
 
-use platform::access::read_env_file;
+use platform::compile::Inputs;
 use platform::plan::diff::Snapshot;
-use platform::secrets::Identities;
 use platform::session;
 
 use crate::repo::Repo;
 
 /// The last successful snapshot of each step; empty when there is no journal yet. A journal
 /// that cannot be read (a PostgreSQL one without keys, say) is reported as a note.
-pub fn previous_snapshots(
-    repo: &Repo,
-    environment: &str,
-    identities: Option<&Identities>,
-) -> BTreeMap<String, Snapshot> {
-    let Ok(env_file) = read_env_file(&repo.root, environment) else { return BTreeMap::new() };
+pub fn previous_snapshots(repo: &Repo, inputs: &Inputs) -> BTreeMap<String, Snapshot> {
+    let environment = inputs.environment.name.as_str();
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(async {
-        let place = match session::journal_place(&repo.root, environment, &env_file, identities) {
+        let password = || session::admin_password_of(&repo.root, environment, &inputs.secrets);
+        let place = match session::journal_place(&repo.root, environment, &inputs.environment.env, password) {
             Ok(place) => place,
             Err(e) => {
                 eprintln!("note: the journal is not read ({e}); every step shows as to create");

@@ -1,18 +1,19 @@
 //! Building the `kube` target's driver for a deploy: the cluster client from the kubeconfig
 //! context, helm (`$OPUS_HELM`, `.tools/bin/helm`, or `helm` on PATH), the database admin
-//! credentials from the environment's secrets file, and the identities for the key store. The
+//! credentials from the environment's secrets file as the compile decrypted it, and the
+//! identities for the key store. The
 //! client counts the requests it sends, for the deploy's summary.
 
 use std::sync::Arc;
 
-use platform::access::identities_for;
+use platform::compile::Inputs;
 use platform::drivers::cluster::ClusterDriver;
 use platform::drivers::helm::{HelmContext, find_helm};
 use platform::drivers::kube::{ClientOptions, RequestCounter, connect_counted};
 use platform::exec::Driver;
-use platform::model::{EnvFile, Target};
+use platform::model::Target;
 use platform::plan::{Action, Plan};
-use platform::session::admin_options;
+use platform::session::{admin_options, admin_password_of};
 
 use crate::repo::Repo;
 use crate::{Outcome, ui};
@@ -21,8 +22,9 @@ use crate::{Outcome, ui};
 pub async fn driver(
     repo: &Repo,
     plan: &Plan,
-    env_file: &EnvFile,
+    inputs: &Inputs,
 ) -> Result<(Arc<dyn Driver>, RequestCounter), Outcome> {
+    let env_file = &inputs.environment.env;
     let Target::Kube { context, kubeconfig, .. } = &env_file.target else {
         ui::error(&"internal error: not a kube target");
         return Err(Outcome::Failed);
@@ -33,17 +35,15 @@ pub async fn driver(
         ui::error(&e);
         Outcome::CouldNotStart
     })?;
-    let identities = identities_for(&repo.root, env_file).map_err(|e| {
-        ui::error_chain(&e);
-        Outcome::CouldNotStart
-    })?;
+    // The identities the secrets were decrypted with also read the key store.
+    let identities = inputs.identities.clone().unwrap_or_default();
     // The admin credentials are needed only when the plan touches the database.
     let needs_database = plan
         .steps()
         .any(|s| matches!(s.action, Action::ProvisionDatabase { .. } | Action::DatabasePreflight { .. }));
     let database = if needs_database {
-        match admin_options(&repo.root, &plan.environment, env_file, Some(&identities), "postgres") {
-            Ok(options) => Some(options),
+        match admin_password_of(&repo.root, &plan.environment, &inputs.secrets) {
+            Ok(password) => Some(admin_options(env_file, password, "postgres")),
             Err(e) => {
                 ui::error_chain(&e);
                 return Err(Outcome::CouldNotStart);

@@ -4,20 +4,17 @@ use platform::load::tree::GitTree;
 use platform::plan::diff::diff_plans;
 use platform::plan::render;
 
-use crate::compile_env::{Keys, compile, identities};
+use crate::compile_env::{Keys, compile, compile_with_keys};
 use crate::flags::{PlanCmd, PlanFormat};
 use crate::repo::Repo;
 use crate::{Outcome, ui};
 
 pub fn run(repo: &Repo, cmd: &PlanCmd) -> Outcome {
-    let identities = match identities(repo, &cmd.environment, Keys::IfAvailable) {
-        Ok(ids) => ids,
+    let (plan, inputs) = match compile_with_keys(repo, &cmd.environment, Keys::IfAvailable) {
+        Ok(compiled) => compiled,
         Err(outcome) => return outcome,
     };
-    let plan = match compile(&repo.tree(), &cmd.environment, identities.as_ref()) {
-        Ok(plan) => plan,
-        Err(outcome) => return outcome,
-    };
+    let identities = inputs.identities.as_ref();
     if let Some(base) = &cmd.base {
         let tree = match GitTree::open(&repo.root, base) {
             Ok(tree) => tree,
@@ -26,7 +23,7 @@ pub fn run(repo: &Repo, cmd: &PlanCmd) -> Outcome {
                 return Outcome::CouldNotStart;
             }
         };
-        let base_plan = match compile(&tree, &cmd.environment, identities.as_ref()) {
+        let base_plan = match compile(&tree, &cmd.environment, identities) {
             Ok(plan) => plan,
             Err(outcome) => {
                 eprintln!("note: the errors above are in `{base}`");
@@ -51,7 +48,7 @@ pub fn run(repo: &Repo, cmd: &PlanCmd) -> Outcome {
         crate::ui::stdout(&out);
         return Outcome::Success;
     }
-    let previous = crate::journal_view::previous_snapshots(repo, &cmd.environment, identities.as_ref());
+    let previous = crate::journal_view::previous_snapshots(repo, &inputs);
     let out = match cmd.format {
         PlanFormat::Text => render::text(&plan, &previous),
         PlanFormat::Json => {

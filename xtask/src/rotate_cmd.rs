@@ -44,8 +44,10 @@ async fn rotate_or_exit(repo: &Repo, cmd: &RotateKeysCmd) -> Result<Outcome, Out
     let identities = identities_for(&repo.root, &env_file).or_exit(Outcome::CouldNotStart)?;
     let opened = open_store(repo, environment, &env_file).await?;
     // No deploy may run while files change keys.
-    let place = session::journal_place(&repo.root, environment, &env_file, Some(&identities))
-        .or_exit(Outcome::CouldNotStart)?;
+    let place = session::journal_place(&repo.root, environment, &env_file, || {
+        session::decrypt_admin_password(&repo.root, environment, Some(&identities))
+    })
+    .or_exit(Outcome::CouldNotStart)?;
     let _lock = session::lock(&place, environment).await.or_exit(Outcome::CouldNotStart)?;
     if cmd.commit {
         let env_toml = std::path::Path::new("environments").join(environment).join("env.toml");

@@ -1,9 +1,8 @@
 //! `cargo xtask status`.
 
-use platform::access::read_env_file;
 use platform::session;
 
-use crate::compile_env::{Keys, compile, identities};
+use crate::compile_env::{Keys, compile_with_keys};
 use crate::flags::{StatusCmd, StatusFormat};
 use crate::repo::Repo;
 use crate::ui::OrExit;
@@ -20,11 +19,11 @@ async fn status(repo: &Repo, cmd: &StatusCmd) -> Outcome {
 }
 
 async fn status_or_exit(repo: &Repo, cmd: &StatusCmd) -> Result<Outcome, Outcome> {
-    let identities = identities(repo, &cmd.environment, Keys::IfAvailable)?;
-    let plan = compile(&repo.tree(), &cmd.environment, identities.as_ref())?;
-    let env_file = read_env_file(&repo.root, &cmd.environment).or_exit(Outcome::CouldNotStart)?;
-    let place = session::journal_place(&repo.root, &cmd.environment, &env_file, identities.as_ref())
-        .or_exit(Outcome::CouldNotStart)?;
+    let (plan, inputs) = compile_with_keys(repo, &cmd.environment, Keys::IfAvailable)?;
+    let place = session::journal_place(&repo.root, &cmd.environment, &inputs.environment.env, || {
+        session::admin_password_of(&repo.root, &cmd.environment, &inputs.secrets)
+    })
+    .or_exit(Outcome::CouldNotStart)?;
     let journal =
         session::open_existing_journal(&place, &cmd.environment).await.or_exit(Outcome::CouldNotStart)?;
     let latest = match &journal {

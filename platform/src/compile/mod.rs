@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value as Json;
 
 use crate::catalog::{Catalog, ChartSource, Kind};
-use crate::check::{Checked, check_environment_with};
+use crate::check::{Checked, Failure, check_finding_keys};
 use crate::diagnostic::Diagnostic;
 use crate::load::environment::LoadError;
 use crate::load::node::{Node, Value};
@@ -30,6 +30,19 @@ pub struct Compiled {
     pub plan: Option<Plan>,
     pub sources: SourceMap,
     pub diagnostics: Vec<Diagnostic>,
+    /// What the plan was compiled from, when it was: the commands that go on (journal
+    /// placement, drivers) take these values instead of reading the files again.
+    pub inputs: Option<Inputs>,
+}
+
+/// The loaded inputs of a compiled environment.
+#[derive(Debug)]
+pub struct Inputs {
+    /// The environment as loaded, with its env.toml ([`Environment::env`]).
+    pub environment: Environment,
+    /// Its secrets files, decrypted when `identities` are given.
+    pub secrets: SecretInputs,
+    pub identities: Option<Identities>,
 }
 
 /// Checks, reads secrets (decrypting them with `identities` when given) and compiles.
@@ -39,17 +52,35 @@ pub fn compile_environment(
     name: &str,
     identities: Option<&Identities>,
 ) -> Result<Compiled, LoadError> {
-    let report = check_environment_with(tree, catalog, name, identities)?;
+    compile_finding_keys(tree, catalog, name, |_| Ok::<_, std::convert::Infallible>(identities.cloned()))
+        .map_err(|failure| match failure {
+            Failure::Load(e) => e,
+            Failure::Keys(never) => match never {},
+        })
+}
+
+/// Checks and compiles, asking `keys` for the identities once env.toml is loaded (see
+/// [`check_finding_keys`]): every input file is read once.
+pub fn compile_finding_keys<E>(
+    tree: &dyn SourceTree,
+    catalog: &Catalog,
+    name: &str,
+    keys: impl FnOnce(&crate::model::EnvFile) -> Result<Option<Identities>, E>,
+) -> Result<Compiled, Failure<E>> {
+    let report = check_finding_keys(tree, catalog, name, keys)?;
     let mut sources = report.sources;
     let (Some(checked), Some(secrets)) = (report.checked, report.secrets) else {
-        return Ok(Compiled { plan: None, sources, diagnostics: report.diagnostics });
+        return Ok(Compiled { plan: None, sources, diagnostics: report.diagnostics, inputs: None });
     };
     let mut diagnostics = report.diagnostics;
     match compile(&checked, catalog, &secrets, &mut sources) {
-        Ok(plan) => Ok(Compiled { plan: Some(plan), sources, diagnostics }),
+        Ok(plan) => {
+            let inputs = Inputs { environment: checked.environment, secrets, identities: report.identities };
+            Ok(Compiled { plan: Some(plan), sources, diagnostics, inputs: Some(inputs) })
+        }
         Err(problems) => {
             diagnostics.extend(problems);
-            Ok(Compiled { plan: None, sources, diagnostics })
+            Ok(Compiled { plan: None, sources, diagnostics, inputs: None })
         }
     }
 }
