@@ -3,9 +3,9 @@
 //! secrets nor a network, so it runs in a pull request's CI without keys.
 
 use crate::catalog::Catalog;
-use crate::compile::secret_inputs::{SecretInputs, load_secret_inputs};
 use crate::diagnostic::Diagnostic;
 use crate::load::environment::{LoadError, load_environment};
+use crate::load::secret_inputs::{SecretInputs, load_secret_inputs};
 use crate::load::tree::SourceTree;
 use crate::model::{EnvFile, Environment};
 use crate::secrets::Identities;

@@ -20,6 +20,7 @@ pub mod journal;
 pub mod keys;
 pub mod load;
 pub mod model;
+pub mod node;
 pub mod plan;
 pub mod program;
 pub mod secrets;

@@ -8,13 +8,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::compile::secret_inputs::SecretInputs;
 use crate::drivers::postgres::{AdminOptions, SslMode as PgSslMode};
 use crate::exec::{JournalSink, Record, RecordOutcome};
 use crate::journal::{
     DeployLock, Journal, JournalError, LockError, StepOutcome, StepRecord, lock_file, lock_postgres,
 };
 use crate::load::environment::ENVIRONMENTS_DIR;
+use crate::load::secret_inputs::SecretInputs;
 use crate::model::{EnvFile, JournalSettings, SslMode};
 use crate::plan::diff::Snapshot;
 use crate::secrets::{Identities, SecretTree, decrypt_file};

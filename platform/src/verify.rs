@@ -230,7 +230,7 @@ fn check_recipients(env: &Environment, out: &mut Vec<Diagnostic>) {
     for (idx, recipient) in env.env.secrets.age_recipients.iter().enumerate() {
         if recipient.parse::<age::x25519::Recipient>().is_err() {
             let span = match env.env_node.entry_at(&["secrets", "age_recipients"]).map(|e| &e.node.value) {
-                Some(crate::load::node::Value::Array(items)) if idx < items.len() => items[idx].span,
+                Some(crate::node::Value::Array(items)) if idx < items.len() => items[idx].span,
                 _ => env.env_node.span_at(&["secrets", "age_recipients"]),
             };
             out.push(
@@ -395,7 +395,7 @@ fn resolve_dependencies(env: &Environment, catalog: &Catalog, out: &mut Vec<Diag
             }
         }
         let spans: Vec<Span> = match component.node.entry_at(&["depends_on"]).map(|e| &e.node.value) {
-            Some(crate::load::node::Value::Array(items)) => items.iter().map(|i| i.span).collect(),
+            Some(crate::node::Value::Array(items)) => items.iter().map(|i| i.span).collect(),
             _ => Vec::new(),
         };
         for (idx, name) in component.file.depends_on.iter().enumerate() {

@@ -2,8 +2,8 @@
 
 use platform::access::{identities_for, read_env_file};
 use platform::compile::compile_environment;
-use platform::compile::secret_inputs::identities_for_recipients;
 use platform::load::environment::{LoadError, survey_environments};
+use platform::load::secret_inputs::identities_for_recipients;
 use platform::source::SourceMap;
 
 use crate::flags::CheckCmd;

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use platform::access::{environment_of, identities_for, read_env_file};
-use platform::compile::secret_inputs::KnownSecretKeys;
+use platform::load::secret_inputs::KnownSecretKeys;
 use platform::secrets::{self, EditOptions, EditOutcome, SecretTree, SecretValue, SecretsError};
 use platform::sensitive::SecretString;
 

@@ -4,7 +4,6 @@
 //! fingerprint. Compiling never touches the network; `plan` and `deploy` share this code.
 
 pub mod context;
-pub mod secret_inputs;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,15 +13,15 @@ use crate::catalog::{Catalog, ChartSource, Kind};
 use crate::check::{Checked, Failure, check_finding_keys};
 use crate::diagnostic::Diagnostic;
 use crate::load::environment::LoadError;
-use crate::load::node::{Node, Value};
+use crate::load::secret_inputs::{SecretFile, SecretInputs, VALUES_SENSITIVE_CUSTOM};
 use crate::load::tree::SourceTree;
 use crate::model::{ComponentInstance, Environment, Target};
+use crate::node::{Node, Value};
 use crate::plan::{Action, ChartSpec, Plan, Step, TargetSpec};
 use crate::secrets::Identities;
 use crate::source::{SourceMap, Span};
 use crate::template::{Renderer, TemplateError, TemplateErrorKind, has_template_syntax};
 use crate::values::{SecretTable, Values, deep_merge, finish_tree};
-use secret_inputs::{SecretFile, SecretInputs, VALUES_SENSITIVE_CUSTOM};
 
 /// The outcome of compiling an environment.
 #[derive(Debug)]

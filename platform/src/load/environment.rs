@@ -9,12 +9,12 @@ use serde::de::DeserializeOwned;
 
 use crate::catalog::Catalog;
 use crate::diagnostic::Diagnostic;
-use crate::load::node::{Node, Value, parse_toml};
 use crate::load::schema_check::{RESERVED_KEYS, check_schema_at, check_schema_detailed, suggest};
 use crate::load::tree::{DirEntry, EntryKind, Refused, SourceTree, refusal};
 use crate::model::{
     ClientFile, ComponentFile, ComponentInstance, EnvFile, Environment, Namespace, NamespaceFile, names,
 };
+use crate::node::{Node, Value, parse_toml};
 use crate::source::{SourceMap, Span};
 
 /// The folder of the client hierarchy, relative to the repository root.

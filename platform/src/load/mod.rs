@@ -3,6 +3,6 @@
 //! and deep-merges the levels. Loading never touches the network.
 
 pub mod environment;
-pub mod node;
 pub mod schema_check;
+pub mod secret_inputs;
 pub mod tree;

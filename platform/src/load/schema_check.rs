@@ -6,7 +6,7 @@
 use serde_json::Value as Json;
 
 use crate::diagnostic::Diagnostic;
-use crate::load::node::{Node, Value};
+use crate::node::{Node, Value};
 use crate::source::Span;
 
 /// Keys the schema check passes over because the loader reports them with a better message.
@@ -451,7 +451,7 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::node::parse_toml;
+    use crate::node::parse_toml;
     use crate::source::SourceMap;
     use schemars::JsonSchema;
 

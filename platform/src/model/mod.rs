@@ -6,7 +6,7 @@ pub mod names;
 
 use std::collections::BTreeMap;
 
-use crate::load::node::Node;
+use crate::node::Node;
 
 pub use files::*;
 
