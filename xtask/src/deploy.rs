@@ -17,8 +17,7 @@ use crate::ui::OrExit;
 use crate::{Outcome, ui};
 
 pub fn run(repo: &Repo, cmd: &DeployCmd) -> Outcome {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
-    runtime.block_on(deploy(repo, cmd))
+    crate::runtime::block_on(deploy(repo, cmd))
 }
 
 async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {

@@ -12,9 +12,7 @@ use crate::repo::Repo;
 /// that cannot be read (a PostgreSQL one without keys, say) is reported as a note.
 pub fn previous_snapshots(repo: &Repo, inputs: &Inputs) -> BTreeMap<String, Snapshot> {
     let environment = inputs.environment.name.as_str();
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-    runtime.block_on(async {
+    crate::runtime::block_on(async {
         let password = || session::admin_password_of(&repo.root, environment, &inputs.secrets);
         let place = match session::journal_place(&repo.root, environment, &inputs.environment.env, password) {
             Ok(place) => place,

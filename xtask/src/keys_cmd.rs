@@ -67,9 +67,7 @@ pub fn may_print_private_key(stdout_is_terminal: bool, force: bool) -> bool {
 }
 
 pub fn run(repo: &Repo, cmd: &KeysCmd) -> Outcome {
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-    runtime.block_on(run_async(repo, cmd))
+    crate::runtime::block_on(run_async(repo, cmd))
 }
 
 async fn run_async(repo: &Repo, cmd: &KeysCmd) -> Outcome {

@@ -15,6 +15,7 @@ mod plan;
 mod progress;
 mod repo;
 mod rotate_cmd;
+mod runtime;
 mod schema;
 mod secrets_cmd;
 mod status;

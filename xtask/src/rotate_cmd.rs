@@ -20,8 +20,7 @@ fn kill_after_file() -> Option<usize> {
 }
 
 pub fn run(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
-    runtime.block_on(rotate(repo, cmd))
+    crate::runtime::block_on(rotate(repo, cmd))
 }
 
 async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {

@@ -9,9 +9,7 @@ use crate::ui::OrExit;
 use crate::{Outcome, ui};
 
 pub fn run(repo: &Repo, cmd: &StatusCmd) -> Outcome {
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-    runtime.block_on(status(repo, cmd))
+    crate::runtime::block_on(status(repo, cmd))
 }
 
 async fn status(repo: &Repo, cmd: &StatusCmd) -> Outcome {
