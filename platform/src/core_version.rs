@@ -26,7 +26,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -370,10 +369,8 @@ fn lock_cache(cache: &Path) -> Result<CacheLock, CoreError> {
     let write = |source| CoreError::Write { path: path.clone(), source };
     fs::create_dir_all(cache).map_err(write)?;
     let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(write)?;
-    // SAFETY: flock on a file descriptor this function owns; the lock lives as long as the file.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(write(io::Error::last_os_error()));
-    }
+    // `flock`: the lock lives as long as the file.
+    file.lock().map_err(write)?;
     Ok(CacheLock { _file: file })
 }
 

@@ -8,7 +8,6 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -335,11 +334,9 @@ pub fn append_identity_to_key_file(
         .mode(0o600)
         .open(path)
         .map_err(key_error)?;
-    // Serialize concurrent `keys save` runs on the same file.
-    // SAFETY: flock on a file descriptor we own; it is released when the file closes.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(key_error(std::io::Error::last_os_error()));
-    }
+    // Serialize concurrent `keys save` runs on the same file (`flock`, released when the file
+    // closes).
+    file.lock().map_err(key_error)?;
     file.seek(SeekFrom::Start(0)).map_err(key_error)?;
     let mut existing = String::new();
     file.read_to_string(&mut existing).map_err(key_error)?;
