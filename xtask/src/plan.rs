@@ -2,6 +2,7 @@
 
 use platform::load::tree::GitTree;
 use platform::plan::diff::diff_plans;
+use platform::plan::document::{PlanDiffDocument, PlanDocument};
 use platform::plan::render;
 
 use crate::compile_env::{Keys, compile, compile_with_keys};
@@ -33,14 +34,8 @@ pub fn run(repo: &Repo, cmd: &PlanCmd) -> Outcome {
         let diff = diff_plans(&base_plan, &plan);
         let out = match cmd.format {
             PlanFormat::Json => {
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "format": platform::plan::PLAN_FORMAT,
-                    "environment": cmd.environment,
-                    "base": base,
-                    "diff": diff,
-                }))
-                .expect("serializable")
-                    + "\n"
+                let document = PlanDiffDocument::new(&cmd.environment, base, &diff);
+                serde_json::to_string_pretty(&document).expect("serializable") + "\n"
             }
             PlanFormat::Markdown => render::diff_text(&cmd.environment, base, &diff, true),
             PlanFormat::Text => render::diff_text(&cmd.environment, base, &diff, false),
@@ -52,7 +47,8 @@ pub fn run(repo: &Repo, cmd: &PlanCmd) -> Outcome {
     let out = match cmd.format {
         PlanFormat::Text => render::text(&plan, &previous),
         PlanFormat::Json => {
-            serde_json::to_string_pretty(&render::json(&plan, &previous)).expect("serializable") + "\n"
+            let document = PlanDocument::with_changes(&plan, &previous);
+            serde_json::to_string_pretty(&document).expect("serializable") + "\n"
         }
         PlanFormat::Markdown => render::markdown(&plan, &previous),
     };

@@ -9,14 +9,33 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
+use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use crate::drivers::postgres::{Identifier, provisioning_sql, scram_verifier};
 use crate::exec::{Cleanup, Driver, PhaseReporter, StepError, StepOutput};
-use crate::plan::{Action, Plan, Step};
+use crate::plan::{Action, Plan, Step, TargetSpec};
 use crate::secrets::AtomicWriteOptions;
 use crate::secrets::{EncryptionRule, Recipient, SecretTree, encrypt_document, write_atomic};
 use crate::values::Values;
+
+/// The bundle's `index.json`: the plan's steps in execution order with the files each writes.
+#[derive(Debug, Serialize)]
+pub struct BundleIndex<'a> {
+    pub environment: &'a str,
+    pub target: &'a TargetSpec,
+    pub steps: Vec<IndexedStep<'a>>,
+}
+
+/// One step of a [`BundleIndex`].
+#[derive(Debug, Serialize)]
+pub struct IndexedStep<'a> {
+    pub id: &'a str,
+    pub fingerprint: &'a str,
+    pub depends_on: &'a [String],
+    /// Relative to the bundle.
+    pub files: Vec<String>,
+}
 
 /// Writes steps into a bundle folder.
 pub struct DirectoryDriver {
@@ -35,11 +54,19 @@ impl DirectoryDriver {
     /// (`.<name>.<random>.tmp`): the caller holds the deploy lock, so no write is in flight.
     fn write_index(&self, plan: &Plan) -> Result<(), StepError> {
         remove_interrupted_writes(&self.bundle)?;
-        let steps: Vec<Json> = plan
-            .steps()
-            .map(|step| json!({"id": step.id, "fingerprint": step.fingerprint, "depends_on": step.depends_on, "files": files_of(step)}))
-            .collect();
-        let index = json!({"environment": plan.environment, "target": plan.target, "steps": steps});
+        let index = BundleIndex {
+            environment: &plan.environment,
+            target: &plan.target,
+            steps: plan
+                .steps()
+                .map(|step| IndexedStep {
+                    id: &step.id,
+                    fingerprint: &step.fingerprint,
+                    depends_on: &step.depends_on,
+                    files: files_of(step),
+                })
+                .collect(),
+        };
         self.write("index.json", &(serde_json::to_string_pretty(&index).expect("JSON") + "\n"))
     }
 

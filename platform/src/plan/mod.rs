@@ -3,6 +3,7 @@
 //! from the same compiler; nothing executes a plan that [`Plan::verify`] rejects.
 
 pub mod diff;
+pub mod document;
 pub mod fingerprint;
 pub mod render;
 
@@ -379,14 +380,7 @@ impl Plan {
 
     /// The plan as its documented JSON document.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "format": PLAN_FORMAT,
-            "environment": self.environment,
-            "protected": self.protected,
-            "target": self.target,
-            "secrets": if self.secrets_decrypted { "decrypted" } else { "encrypted" },
-            "steps": self.steps().collect::<Vec<_>>(),
-        })
+        serde_json::to_value(document::PlanDocument::new(self)).expect("a plan serializes")
     }
 }
 

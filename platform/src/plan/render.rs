@@ -98,26 +98,6 @@ pub fn text(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
     out
 }
 
-/// The plan as its JSON document, each step with its change and changed keys.
-pub fn json(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> serde_json::Value {
-    let changes = classify(plan, previous);
-    let mut document = plan.to_json();
-    if let Some(steps) = document.get_mut("steps").and_then(|s| s.as_array_mut()) {
-        for step in steps {
-            let id = step["id"].as_str().unwrap_or_default().to_owned();
-            let (kind, keys) = &changes[&id];
-            step["change"] = json!(kind);
-            step["changed_keys"] = json!(keys);
-        }
-    }
-    let (create, update, unchanged, migrate) = summary(&changes);
-    document["summary"] = json!({"create": create, "update": update, "unchanged": unchanged});
-    if migrate > 0 {
-        document["summary"]["migrate"] = json!(migrate);
-    }
-    document
-}
-
 /// The plan as a pull-request comment: a summary table and one collapsible section per
 /// changed component.
 pub fn markdown(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
