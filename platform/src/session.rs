@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::drivers::postgres::{AdminOptions, SslMode as PgSslMode};
-use crate::exec::{JournalSink, Record, RecordOutcome};
+use crate::exec::JournalSink;
 use crate::journal::{
     DeployLock, Journal, JournalError, LockError, StepOutcome, StepRecord, lock_file, lock_postgres,
 };
@@ -223,19 +223,8 @@ pub fn success_fingerprints(latest: &BTreeMap<String, StepRecord>) -> BTreeMap<S
 }
 
 impl JournalSink for Journal {
-    async fn append(&mut self, record: &Record) -> Result<(), String> {
-        let record = StepRecord {
-            step_id: record.step_id.clone(),
-            fingerprint: record.fingerprint.clone(),
-            outcome: match &record.outcome {
-                RecordOutcome::Succeeded => StepOutcome::Succeeded,
-                RecordOutcome::Failed { message } => StepOutcome::Failed { message: message.clone() },
-            },
-            started_at: record.started_at,
-            finished_at: record.finished_at,
-            outputs: record.outputs.clone(),
-            snapshot: serde_json::to_value(&record.snapshot).expect("serializable"),
-        };
-        Journal::append(self, &record).await.map_err(|e| e.to_string())
+    type Error = JournalError;
+    async fn append(&mut self, record: &StepRecord) -> Result<(), JournalError> {
+        Journal::append(self, record).await
     }
 }

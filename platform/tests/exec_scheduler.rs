@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use platform::exec::{
-    Driver, ExecOptions, MemoryJournal, PhaseReporter, RecordOutcome, RecordingProgress, StepError,
-    StepOutput, StepStatus, Summary, execute,
+    Driver, ExecOptions, MemoryJournal, PhaseReporter, RecordingProgress, StepError, StepOutcome, StepOutput,
+    StepStatus, Summary, execute,
 };
 use platform::plan::{Action, Plan, Step, TargetSpec, fingerprint};
 use tokio::sync::{Notify, mpsc, watch};
@@ -176,12 +176,12 @@ async fn failed_step_stops_its_dependents_only() {
     assert!(!summary.is_success());
     assert!(!driver.ran().contains("ns/c/release"), "a dependent of a failed step ran");
     // Every step that ran is journaled, the failure with its message.
-    let journaled: BTreeMap<&str, &RecordOutcome> =
+    let journaled: BTreeMap<&str, &StepOutcome> =
         journal.records.iter().map(|r| (r.step_id.as_str(), &r.outcome)).collect();
     assert_eq!(journaled.len(), 4);
     assert_eq!(
         journaled["ns/b/release"],
-        &RecordOutcome::Failed { message: "ns/b/release failed on purpose".to_owned() }
+        &StepOutcome::Failed { message: "ns/b/release failed on purpose".to_owned() }
     );
 }
 
@@ -348,7 +348,7 @@ async fn cancellation_lets_the_running_step_finish_and_starts_nothing_new() {
     // The step that finished is journaled; nothing else is.
     assert_eq!(journal.records.len(), 1);
     assert_eq!(journal.records[0].step_id, "ns/a/release");
-    assert_eq!(journal.records[0].outcome, RecordOutcome::Succeeded);
+    assert_eq!(journal.records[0].outcome, StepOutcome::Succeeded);
     let events = progress.events.lock().unwrap();
     let started_events: Vec<&str> =
         events.iter().filter(|e| e.status == StepStatus::Started).map(|e| e.step.as_str()).collect();

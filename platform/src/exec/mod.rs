@@ -6,6 +6,7 @@
 
 pub mod driver;
 pub mod progress;
+pub mod record;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -18,34 +19,15 @@ use tokio::task::JoinSet;
 
 pub use driver::{Cleanup, Driver, PhaseReporter, StepError, StepOutput};
 pub use progress::{NoProgress, Progress, RecordingProgress, StepEvent, StepStatus};
+pub use record::{StepOutcome, StepRecord};
 
 use crate::plan::Plan;
 use crate::plan::diff::Snapshot;
 
-/// How a journaled step ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum RecordOutcome {
-    Succeeded,
-    Failed { message: String },
-}
-
-/// What the executor writes to the journal after each step it ran.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Record {
-    pub step_id: String,
-    pub fingerprint: String,
-    pub outcome: RecordOutcome,
-    pub started_at: OffsetDateTime,
-    pub finished_at: OffsetDateTime,
-    pub outputs: serde_json::Value,
-    /// The step as planned, secrets masked: what `plan` diffs against next time.
-    pub snapshot: Snapshot,
-}
-
 /// Where records go. Appending must be durable when the future resolves.
 pub trait JournalSink: Send {
-    fn append(&mut self, record: &Record) -> impl Future<Output = Result<(), String>> + Send;
+    type Error: std::error::Error + Send + 'static;
+    fn append(&mut self, record: &StepRecord) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// A test-only crash: kill the process right after a step is journaled.
@@ -157,17 +139,17 @@ pub async fn execute<J: JournalSink>(
             if migrates {
                 let now = OffsetDateTime::now_utc();
                 let from = recorded.map_or(0, |r| crate::plan::fingerprint_format(r));
-                let record = Record {
+                let record = StepRecord {
                     step_id: id.clone(),
                     fingerprint: step.fingerprint.clone(),
-                    outcome: RecordOutcome::Succeeded,
+                    outcome: StepOutcome::Succeeded,
                     started_at: now,
                     finished_at: now,
                     outputs: serde_json::json!({"fingerprint_format_migrated_from": from}),
-                    snapshot: Snapshot::of(&step),
+                    snapshot: snapshot_of(&step),
                 };
                 if let Err(error) = journal.append(&record).await {
-                    summary.journal_error = Some(error);
+                    summary.journal_error = Some(error.to_string());
                     break;
                 }
                 progress.step(&StepEvent {
@@ -250,21 +232,21 @@ pub async fn execute<J: JournalSink>(
         let step = plan.step(&id).expect("a step of the plan");
         let duration_ms = progress::millis(started.elapsed());
         let (outcome, outputs) = match &result {
-            Ok(outputs) => (RecordOutcome::Succeeded, outputs.clone()),
-            Err(error) => (RecordOutcome::Failed { message: error.rendered() }, serde_json::Value::Null),
+            Ok(outputs) => (StepOutcome::Succeeded, outputs.clone()),
+            Err(error) => (StepOutcome::Failed { message: error.rendered() }, serde_json::Value::Null),
         };
-        let record = Record {
+        let record = StepRecord {
             step_id: id.clone(),
             fingerprint: step.fingerprint.clone(),
             outcome,
             started_at,
             finished_at: OffsetDateTime::now_utc(),
             outputs,
-            snapshot: Snapshot::of(step),
+            snapshot: snapshot_of(step),
         };
         // Durable before any dependent starts.
         if let Err(error) = journal.append(&record).await {
-            summary.journal_error = Some(error);
+            summary.journal_error = Some(error.to_string());
         }
         done.insert(id.clone());
         match result {
@@ -328,14 +310,20 @@ pub async fn execute<J: JournalSink>(
     summary
 }
 
+/// The step as planned, secrets masked: what `plan` diffs against next time.
+fn snapshot_of(step: &crate::plan::Step) -> serde_json::Value {
+    serde_json::to_value(Snapshot::of(step)).expect("a snapshot serializes")
+}
+
 /// A journal that keeps records in memory, for tests and dry runs.
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
-    pub records: Vec<Record>,
+    pub records: Vec<StepRecord>,
 }
 
 impl JournalSink for MemoryJournal {
-    async fn append(&mut self, record: &Record) -> Result<(), String> {
+    type Error = std::convert::Infallible;
+    async fn append(&mut self, record: &StepRecord) -> Result<(), Self::Error> {
         self.records.push(record.clone());
         Ok(())
     }
@@ -347,10 +335,10 @@ impl MemoryJournal {
         let mut out = BTreeMap::new();
         for record in &self.records {
             match record.outcome {
-                RecordOutcome::Succeeded => {
+                StepOutcome::Succeeded => {
                     out.insert(record.step_id.clone(), record.fingerprint.clone());
                 }
-                RecordOutcome::Failed { .. } => {
+                StepOutcome::Failed { .. } | StepOutcome::Interrupted => {
                     out.remove(&record.step_id);
                 }
             }
