@@ -524,3 +524,39 @@ fn shipped_environments_pass_the_gate() {
         run.assert_stderr_contains(&format!("Checked `{env}`"));
     }
 }
+
+#[test]
+fn secrets_new_fills_exactly_the_keys_the_owner_of_the_path_reads() {
+    let repo = Repo::shipped();
+    let abs = |path: &str| repo.root().join(path).display().to_string();
+    let show = |path: &str| {
+        let run = repo.xtask(&["secrets", "show", &abs(path)]);
+        run.assert_code(0);
+        run.stdout.clone()
+    };
+    // A component's file: its template's keys (oob-consent reads the database password).
+    let consent_keys: Vec<String> = show(EXAMPLE_CONSENT_SECRETS)
+        .lines()
+        .filter(|l| !l.starts_with(' ') && l.contains(':'))
+        .map(|l| l.split(':').next().unwrap().to_owned())
+        .filter(|k| k != "values_sensitive_custom")
+        .collect();
+    assert!(!consent_keys.is_empty());
+    std::fs::remove_file(repo.root().join(EXAMPLE_CONSENT_SECRETS)).unwrap();
+    repo.xtask(&["secrets", "new", &abs(EXAMPLE_CONSENT_SECRETS)]).assert_code(0);
+    let created = show(EXAMPLE_CONSENT_SECRETS);
+    for key in &consent_keys {
+        assert!(created.contains(&format!("{key}:")), "`{key}` generated:\n{created}");
+    }
+
+    // The environment's own file: its keys.
+    std::fs::remove_file(repo.root().join(EXAMPLE_ENV_SECRETS)).unwrap();
+    repo.xtask(&["secrets", "new", &abs(EXAMPLE_ENV_SECRETS)]).assert_code(0);
+    let env = show(EXAMPLE_ENV_SECRETS);
+    assert!(env.contains("fingerprint_key:") && env.contains("admin_password:"), "{env}");
+
+    // Any other name at the environment's depth is nobody's file: nothing is generated.
+    let other = "environments/example/other.enc.yaml";
+    repo.xtask(&["secrets", "new", &abs(other)]).assert_code(0);
+    assert_eq!(show(other).trim(), "{}");
+}

@@ -23,6 +23,7 @@ pub mod model;
 pub mod node;
 pub mod plan;
 pub mod program;
+pub mod schema;
 pub mod secrets;
 pub mod sensitive;
 pub mod session;

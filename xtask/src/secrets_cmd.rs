@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use platform::access::{environment_of, identities_for, read_env_file};
-use platform::load::secret_inputs::KnownSecretKeys;
+use platform::load::secret_inputs::{self, KnownSecretKeys};
 use platform::secrets::{self, EditOptions, EditOutcome, SecretTree, SecretValue, SecretsError};
 use platform::sensitive::SecretString;
 
@@ -35,7 +35,7 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
     };
     let absolute = repo.root.join(&relative);
     let result = match cmd.action {
-        SecretsAction::New { .. } => new_file(&absolute, &relative, &env_file.secrets.age_recipients),
+        SecretsAction::New { .. } => new_file(&repo.root, &relative, &env_file.secrets.age_recipients),
         other => {
             let identities = match identities_for(&repo.root, &env_file) {
                 Ok(identities) => identities,
@@ -65,7 +65,7 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                         SecretString::new(value)
                     };
                     let keep =
-                        owner_keys(&absolute, &relative).map(|k| k.keep_encrypted()).unwrap_or_default();
+                        owner_keys(&repo.root, &relative).map(|k| k.keep_encrypted()).unwrap_or_default();
                     secrets::ops::set_value_keeping(&absolute, &key, value, &identities, &keep)
                         .map(|()| ui::status("Updated", &format!("`{key}` in {}", relative.display())))
                 }
@@ -74,7 +74,7 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                         .or_else(|_| std::env::var("EDITOR"))
                         .unwrap_or_else(|_| "vi".to_owned());
                     let keep =
-                        owner_keys(&absolute, &relative).map(|k| k.keep_encrypted()).unwrap_or_default();
+                        owner_keys(&repo.root, &relative).map(|k| k.keep_encrypted()).unwrap_or_default();
                     match secrets::ops::edit_file_keeping(
                         &absolute,
                         &identities,
@@ -122,9 +122,10 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
 }
 
 /// Creates a secrets file holding every key its owner requires, with random values.
-fn new_file(absolute: &Path, relative: &Path, recipients: &[String]) -> Result<(), SecretsError> {
+fn new_file(root: &Path, relative: &Path, recipients: &[String]) -> Result<(), SecretsError> {
+    let absolute = &root.join(relative);
     let recipients = secrets::parse_recipients(recipients)?;
-    let required: Vec<String> = owner_keys(absolute, relative)
+    let required: Vec<String> = owner_keys(root, relative)
         .map(|k| k.keys.iter().map(|k| (*k).to_owned()).collect())
         .unwrap_or_default();
     let mut tree = SecretTree::empty();
@@ -144,22 +145,9 @@ fn new_file(absolute: &Path, relative: &Path, recipients: &[String]) -> Result<(
     Ok(())
 }
 
-/// The keys the owner of a secrets file reads: the environment's own keys, or its component
-/// template's (`None` for a file that belongs to neither, or to an unknown template).
-fn owner_keys(absolute: &Path, relative: &Path) -> Option<KnownSecretKeys> {
-    let parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-    match parts.len() {
-        // environments/<env>/secrets.enc.yaml
-        3 => Some(KnownSecretKeys::environment()),
-        // environments/<env>/<namespace>/<component>/secrets.enc.yaml
-        5 => {
-            let component_toml = absolute.with_file_name("component.toml");
-            let text = std::fs::read_to_string(&component_toml).ok();
-            let template = platform::load::environment::template_name(text.as_deref(), &parts[3]);
-            components::catalog().get(&template).map(|t| KnownSecretKeys::component(&t.definition))
-        }
-        _ => None,
-    }
+/// The keys the owner of a secrets file reads.
+fn owner_keys(root: &Path, relative: &Path) -> Option<KnownSecretKeys> {
+    secret_inputs::owner_keys(&components::catalog(), root, relative)
 }
 
 /// A random value in the shape a key needs: 64-bit hex for salts, 256-bit hex otherwise.

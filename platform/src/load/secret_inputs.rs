@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::catalog::{Catalog, Definition};
 use crate::diagnostic::Diagnostic;
-use crate::load::environment::start_span;
+use crate::load::environment::{ENVIRONMENTS_DIR, start_span};
 use crate::load::schema_check::suggest;
 use crate::load::tree::SourceTree;
 use crate::model::Environment;
@@ -67,6 +67,28 @@ impl KnownSecretKeys {
         if known.is_empty() { "nothing".to_owned() } else { known.join(", ") }
     }
 }
+
+/// The keys the owner of a secrets file reads, by the file's place in the repository
+/// (`relative` to its root): `environments/<env>/secrets.enc.yaml` is the environment's own
+/// file, `environments/<env>/<namespace>/<component>/secrets.enc.yaml` a component's (its
+/// template named by the `template` key of the `component.toml` beside it, else by the
+/// directory). `None` for any other path, or a component of no known template.
+pub fn owner_keys(catalog: &Catalog, root: &Path, relative: &Path) -> Option<KnownSecretKeys> {
+    let parts: Vec<&str> = relative.iter().map(|p| p.to_str()).collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [ENVIRONMENTS_DIR, _, SECRETS_FILE] => Some(KnownSecretKeys::environment()),
+        [ENVIRONMENTS_DIR, _, _, component, SECRETS_FILE] => {
+            let component_toml = root.join(relative).with_file_name("component.toml");
+            let text = std::fs::read_to_string(component_toml).ok();
+            let template = crate::load::environment::template_name(text.as_deref(), component);
+            catalog.get(&template).map(|t| KnownSecretKeys::component(&t.definition))
+        }
+        _ => None,
+    }
+}
+
+/// The name of every secrets file.
+pub const SECRETS_FILE: &str = "secrets.enc.yaml";
 
 /// The identities when one of them is a key of `recipients` (the environment's): only then
 /// can every secrets file of the environment be decrypted and its MAC verified. Keys of other

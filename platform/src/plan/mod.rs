@@ -5,6 +5,7 @@
 pub mod diff;
 pub mod document;
 pub mod fingerprint;
+pub mod graph;
 pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
