@@ -21,7 +21,7 @@ use platform::core_version::{
 };
 use platform::load::environment::list_environments;
 
-use crate::flags::{CheckCmd, Command, CoreCmd, CoreCommand, CoreFetchCmd, KeysAction, SecretsAction};
+use crate::flags::{CheckCmd, Command, CoreCmd, CoreCommand, CoreFetchCmd, Subject};
 use crate::repo::Repo;
 use crate::{Outcome, ui};
 
@@ -44,34 +44,16 @@ pub fn route(repo: &Repo, command: Command) -> Routed {
     if std::env::var_os(ACTIVE_CORE_ENV).is_some() {
         return Routed::here(command);
     }
-    match command {
-        Command::Check(cmd) => route_check(repo, cmd),
-        Command::Plan(cmd) => route_one(repo, &cmd.environment.clone(), Command::Plan(cmd)),
-        Command::Deploy(cmd) => route_one(repo, &cmd.environment.clone(), Command::Deploy(cmd)),
-        Command::Status(cmd) => route_one(repo, &cmd.environment.clone(), Command::Status(cmd)),
-        Command::Graph(cmd) => route_one(repo, &cmd.environment.clone(), Command::Graph(cmd)),
-        Command::Secrets(cmd) => {
-            // Secrets commands name a file; its environment decides the core (the catalog says
-            // which keys `secrets new` creates).
-            let path = match &cmd.action {
-                SecretsAction::Edit { path }
-                | SecretsAction::Show { path }
-                | SecretsAction::Set { path, .. }
-                | SecretsAction::New { path } => path.clone(),
-            };
-            match platform::access::environment_of(&repo.root, &path) {
-                Ok((environment, _)) => route_one(repo, &environment, Command::Secrets(cmd)),
-                Err(_) => Routed::here(Command::Secrets(cmd)),
-            }
-        }
-        Command::RotateKeys(cmd) => route_one(repo, &cmd.environment.clone(), Command::RotateKeys(cmd)),
-        Command::Keys(cmd) => {
-            let environment = match &cmd.action {
-                KeysAction::Save { environment } | KeysAction::Get { environment, .. } => environment.clone(),
-            };
-            route_one(repo, &environment, Command::Keys(cmd))
-        }
-        command @ (Command::Core(_) | Command::Schema(_)) => Routed::here(command),
+    match (command.subject(), command) {
+        (_, Command::Check(cmd)) => route_check(repo, cmd),
+        (Subject::Environment(environment), command) => route_one(repo, &environment, command),
+        // Secrets commands name a file; its environment decides the core (the catalog says
+        // which keys `secrets new` creates).
+        (Subject::SecretsFile(path), command) => match platform::access::environment_of(&repo.root, &path) {
+            Ok((environment, _)) => route_one(repo, &environment, command),
+            Err(_) => Routed::here(command),
+        },
+        (Subject::Environments(_) | Subject::Repository, command) => Routed::here(command),
     }
 }
 
@@ -85,20 +67,12 @@ fn route_one(repo: &Repo, environment: &str, command: Command) -> Routed {
             let args = forwarded_args(std::env::args_os().skip(1));
             Routed { here: None, elsewhere: run_with_core(repo, &environments, &version, args) }
         }
-        Err(e @ CoreError::InvalidVersion { .. }) if !verifies_environment(&command) => {
+        Err(e @ CoreError::InvalidVersion { .. }) if !command.verifies_environment() => {
             ui::error_chain(&e);
             Routed { here: None, elsewhere: Outcome::CouldNotStart }
         }
         Ok(CoreChoice::Example) | Err(_) => Routed::here(command),
     }
-}
-
-/// Commands that load and verify the environment before doing anything with it.
-fn verifies_environment(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::Check(_) | Command::Plan(_) | Command::Deploy(_) | Command::Status(_) | Command::Graph(_)
-    )
 }
 
 /// The version an environment pins, or `None` for `example` and for files the cheap read
@@ -133,11 +107,10 @@ fn route_check(repo: &Repo, cmd: CheckCmd) -> Routed {
         let first = cmd.environments[0].clone();
         return route_one(repo, &first, Command::Check(cmd));
     }
-    let original = forwarded_args(std::env::args_os().skip(1));
     let mut elsewhere = Outcome::Success;
     for (version, environments) in &groups {
         let version = version.as_deref().expect("the `example` group was removed");
-        let args = narrow_check_args(&original, &cmd.environments, environments);
+        let args = CheckCmd::args_for(environments);
         elsewhere = worst(elsewhere, run_with_core(repo, environments, version, args));
     }
     // The rest of the flags stay as given; only the environment list narrows.
@@ -164,26 +137,6 @@ fn forwarded_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
         }
     }
     forwarded
-}
-
-/// `check` arguments for one group: the environments the user named are replaced by the group.
-fn narrow_check_args(args: &[OsString], named: &[String], group: &[String]) -> Vec<OsString> {
-    let mut to_remove: Vec<&str> = named.iter().map(String::as_str).collect();
-    let mut seen_check = false;
-    let mut narrowed = Vec::new();
-    for arg in args {
-        if seen_check {
-            if let Some(pos) = to_remove.iter().position(|name| arg == *name) {
-                to_remove.remove(pos);
-                continue;
-            }
-        } else if arg == "check" {
-            seen_check = true;
-        }
-        narrowed.push(arg.clone());
-    }
-    narrowed.extend(group.iter().map(OsString::from));
-    narrowed
 }
 
 fn quoted_list(environments: &[String]) -> String {
@@ -476,13 +429,13 @@ mod tests {
     }
 
     #[test]
-    fn check_args_are_narrowed_to_the_group() {
-        let named = ["old".to_owned(), "new".to_owned(), "example".to_owned()];
-        let narrowed =
-            narrow_check_args(&os(&["check", "old", "new", "example"]), &named, &["new".to_owned()]);
-        assert_eq!(narrowed, os(&["check", "new"]));
-        let all = narrow_check_args(&os(&["check"]), &[], &["a".to_owned(), "b".to_owned()]);
-        assert_eq!(all, os(&["check", "a", "b"]));
+    fn a_check_group_gets_arguments_that_parse_back_to_that_group() {
+        use clap::Parser;
+        let group = ["new".to_owned(), "staging".to_owned()];
+        let argv = std::iter::once("cargo-xtask".into()).chain(CheckCmd::args_for(&group));
+        let flags = crate::flags::Flags::try_parse_from(argv).expect("valid arguments");
+        let Command::Check(cmd) = flags.command else { panic!("not check: {:?}", flags.command) };
+        assert_eq!(cmd.environments, group);
     }
 
     #[test]

@@ -369,3 +369,76 @@ pub struct RotateKeysCmd {
     #[arg(long)]
     pub yes: bool,
 }
+
+/// What a command acts on, for routing it to the environment's pinned core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// One environment, by name.
+    Environment(String),
+    /// A secrets file: its environment decides.
+    SecretsFile(PathBuf),
+    /// `check`: the environments named (all of them when empty).
+    Environments(Vec<String>),
+    /// Nothing environment-specific (`core`, `schema`).
+    Repository,
+}
+
+impl Command {
+    /// What the command acts on.
+    pub fn subject(&self) -> Subject {
+        match self {
+            Command::Check(cmd) => Subject::Environments(cmd.environments.clone()),
+            Command::Plan(PlanCmd { environment, .. })
+            | Command::Deploy(DeployCmd { environment, .. })
+            | Command::Status(StatusCmd { environment, .. })
+            | Command::Graph(GraphCmd { environment, .. })
+            | Command::RotateKeys(RotateKeysCmd { environment, .. }) => {
+                Subject::Environment(environment.clone())
+            }
+            Command::Keys(cmd) => Subject::Environment(cmd.action.environment().to_owned()),
+            Command::Secrets(cmd) => Subject::SecretsFile(cmd.action.path().to_owned()),
+            Command::Core(_) | Command::Schema(_) => Subject::Repository,
+        }
+    }
+
+    /// Whether the command loads and verifies its environment before doing anything with it
+    /// (so it reports an invalid `core` with its place).
+    pub fn verifies_environment(&self) -> bool {
+        matches!(
+            self,
+            Command::Check(_)
+                | Command::Plan(_)
+                | Command::Deploy(_)
+                | Command::Status(_)
+                | Command::Graph(_)
+        )
+    }
+}
+
+impl CheckCmd {
+    /// The arguments that run this `check` on `environments` (its only flags).
+    pub fn args_for(environments: &[String]) -> Vec<std::ffi::OsString> {
+        std::iter::once("check".into()).chain(environments.iter().map(Into::into)).collect()
+    }
+}
+
+impl SecretsAction {
+    /// The secrets file the action works on.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            SecretsAction::Edit { path }
+            | SecretsAction::Show { path }
+            | SecretsAction::Set { path, .. }
+            | SecretsAction::New { path } => path,
+        }
+    }
+}
+
+impl KeysAction {
+    /// The environment whose key the action handles.
+    pub fn environment(&self) -> &str {
+        match self {
+            KeysAction::Save { environment } | KeysAction::Get { environment, .. } => environment,
+        }
+    }
+}

@@ -13,12 +13,7 @@ use crate::repo::Repo;
 use crate::{Outcome, ui};
 
 pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
-    let path = match &cmd.action {
-        SecretsAction::Edit { path }
-        | SecretsAction::Show { path }
-        | SecretsAction::Set { path, .. }
-        | SecretsAction::New { path } => path.clone(),
-    };
+    let path = cmd.action.path().to_owned();
     let (environment, relative) = match environment_of(&repo.root, &path) {
         Ok(found) => found,
         Err(e) => {
