@@ -17,14 +17,11 @@ use sha2::{Digest, Sha512};
 use zeroize::Zeroizing;
 
 use super::SecretsError;
-use super::format::{AgeStanza, EncryptedValue, RuleMatcher};
+use super::format::{AgeStanza, EncryptedValue, NONCE_LEN, RuleMatcher};
 use super::identity::{Identities, Recipient};
 use super::tree::{SecretTree, SecretValue, ValueKind, number_value};
 use crate::sensitive::SecretString;
 
-/// sops uses 32-byte GCM nonces (`aes/cipher.go`), not the usual 12.
-pub const NONCE_LEN: usize = 32;
-pub const TAG_LEN: usize = 16;
 pub const DATA_KEY_LEN: usize = 32;
 
 type SopsAesGcm = aes_gcm::AesGcm<Aes256, U32>;

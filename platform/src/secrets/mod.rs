@@ -19,6 +19,7 @@ pub mod format;
 pub mod identity;
 pub mod ops;
 pub mod tree;
+pub mod yaml;
 
 use std::path::PathBuf;
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_yaml_ng::Value;
 
 use super::SecretsError;
-use super::format::{emit_yaml, yaml_error_location};
+use super::yaml::{check_yaml_limits, emit_yaml, yaml_error_location};
 use crate::sensitive::SecretString;
 
 /// The sops type of a leaf value (`type:` in `ENC[...]`).
@@ -203,7 +203,7 @@ impl SecretTree {
 
     /// Parses plaintext YAML (as written by a person in `edit`, or a whole new file).
     pub fn from_yaml(path: &Path, text: &str) -> Result<SecretTree, SecretsError> {
-        super::format::check_yaml_limits(path, text)?;
+        check_yaml_limits(path, text)?;
         let value: Value = serde_yaml_ng::from_str(text).map_err(|error| {
             let (line, column) = yaml_error_location(&error);
             SecretsError::InvalidYaml { path: path.to_owned(), line, column }

@@ -1,0 +1,444 @@
+//! The YAML of secrets files, apart from what sops adds: the limits checked before any parser
+//! runs (size, depth, no anchors or aliases), error positions that never quote the text, and
+//! an emitter in sops' layout (yaml.v3 with a four-space indent), so files this tool writes
+//! diff cleanly against files sops wrote.
+
+use std::path::Path;
+
+use serde_yaml_ng::{Mapping, Value};
+
+use super::SecretsError;
+
+/// The largest secrets file (encrypted or, in `edit`, plaintext) this tool reads: the YAML
+/// parser's time and memory grow with its input, and a bank's secrets fit in a few kilobytes.
+pub const MAX_SECRETS_FILE_BYTES: usize = 1 << 20;
+
+/// The deepest nesting of mappings, lists and flow collections a secrets file may have; sops
+/// files need a handful of levels (`values_sensitive_custom` mirrors a chart's values).
+pub const MAX_YAML_DEPTH: usize = 64;
+
+/// Refuses, before any YAML parser runs, what would make parsing slow or expand a small file
+/// into a huge tree: a file over [`MAX_SECRETS_FILE_BYTES`], nesting deeper than
+/// [`MAX_YAML_DEPTH`] (the parser's cost grows with the square of the depth), and anchors or
+/// aliases (`&a`, `*a`: sops never writes them and an alias can repeat a subtree
+/// exponentially). One linear pass; errors name the line and column.
+pub fn check_yaml_limits(path: &Path, text: &str) -> Result<(), SecretsError> {
+    let refuse = |reason: String| SecretsError::UnsupportedValue { path: path.to_owned(), reason };
+    if text.len() > MAX_SECRETS_FILE_BYTES {
+        return Err(too_large(path, text.len() as u64));
+    }
+    YamlScan::default()
+        .run(text)
+        .map_err(|(line, column, reason)| refuse(format!("line {line}, column {column}: {reason}")))
+}
+
+pub(crate) fn too_large(path: &Path, len: u64) -> SecretsError {
+    SecretsError::UnsupportedValue {
+        path: path.to_owned(),
+        reason: format!(
+            "the file has {len} bytes; a secrets file may have at most {MAX_SECRETS_FILE_BYTES} bytes (1 MiB)"
+        ),
+    }
+}
+
+/// The state of [`check_yaml_limits`]'s pass. It does not validate YAML (the parser does); it
+/// finds every place a node can start and tracks how deep it is, erring on the side of
+/// refusing: a false alarm costs an unusual file, a miss would cost the gate.
+#[derive(Default)]
+struct YamlScan {
+    /// Indentations of the open block collections.
+    indents: Vec<usize>,
+    /// Open flow collections (`[`, `{`).
+    flow: usize,
+    /// Block depth where the open flow collections started.
+    flow_base: usize,
+    /// Inside a quoted scalar (its quote character).
+    quote: Option<u8>,
+    /// Inside a block scalar whose content is indented more than this.
+    block_scalar: Option<usize>,
+}
+
+type ScanError = (usize, usize, String);
+
+impl YamlScan {
+    fn run(mut self, text: &str) -> Result<(), ScanError> {
+        for (index, line) in text.split('\n').enumerate() {
+            self.line(index + 1, line.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, number: usize, line: &[u8]) -> Result<(), ScanError> {
+        let indent = line.iter().take_while(|&&b| b == b' ').count();
+        let blank = line[indent..].iter().all(|b| b.is_ascii_whitespace());
+        if let Some(parent) = self.block_scalar {
+            if blank || indent > parent {
+                return Ok(());
+            }
+            self.block_scalar = None;
+        }
+        let mut at = 0;
+        // Column (0-based) of the last `-` entry indicator and of the current node's start.
+        let mut last_entry: Option<usize> = None;
+        let mut key_start: Option<usize> = None;
+        let mut depth = self.flow_base;
+        let mut node_start = true;
+        if self.quote.is_none() && self.flow == 0 {
+            if blank || line[indent] == b'#' || (indent == 0 && line[0] == b'%') {
+                return Ok(());
+            }
+            if indent == 0 && line.starts_with(b"---") && line.get(3).is_none_or(|b| b.is_ascii_whitespace())
+            {
+                self.indents.clear();
+                at = 3;
+            } else {
+                while self.indents.last().is_some_and(|&top| top > indent) {
+                    self.indents.pop();
+                }
+                if self.indents.last() != Some(&indent) {
+                    self.indents.push(indent);
+                }
+                at = indent;
+            }
+            depth = self.indents.len();
+        } else if self.quote.is_some() {
+            node_start = false;
+        }
+        let too_deep = |depth: usize, column: usize| -> Result<(), ScanError> {
+            if depth > MAX_YAML_DEPTH {
+                Err((
+                    number,
+                    char_column(line, column),
+                    format!("nesting deeper than {MAX_YAML_DEPTH} levels is not allowed in a secrets file"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        too_deep(depth, at)?;
+        let space_or_end = |i: usize| line.get(i).is_none_or(|b| b.is_ascii_whitespace());
+        while at < line.len() {
+            let byte = line[at];
+            if let Some(quote) = self.quote {
+                match byte {
+                    b'\\' if quote == b'"' => at += 1,
+                    b'\'' if quote == b'\'' && line.get(at + 1) == Some(&b'\'') => at += 1,
+                    _ if byte == quote => self.quote = None,
+                    _ => {}
+                }
+                at += 1;
+                continue;
+            }
+            let after_space = at == 0 || line[at - 1].is_ascii_whitespace();
+            if byte.is_ascii_whitespace() {
+                at += 1;
+                continue;
+            }
+            if byte == b'#' && after_space {
+                break;
+            }
+            if self.flow > 0 {
+                match byte {
+                    b'[' | b'{' => {
+                        self.flow += 1;
+                        too_deep(self.flow_base + self.flow, at)?;
+                        node_start = true;
+                    }
+                    b']' | b'}' => {
+                        self.flow = self.flow.saturating_sub(1);
+                        node_start = false;
+                    }
+                    b',' => node_start = true,
+                    b':' if space_or_end(at + 1)
+                        || line.get(at + 1).is_some_and(|b| b",[]{}".contains(b)) =>
+                    {
+                        node_start = true
+                    }
+                    b'?' if node_start && space_or_end(at + 1) => {}
+                    _ if node_start => self.node(number, line, &mut at, &mut node_start)?,
+                    _ => {}
+                }
+                at += 1;
+                continue;
+            }
+            if node_start {
+                match byte {
+                    b'-' | b'?' | b':' if space_or_end(at + 1) => {
+                        if byte == b'-' {
+                            last_entry = Some(at);
+                        }
+                        depth += 1;
+                        too_deep(depth, at)?;
+                    }
+                    b'[' | b'{' => {
+                        self.flow_base = depth;
+                        self.flow = 1;
+                        too_deep(depth + 1, at)?;
+                    }
+                    b'|' | b'>' => {
+                        // A block scalar: its content is any more indented line. The node it is
+                        // the value of starts at the key, or at the `-` of a list entry.
+                        let parent = match (key_start, last_entry) {
+                            (Some(key), _) => key,
+                            (None, Some(entry)) => entry,
+                            (None, None) => indent,
+                        };
+                        self.block_scalar = Some(parent);
+                        return Ok(());
+                    }
+                    _ => {
+                        // A scalar (maybe a key: a block scalar after it is indented under it).
+                        let start = at;
+                        self.node(number, line, &mut at, &mut node_start)?;
+                        if !node_start {
+                            key_start = Some(start);
+                        }
+                    }
+                }
+            } else if byte == b':' && space_or_end(at + 1) {
+                node_start = true;
+            }
+            at += 1;
+        }
+        Ok(())
+    }
+
+    /// A node starts at `line[*at]`: an anchor, alias or tag is refused (tags are also refused
+    /// after parsing, with a clearer message), a quote opens a quoted scalar, anything else is a
+    /// plain scalar.
+    fn node(
+        &mut self,
+        number: usize,
+        line: &[u8],
+        at: &mut usize,
+        node_start: &mut bool,
+    ) -> Result<(), ScanError> {
+        match line[*at] {
+            b'&' | b'*' => Err((
+                number,
+                char_column(line, *at),
+                "YAML anchors and aliases (`&name`, `*name`) are not allowed in a secrets file".to_owned(),
+            )),
+            b'"' | b'\'' => {
+                self.quote = Some(line[*at]);
+                *node_start = false;
+                Ok(())
+            }
+            b'!' => {
+                while *at + 1 < line.len() && !line[*at + 1].is_ascii_whitespace() {
+                    *at += 1;
+                }
+                Ok(())
+            }
+            _ => {
+                *node_start = false;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The one-based column, in characters, of a byte offset of a line.
+fn char_column(line: &[u8], at: usize) -> usize {
+    String::from_utf8_lossy(&line[..at.min(line.len())]).chars().count() + 1
+}
+
+/// Line and column (1-based) of a YAML error; the error's own message is not used because it
+/// may quote the offending (secret) text.
+pub(crate) fn yaml_error_location(error: &serde_yaml_ng::Error) -> (usize, usize) {
+    error.location().map(|location| (location.line(), location.column())).unwrap_or((0, 0))
+}
+
+/// Writes a YAML value in sops' layout (yaml.v3 with a four-space indent).
+pub(crate) fn emit_yaml(value: &Value) -> String {
+    let mut out = String::new();
+    match value {
+        Value::Mapping(mapping) if !mapping.is_empty() => emit_mapping(&mut out, mapping, 0, false),
+        Value::Sequence(items) if !items.is_empty() => emit_sequence(&mut out, items, 0, false),
+        other => {
+            out.push_str(&emit_scalar(other, 0));
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn push_indent(out: &mut String, indent: usize) {
+    out.extend(std::iter::repeat_n(' ', indent));
+}
+
+fn emit_mapping(out: &mut String, mapping: &Mapping, indent: usize, first_inline: bool) {
+    for (position, (key, value)) in mapping.iter().enumerate() {
+        if position > 0 || !first_inline {
+            push_indent(out, indent);
+        }
+        let key_text = match key {
+            Value::String(text) => emit_string(text, indent, false),
+            other => emit_scalar(other, indent),
+        };
+        out.push_str(&key_text);
+        out.push(':');
+        match value {
+            Value::Mapping(child) if !child.is_empty() => {
+                out.push('\n');
+                emit_mapping(out, child, indent + 4, false);
+            }
+            Value::Sequence(items) if !items.is_empty() => {
+                out.push('\n');
+                emit_sequence(out, items, indent + 4, false);
+            }
+            leaf => {
+                out.push(' ');
+                out.push_str(&emit_scalar(leaf, indent + 4));
+                if !out.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+    }
+}
+
+fn emit_sequence(out: &mut String, items: &[Value], indent: usize, first_inline: bool) {
+    for (position, item) in items.iter().enumerate() {
+        if position > 0 || !first_inline {
+            push_indent(out, indent);
+        }
+        out.push_str("- ");
+        match item {
+            Value::Mapping(child) if !child.is_empty() => emit_mapping(out, child, indent + 2, true),
+            Value::Sequence(child) if !child.is_empty() => emit_sequence(out, child, indent + 2, true),
+            leaf => {
+                out.push_str(&emit_scalar(leaf, indent + 2));
+                if !out.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+    }
+}
+
+/// A scalar (or empty collection) as YAML; block literals end with a newline, everything
+/// else does not. `block_indent` is the indentation of a literal block's lines.
+pub(crate) fn emit_scalar(value: &Value, block_indent: usize) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(number) => {
+            if let Some(int) = number.as_i64() {
+                int.to_string()
+            } else if let Some(unsigned) = number.as_u64() {
+                unsigned.to_string()
+            } else {
+                let float = number.as_f64().unwrap_or(0.0);
+                if float.is_nan() {
+                    ".nan".to_owned()
+                } else if float.is_infinite() {
+                    if float > 0.0 { ".inf" } else { "-.inf" }.to_owned()
+                } else {
+                    // Keep a float a float when read back.
+                    let text = format!("{float}");
+                    if text.contains('.') { text } else { format!("{text}.0") }
+                }
+            }
+        }
+        Value::String(text) => emit_string(text, block_indent, true),
+        Value::Sequence(_) => "[]".to_owned(),
+        Value::Mapping(_) => "{}".to_owned(),
+        Value::Tagged(tagged) => emit_scalar(&tagged.value, block_indent),
+    }
+}
+
+fn emit_string(text: &str, block_indent: usize, allow_block: bool) -> String {
+    if is_plain_safe(text) {
+        text.to_owned()
+    } else if allow_block && is_literal_block_safe(text) {
+        literal_block(text, block_indent)
+    } else {
+        double_quoted(text)
+    }
+}
+
+/// Whether a string can be written as a plain scalar and read back as the same string, by
+/// serde_yaml_ng and by Go's yaml.v3 (so anything that could resolve to another type, a
+/// number, a date, a YAML 1.1 boolean, is quoted).
+fn is_plain_safe(text: &str) -> bool {
+    let Some(first) = text.chars().next() else {
+        return false;
+    };
+    if text.trim() != text
+        || "-?:,[]{}#&*!|>'\"%@`.+~".contains(first)
+        || first.is_ascii_digit()
+        || text.contains(": ")
+        || text.contains(" #")
+        || text.ends_with(':')
+        || text.chars().any(|c| c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}'))
+    {
+        return false;
+    }
+    let lower = text.to_ascii_lowercase();
+    if ["null", "true", "false", "yes", "no", "on", "off", "y", "n", "nan", "inf"].contains(&lower.as_str()) {
+        return false;
+    }
+    matches!(serde_yaml_ng::from_str::<Value>(text), Ok(Value::String(back)) if back == text)
+}
+
+fn is_literal_block_safe(text: &str) -> bool {
+    let body = text.trim_end_matches('\n');
+    text.contains('\n')
+        && !body.is_empty()
+        && !body.starts_with(' ')
+        && !body.starts_with('\t')
+        && !text.chars().any(|c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{feff}')
+        && body.split('\n').all(|line| line.is_empty() || !line.trim_matches(' ').is_empty())
+        && !body.split('\n').any(|line| line.ends_with(' ') || line.ends_with('\t'))
+}
+
+fn literal_block(text: &str, indent: usize) -> String {
+    let body = text.trim_end_matches('\n');
+    let trailing = text.len() - body.len();
+    let mut out = String::from(match trailing {
+        0 => "|-",
+        1 => "|",
+        _ => "|+",
+    });
+    out.push('\n');
+    for line in body.split('\n') {
+        if !line.is_empty() {
+            push_indent(&mut out, indent);
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    for _ in 1..trailing {
+        out.push('\n');
+    }
+    out
+}
+
+fn double_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\0' => out.push_str("\\0"),
+            c if c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}') => {
+                let code = c as u32;
+                if code <= 0xff {
+                    out.push_str(&format!("\\x{code:02X}"));
+                } else {
+                    out.push_str(&format!("\\u{code:04X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
