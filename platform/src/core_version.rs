@@ -147,6 +147,16 @@ pub fn cache_dir_from(lookup: impl Fn(&str) -> Option<OsString>) -> Result<PathB
 /// enough to run before every command, without the loader or the catalog. An invalid value is
 /// an error here, before anything is fetched or run: the caller never treats it as `example`.
 pub fn read_environment_core(root: &Path, environment: &str) -> Result<CoreChoice, CoreError> {
+    read_environment_core_with(root, environment, |path| fs::read_to_string(path))
+}
+
+/// [`read_environment_core`] with the file read by `read` (the CLI reads through its source
+/// tree, which keeps the text for the loader, so env.toml is read once per command).
+pub fn read_environment_core_with(
+    root: &Path,
+    environment: &str,
+    read: impl FnOnce(&Path) -> io::Result<String>,
+) -> Result<CoreChoice, CoreError> {
     let path = root.join("environments").join(environment).join("env.toml");
     if environment.is_empty() || environment.contains(['/', '\\']) || environment.starts_with('.') {
         return Err(CoreError::Parse { path, message: "not an environment name".to_owned() });
@@ -155,7 +165,7 @@ pub fn read_environment_core(root: &Path, environment: &str) -> Result<CoreChoic
     struct CoreOnly {
         core: Option<toml::Spanned<toml::Value>>,
     }
-    let text = fs::read_to_string(&path).map_err(|source| CoreError::Read { path: path.clone(), source })?;
+    let text = read(&path).map_err(|source| CoreError::Read { path: path.clone(), source })?;
     let parsed: CoreOnly = toml::from_str(&text)
         .map_err(|e| CoreError::Parse { path: path.clone(), message: e.message().to_owned() })?;
     let Some(core) = parsed.core else {

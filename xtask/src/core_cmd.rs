@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use platform::core_version::{
     ACTIVE_CORE_ENV, CoreChoice, CoreError, CoreRequest, FetchPolicy, ResolveOptions, ResolvedCore,
-    build_core_xtask, built_binary, cache_dir, list_cached_cores, read_core_repository,
-    read_environment_core, read_pins, resolve_core,
+    build_core_xtask, built_binary, cache_dir, list_cached_cores, read_core_repository, read_pins,
+    resolve_core,
 };
 use platform::load::environment::list_environments;
 
@@ -61,7 +61,7 @@ pub fn route(repo: &Repo, command: Command) -> Routed {
 /// `core` never runs anything: commands that load the environment report it with its place
 /// (the loader and verify run before any step), the others are refused here.
 fn route_one(repo: &Repo, environment: &str, command: Command) -> Routed {
-    match read_environment_core(&repo.root, environment) {
+    match repo.environment_core(environment) {
         Ok(CoreChoice::Version(version)) => {
             let environments = [environment.to_owned()];
             let args = forwarded_args(std::env::args_os().skip(1));
@@ -78,7 +78,7 @@ fn route_one(repo: &Repo, environment: &str, command: Command) -> Routed {
 /// The version an environment pins, or `None` for `example` and for files the cheap read
 /// cannot make sense of: the loader in this process then reports them properly.
 fn pinned_version(repo: &Repo, environment: &str) -> Option<String> {
-    match read_environment_core(&repo.root, environment) {
+    match repo.environment_core(environment) {
         Ok(CoreChoice::Version(version)) => Some(version),
         Ok(CoreChoice::Example) | Err(_) => None,
     }
@@ -320,7 +320,7 @@ fn run_fetch(repo: &Repo, cache: &Path, cmd: &CoreFetchCmd) -> Outcome {
     let options = ResolveOptions { fetch: FetchPolicy::Always, accept_moved_tag: cmd.accept_moved_tag };
     let mut outcome = Outcome::Success;
     for name in &names {
-        let version = match read_environment_core(&repo.root, name) {
+        let version = match repo.environment_core(name) {
             Ok(CoreChoice::Version(version)) => version,
             Ok(CoreChoice::Example) => {
                 ui::status("Skipped", &format!("`{name}`: it uses this checkout (core = \"example\")"));
