@@ -243,3 +243,32 @@ async fn an_empty_journal_file_is_corruption_not_an_empty_journal() {
     let error = Journal::open_file(&path, "prod").await.unwrap_err();
     assert!(matches!(error, JournalError::Corrupt { line: 1, .. }), "{error:?}");
 }
+
+#[tokio::test]
+async fn a_journal_of_a_newer_format_is_refused_naming_both_formats() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    journal_with_three_records(&path).await;
+    // What a newer build would write: the same header with a higher format, checksummed.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (header_line, rest) = text.split_once('\n').unwrap();
+    let mut header: serde_json::Value = serde_json::from_str(&header_line[65..]).unwrap();
+    assert_eq!(header["format"], journal::JOURNAL_FORMAT);
+    header["format"] = serde_json::json!(journal::JOURNAL_FORMAT + 1);
+    let json = serde_json::to_string(&header).unwrap();
+    let line = format!("{} {json}", hex::encode(sha2::Sha256::digest(json.as_bytes())));
+    std::fs::write(&path, format!("{line}\n{rest}")).unwrap();
+
+    let Err(error) = Journal::open_file(&path, "prod").await else { panic!("a newer journal is refused") };
+    assert!(
+        matches!(error, JournalError::UnsupportedFormat { found, .. } if found == journal::JOURNAL_FORMAT + 1)
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("format {}", journal::JOURNAL_FORMAT + 1))
+            && message.contains(&format!("format {} at most", journal::JOURNAL_FORMAT)),
+        "{message}"
+    );
+    assert!(message.contains("newer"), "says a newer build wrote it: {message}");
+}

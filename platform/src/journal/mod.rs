@@ -119,7 +119,9 @@ pub enum JournalError {
          {expected}: it is not the journal this environment was deployed with"
     )]
     LineageMismatch { location: JournalLocation, environment: String, expected: Uuid, found: Uuid },
-    #[error("journal {location} has format {found}; this build reads format {JOURNAL_FORMAT} at most")]
+    #[error(
+        "journal {location} has format {found}, written by a newer opus-deploy; this build reads format {JOURNAL_FORMAT} at most (deploy with the newer core, or raise `core` in env.toml)"
+    )]
     UnsupportedFormat { location: JournalLocation, found: u32 },
     #[error("could not write journal {path}")]
     Create {
