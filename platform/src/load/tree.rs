@@ -92,16 +92,37 @@ pub fn refusal(error: &io::Error) -> Option<&Refused> {
 }
 
 /// The working tree on disk.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FsTree {
     pub root: PathBuf,
     /// The root with its links followed, once known.
     real_root: std::sync::OnceLock<PathBuf>,
+    /// Regular files found by [`SourceTree::entries`] in a resolved directory, by relative
+    /// path: their real path is the directory's plus their name, so reading them needs no
+    /// second resolution (opened with `O_NOFOLLOW`, so a file replaced by a link since the
+    /// listing is resolved again).
+    listed_files: std::sync::Mutex<std::collections::HashMap<String, PathBuf>>,
+    /// Directories found the same way, listed without resolving them again while they are
+    /// still directories and not links (checked with `lstat` right before).
+    listed_dirs: std::sync::Mutex<std::collections::HashMap<String, PathBuf>>,
 }
 
 impl FsTree {
     pub fn new(root: impl Into<PathBuf>) -> FsTree {
-        FsTree { root: root.into(), real_root: std::sync::OnceLock::new() }
+        FsTree {
+            root: root.into(),
+            real_root: std::sync::OnceLock::new(),
+            listed_files: Default::default(),
+            listed_dirs: Default::default(),
+        }
+    }
+
+    /// Opens a file the listing saw as a regular file, refusing to follow a link that took its
+    /// place (`None`: resolve it the slow way).
+    fn open_listed(&self, path: &str) -> Option<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let real = self.listed_files.lock().expect("not poisoned").remove(path)?;
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(real).ok()
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -167,9 +188,14 @@ fn join(dir: &str, name: &str) -> String {
 
 impl SourceTree for FsTree {
     fn read(&self, path: &str) -> io::Result<Option<String>> {
-        let Some(real) = self.resolve(path)? else { return Ok(None) };
         let cannot = |e: io::Error| io::Error::new(e.kind(), format!("cannot read {path}: {e}"));
-        let file = std::fs::File::open(&real).map_err(cannot)?;
+        let file = match self.open_listed(path) {
+            Some(file) => file,
+            None => {
+                let Some(real) = self.resolve(path)? else { return Ok(None) };
+                std::fs::File::open(&real).map_err(cannot)?
+            }
+        };
         let metadata = file.metadata().map_err(cannot)?;
         if metadata.is_dir() {
             return Err(Refused::Directory { path: path.to_owned() }.into_io());
@@ -205,10 +231,15 @@ impl SourceTree for FsTree {
 
     fn entries(&self, path: &str) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
-        let real = match self.resolve(path) {
-            Ok(Some(real)) => real,
-            Ok(None) => return Ok(out),
-            Err(e) => return Err(e),
+        let listed = self.listed_dirs.lock().expect("not poisoned").remove(path);
+        let listed = listed.filter(|real| std::fs::symlink_metadata(real).is_ok_and(|m| m.is_dir()));
+        let real = match listed {
+            Some(real) => real,
+            None => match self.resolve(path) {
+                Ok(Some(real)) => real,
+                Ok(None) => return Ok(out),
+                Err(e) => return Err(e),
+            },
         };
         let entries = match std::fs::read_dir(&real) {
             Ok(entries) => entries,
@@ -228,8 +259,20 @@ impl SourceTree for FsTree {
             // An entry that is not a symbolic link lies inside the resolved (and so checked)
             // directory: its type needs no second resolution. Links and special files do.
             let kind = match entry.file_type() {
-                Ok(t) if t.is_dir() => EntryKind::Dir,
-                Ok(t) if t.is_file() => EntryKind::File,
+                Ok(t) if t.is_dir() => {
+                    self.listed_dirs
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(join(path, &name), real.join(&name));
+                    EntryKind::Dir
+                }
+                Ok(t) if t.is_file() => {
+                    self.listed_files
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(join(path, &name), real.join(&name));
+                    EntryKind::File
+                }
                 _ => self.kind(&join(path, &name))?,
             };
             out.push(DirEntry { name, kind });
@@ -240,6 +283,9 @@ impl SourceTree for FsTree {
 
     /// A refused path exists: reading it reports the refusal.
     fn exists(&self, path: &str) -> io::Result<bool> {
+        if self.listed_files.lock().expect("not poisoned").contains_key(path) {
+            return Ok(true);
+        }
         match self.resolve(path) {
             Ok(Some(real)) => Ok(real.is_file()),
             Ok(None) => Ok(false),
@@ -356,5 +402,48 @@ impl SourceTree for GitTree {
 
     fn describe(&self) -> String {
         format!("git {}", &self.commit[..12.min(self.commit.len())])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    #[test]
+    fn a_listed_file_replaced_by_a_link_out_of_the_repository_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.toml"), "stolen = true\n").unwrap();
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::create_dir(repo.path().join("env")).unwrap();
+        std::fs::write(repo.path().join("env/a.toml"), "a = 1\n").unwrap();
+        std::fs::write(repo.path().join("env/b.toml"), "b = 2\n").unwrap();
+        let tree = FsTree::new(repo.path());
+        let listed = tree.entries("env").unwrap();
+        assert!(listed.iter().all(|e| e.kind == EntryKind::File), "{listed:?}");
+        assert_eq!(tree.read("env/a.toml").unwrap().as_deref(), Some("a = 1\n"));
+
+        // Between the listing and the read, b.toml becomes a link out of the repository.
+        std::fs::remove_file(repo.path().join("env/b.toml")).unwrap();
+        symlink(outside.path().join("secret.toml"), repo.path().join("env/b.toml")).unwrap();
+        let error = tree.read("env/b.toml").expect_err("the link is followed only to be refused");
+        assert!(matches!(refusal(&error), Some(Refused::Outside { .. })), "{error}");
+    }
+
+    #[test]
+    fn a_listed_directory_replaced_by_a_link_out_of_the_repository_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("component.toml"), "stolen = true\n").unwrap();
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(repo.path().join("env/ns")).unwrap();
+        let tree = FsTree::new(repo.path());
+        assert_eq!(tree.entries("env").unwrap(), vec![DirEntry { name: "ns".into(), kind: EntryKind::Dir }]);
+
+        // Between listing env/ and listing env/ns, ns becomes a link out of the repository.
+        std::fs::remove_dir(repo.path().join("env/ns")).unwrap();
+        symlink(outside.path(), repo.path().join("env/ns")).unwrap();
+        let error = tree.entries("env/ns").expect_err("the link is followed only to be refused");
+        assert!(matches!(refusal(&error), Some(Refused::Outside { .. })), "{error}");
     }
 }
