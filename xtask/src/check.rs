@@ -1,9 +1,11 @@
 //! `cargo xtask check`.
 
-use platform::access::{identities_for, read_env_file};
-use platform::compile::compile_environment;
+use platform::access::identities_for;
+use platform::check::Failure;
+use platform::compile::compile_finding_keys;
 use platform::load::environment::{LoadError, survey_environments};
 use platform::load::secret_inputs::identities_for_recipients;
+use platform::model::EnvFile;
 use platform::source::SourceMap;
 
 use crate::flags::CheckCmd;
@@ -44,19 +46,31 @@ pub fn run(repo: &Repo, cmd: &CheckCmd) -> Outcome {
     for name in &names {
         // Compiling (with or without keys) also renders every template in strict mode. With a
         // key of the environment, the secrets files are decrypted too: their MACs are verified.
-        let identities = read_env_file(&repo.root, name).ok().and_then(|env| {
-            identities_for_recipients(identities_for(&repo.root, &env).ok()?, &env.secrets.age_recipients)
+        let keys = |env: &EnvFile| {
+            Ok::<_, std::convert::Infallible>(
+                identities_for(&repo.root, env)
+                    .ok()
+                    .and_then(|ids| identities_for_recipients(ids, &env.secrets.age_recipients)),
+            )
+        };
+        let compiled = compile_finding_keys(&tree, &catalog, name, keys).map_err(|failure| match failure {
+            Failure::Load(e) => e,
+            Failure::Keys(never) => match never {},
         });
-        match compile_environment(&tree, &catalog, name, identities.as_ref()) {
+        match compiled {
             Ok(report) if report.diagnostics.is_empty() => {
+                let decrypted = report.inputs.as_ref().is_some_and(|inputs| inputs.identities.is_some());
                 let n_steps = report.plan.as_ref().map_or(0, |p| p.len());
                 let n_components = report.plan.as_ref().map_or(0, |p| p.components().len());
                 ui::status("Checked", &format!("`{name}` ({n_components} components, {n_steps} steps)"));
-                if identities.is_none() {
+                if !decrypted {
                     eprintln!(
                         "note: the MACs of `{name}`'s secrets files were not verified (no age identity of its recipients here)"
                     );
                 }
+                // The process ends after the last environment: freeing a compiled environment
+                // (every step, value tree and source) is about 6% of `check`'s time, for nothing.
+                std::mem::forget(report);
             }
             Ok(report) => {
                 ui::diagnostics(&report.diagnostics, &report.sources);
