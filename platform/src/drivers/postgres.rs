@@ -332,7 +332,7 @@ fn scram_keys(password: &SecretString, salt: &[u8], iterations: u32) -> ([u8; 32
         mac.finalize().into_bytes().into()
     };
     let client_key = zeroize::Zeroizing::new(hmac(b"Client Key"));
-    let stored_key: [u8; 32] = Sha256::digest(client_key.as_ref()).into();
+    let stored_key: [u8; 32] = Sha256::digest(client_key.as_slice()).into();
     let server_key = hmac(b"Server Key");
     (stored_key, server_key)
 }
