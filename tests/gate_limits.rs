@@ -140,7 +140,7 @@ fn a_secret_through_a_filter_is_refused_at_the_expression() {
     let repo = with_custom_value("{{ secrets.db.password | upper }}");
     let checked = check(&repo, "staging");
     let d = checked.find("a secret is used other than by placing it whole");
-    assert_eq!(checked.location(d), repo.location_of(CONSENT, "upper"));
+    assert_eq!(checked.location(d), repo.location_of(CONSENT, "secrets.db.password | upper"));
     insta::assert_snapshot!(checked.rendered);
 }
 

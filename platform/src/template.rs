@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Object, ObjectRepr};
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
@@ -116,7 +117,9 @@ fn to_value(json: &serde_json::Value) -> Value {
         }
         serde_json::Value::String(text) => Value::from(text.as_str()),
         serde_json::Value::Array(items) => Value::from(items.iter().map(to_value).collect::<Vec<_>>()),
-        serde_json::Value::Object(map) => map.iter().map(|(k, v)| (k.as_str(), to_value(v))).collect(),
+        serde_json::Value::Object(map) => {
+            Value::from_pairs(map.iter().map(|(k, v)| (k.as_str(), to_value(v))))
+        }
     }
 }
 
@@ -153,7 +156,12 @@ impl std::io::Write for CappedOutput<'_> {
 fn environment(written: Arc<AtomicUsize>) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_keep_trailing_newline(true);
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .expect("the default delimiters are valid"),
+    );
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_formatter(move |out, state, value| {
         if written.load(Ordering::Relaxed) > MAX_TEMPLATE_OUTPUT_BYTES {

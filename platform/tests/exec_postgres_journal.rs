@@ -173,10 +173,12 @@ async fn missing_journal_database_without_createdb_is_explained_with_the_sql_to_
     let Some(server) = PgServer::try_start() else { return };
     let app_password = "app-canary-5f2c";
     let mut connection = driver::connect(&admin(&server)).await.expect("connect as the superuser");
-    sqlx::raw_sql(&format!("CREATE ROLE opus_app LOGIN NOCREATEDB PASSWORD '{app_password}'"))
-        .execute(&mut connection)
-        .await
-        .expect("create a role without CREATEDB");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE opus_app LOGIN NOCREATEDB PASSWORD '{app_password}'"
+    )))
+    .execute(&mut connection)
+    .await
+    .expect("create a role without CREATEDB");
     let options = AdminOptions {
         user: "opus_app".to_owned(),
         password: SecretString::new(app_password),

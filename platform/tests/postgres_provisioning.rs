@@ -151,9 +151,9 @@ async fn our_verify_accepts_verifiers_made_by_postgresql() {
     let passwords = ["plain-Passw0rd!", "ﬁle\u{00a0}pässwörd"];
     for (index, password) in passwords.into_iter().enumerate() {
         let role = format!("vector_{index}");
-        sqlx::raw_sql(&format!(
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "SET password_encryption = 'scram-sha-256'; CREATE ROLE {role} PASSWORD '{password}'"
-        ))
+        )))
         .execute(&mut connection)
         .await
         .unwrap();

@@ -110,7 +110,7 @@ impl SharedContext {
             "database": database.map(|(name, user)| json!({"name": name, "user": user})),
             "labels": component.labels,
         });
-        minijinja::Value::from_iter([
+        minijinja::Value::from_pairs([
             ("client", self.client.clone()),
             ("env", self.env.clone()),
             ("namespace", namespace),

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
 use crate::sensitive::SecretString;
 
@@ -332,7 +332,7 @@ fn scram_keys(password: &SecretString, salt: &[u8], iterations: u32) -> ([u8; 32
         mac.finalize().into_bytes().into()
     };
     let client_key = zeroize::Zeroizing::new(hmac(b"Client Key"));
-    let stored_key: [u8; 32] = Sha256::digest(client_key.as_ref()).into();
+    let stored_key: [u8; 32] = Sha256::digest(client_key.as_slice()).into();
     let server_key = hmac(b"Server Key");
     (stored_key, server_key)
 }
@@ -522,7 +522,8 @@ async fn execute(
     sql: &str,
     step: String,
 ) -> Result<(), PostgresError> {
-    sqlx::raw_sql(sql).execute(connection).await.map(|_| ()).map_err(query_error(host, step))
+    // Every statement here is built from validated `Identifier`s and SCRAM verifier literals.
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(connection).await.map(|_| ()).map_err(query_error(host, step))
 }
 
 /// The provisioning of one component as a psql script, for the `directory` target. It carries

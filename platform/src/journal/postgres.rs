@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::types::Json;
-use sqlx::{Connection as _, Row as _};
+use sqlx::{AssertSqlSafe, Connection as _, Row as _};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -147,7 +147,8 @@ async fn create_database(options: &AdminOptions) -> Result<(), JournalError> {
     })?;
     let mut connection = connect_to_maintenance(options).await?;
     let step = format!("create database `{}`", database.name());
-    let created = sqlx::raw_sql(&format!("CREATE DATABASE {database}")).execute(&mut connection).await;
+    let created =
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut connection).await;
     let _ = connection.close().await;
     match created {
         Ok(_) => Ok(()),
@@ -216,7 +217,7 @@ pub(crate) async fn ensure_schema(
         return Ok(());
     }
     for migration in &MIGRATIONS[version as usize..] {
-        sqlx::raw_sql(migration)
+        sqlx::raw_sql(*migration)
             .execute(&mut *transaction)
             .await
             .map_err(query_error(options, "migrate the journal schema"))?;
@@ -320,10 +321,10 @@ impl PostgresJournal {
     /// The last record of every step.
     pub async fn latest(&self) -> Result<BTreeMap<String, StepRecord>, JournalError> {
         let mut connection = self.connection.lock().await;
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT DISTINCT ON (step_id) {RECORD_COLUMNS} FROM opus_journal_records
              WHERE environment = $1 ORDER BY step_id, id DESC"
-        ))
+        )))
         .bind(&self.header.environment)
         .fetch_all(&mut *connection)
         .await
@@ -334,10 +335,10 @@ impl PostgresJournal {
     /// The last `limit` records, newest first.
     pub async fn history(&self, limit: usize) -> Result<Vec<StepRecord>, JournalError> {
         let mut connection = self.connection.lock().await;
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {RECORD_COLUMNS} FROM opus_journal_records
              WHERE environment = $1 ORDER BY id DESC LIMIT $2"
-        ))
+        )))
         .bind(&self.header.environment)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *connection)

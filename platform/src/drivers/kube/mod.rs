@@ -44,6 +44,9 @@ pub use requests::{CountRequests, CountRequestsLayer, RequestCounter, RequestCou
 /// is stable across runs and visible to operators (`kubectl get -o yaml --show-managed-fields`).
 pub const FIELD_MANAGER: &str = "opus-deploy";
 
+/// How long to wait for the API server's answer to one request (kube 2's default).
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(295);
+
 /// Where to find the cluster: a kubeconfig file and one of its contexts.
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
@@ -82,9 +85,15 @@ pub async fn connect_counted(options: &ClientOptions) -> Result<(Client, Request
     };
     let context = options.context.clone().unwrap_or_else(|| "(current-context)".to_owned());
     let kube_options = KubeConfigOptions { context: options.context.clone(), ..KubeConfigOptions::default() };
-    let config = Config::from_custom_kubeconfig(kubeconfig, &kube_options).await.map_err(|source| {
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &kube_options).await.map_err(|source| {
         KubeError::Context { context: context.clone(), location, source: Box::new(source) }
     })?;
+    // kube 4 made the client retry 429, 503 and 504 answers by itself and dropped the read
+    // timeout. Keep one request per call, as sent and as counted (the counting layer sits above
+    // kube's stack and would not see its retries; `apply_through_webhooks` does its own waiting),
+    // and the 295 s read timeout kube 2 had.
+    config.default_retry = false;
+    config.read_timeout = Some(READ_TIMEOUT);
     let builder = ClientBuilder::try_from(config)
         .map_err(|source| KubeError::Client { context, source: Box::new(source) })?;
     let counter = RequestCounter::new();
@@ -354,6 +363,61 @@ users:
         client.apiserver_version().await.unwrap_err();
         let counts = requests.snapshot();
         assert_eq!((counts.get("GET"), counts.total(), counts.mutating()), (1, 1, 0));
+    }
+
+    /// An API server that answers every request with 503 and `Retry-After: 0`, and counts them.
+    fn unavailable_server() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line != "\r\n" {
+                            continue;
+                        }
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let body = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"busy","reason":"ServiceUnavailable","code":503}"#;
+                        let response = format!(
+                            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 0\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if writer.write_all(response.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (address, seen)
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_answer_is_not_retried_by_the_client() {
+        let (address, seen) = unavailable_server();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let kubeconfig = KUBECONFIG.replace("https://staging.example:6443", &format!("http://{address}"));
+        std::fs::write(file.path(), kubeconfig).unwrap();
+        let options = ClientOptions { kubeconfig: Some(file.path().to_owned()), context: None };
+        let (client, requests) = connect_counted(&options).await.unwrap();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), client.apiserver_version());
+        let error = answer.await.expect("the client retried instead of returning").unwrap_err();
+        assert!(matches!(&error, kube::Error::Api(status) if status.code == 503), "{error:?}");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1, "the server got one request");
+        assert_eq!(requests.snapshot().total(), 1);
     }
 
     #[tokio::test]
