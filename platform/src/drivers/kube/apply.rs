@@ -1,5 +1,5 @@
-//! Server-side apply of the objects a plan creates: namespaces, Secrets, ConfigMaps, Dapr
-//! components and generic manifests. Every apply uses the `opus-deploy` field manager, so a
+//! Server-side apply of the objects a plan creates: namespaces, Secrets, and every other object
+//! (the Dapr Component, cert-manager's issuer) as a manifest. Every apply uses the `opus-deploy` field manager, so a
 //! second run with the same content is a no-op on the server and reports
 //! [`ApplyOutcome::Unchanged`]. Whether an object changed is decided by comparing its
 //! `metadata.resourceVersion` before (a metadata-only GET, which never fetches Secret data) and
@@ -54,54 +54,6 @@ pub struct SecretSpec {
     pub data: BTreeMap<String, SecretString>,
 }
 
-/// A ConfigMap.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfigMapSpec {
-    pub namespace: String,
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub data: BTreeMap<String, String>,
-}
-
-/// A key of a Secret, referenced from a Dapr component instead of a value in clear.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretKeyRef {
-    pub name: String,
-    pub key: String,
-}
-
-/// How a Dapr Kafka pub/sub authenticates to the brokers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KafkaAuth {
-    None,
-    /// SASL with a user name and a password taken from a Secret.
-    Password {
-        username: String,
-        password: SecretKeyRef,
-    },
-}
-
-/// The kinds of Dapr component the platform uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DaprComponentType {
-    /// `pubsub.kafka`.
-    KafkaPubSub { brokers: Vec<String>, auth: KafkaAuth, consumer_group: Option<String> },
-    /// `pubsub.rabbitmq`, connection string from a Secret.
-    RabbitMqPubSub { connection_string: SecretKeyRef },
-    /// `state.postgresql`, connection string from a Secret.
-    PostgresStateStore { connection_string: SecretKeyRef, actor_state_store: bool },
-}
-
-/// A Dapr `Component` (dapr.io/v1alpha1), namespaced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaprComponentSpec {
-    pub namespace: String,
-    pub name: String,
-    pub component: DaprComponentType,
-    /// The Dapr app ids allowed to use the component; empty means all of the namespace.
-    pub scopes: Vec<String>,
-}
-
 /// Applies a namespace.
 pub async fn apply_namespace(
     client: &Client,
@@ -148,38 +100,6 @@ pub async fn apply_secret(
     });
     let target = known_kind("v1", "Secret").expect("Secret is in the table of known kinds");
     apply_object(client, &target, &body, options, &redactor).await
-}
-
-/// Applies a ConfigMap.
-pub async fn apply_config_map(
-    client: &Client,
-    config_map: &ConfigMapSpec,
-    options: &ApplyOptions,
-) -> Result<ApplyOutcome, KubeError> {
-    let mut metadata = json!({ "name": config_map.name, "namespace": config_map.namespace });
-    if !config_map.labels.is_empty() {
-        metadata["labels"] = json!(config_map.labels);
-    }
-    let body = json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata,
-        "data": config_map.data,
-    });
-    let target = known_kind("v1", "ConfigMap").expect("ConfigMap is in the table of known kinds");
-    apply_object(client, &target, &body, options, &Redactor::new()).await
-}
-
-/// Applies a Dapr component. Credentials are always references to Secret keys.
-pub async fn apply_dapr_component(
-    client: &Client,
-    component: &DaprComponentSpec,
-    options: &ApplyOptions,
-) -> Result<ApplyOutcome, KubeError> {
-    let body = dapr_component_manifest(component);
-    let target =
-        known_kind("dapr.io/v1alpha1", "Component").expect("Dapr Component is in the table of known kinds");
-    apply_object(client, &target, &body, options, &Redactor::new()).await
 }
 
 /// Applies any object given as a manifest (`apiVersion`, `kind`, `metadata.name`, and
@@ -279,49 +199,6 @@ fn describe_manifest(manifest: &Value) -> String {
     let kind = manifest.pointer("/kind").and_then(Value::as_str).unwrap_or("(no kind)");
     let name = manifest.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("(no name)");
     format!("{} {name}", kind.to_lowercase())
-}
-
-/// The Dapr `Component` object for a component spec.
-fn dapr_component_manifest(component: &DaprComponentSpec) -> Value {
-    let secret_ref = |name: &str, reference: &SecretKeyRef| json!({ "name": name, "secretKeyRef": { "name": reference.name, "key": reference.key } });
-    let value = |name: &str, value: &str| json!({ "name": name, "value": value });
-    let (component_type, metadata) = match &component.component {
-        DaprComponentType::KafkaPubSub { brokers, auth, consumer_group } => {
-            let mut metadata = vec![value("brokers", &brokers.join(","))];
-            match auth {
-                KafkaAuth::None => metadata.push(value("authType", "none")),
-                KafkaAuth::Password { username, password } => {
-                    metadata.push(value("authType", "password"));
-                    metadata.push(value("saslUsername", username));
-                    metadata.push(secret_ref("saslPassword", password));
-                }
-            }
-            if let Some(group) = consumer_group {
-                metadata.push(value("consumerGroup", group));
-            }
-            ("pubsub.kafka", metadata)
-        }
-        DaprComponentType::RabbitMqPubSub { connection_string } => {
-            ("pubsub.rabbitmq", vec![secret_ref("connectionString", connection_string)])
-        }
-        DaprComponentType::PostgresStateStore { connection_string, actor_state_store } => {
-            let mut metadata = vec![secret_ref("connectionString", connection_string)];
-            if *actor_state_store {
-                metadata.push(value("actorStateStore", "true"));
-            }
-            ("state.postgresql", metadata)
-        }
-    };
-    let mut body = json!({
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Component",
-        "metadata": { "name": component.name, "namespace": component.namespace },
-        "spec": { "type": component_type, "version": "v1", "metadata": metadata },
-    });
-    if !component.scopes.is_empty() {
-        body["scopes"] = json!(component.scopes);
-    }
-    body
 }
 
 /// Applies one object: metadata GET, apply PATCH, resourceVersion comparison.
@@ -521,106 +398,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn config_map_applied_twice_without_change_is_unchanged() {
-        let (client, mut server) = MockServer::start();
-        let config_map = ConfigMapSpec {
-            namespace: "oob".to_owned(),
-            name: "oob-consent-settings".to_owned(),
-            labels: BTreeMap::new(),
-            data: labels(&[("brandId", "acme-bank")]),
-        };
-        let apply =
-            tokio::spawn(
-                async move { apply_config_map(&client, &config_map, &ApplyOptions::default()).await },
-            );
-
-        let path = "/api/v1/namespaces/oob/configmaps/oob-consent-settings";
-        let get = server.expect("GET", path).await;
-        get.respond(json_response(200, json!({ "metadata": { "resourceVersion": "42" } })));
-        let patch = server.expect("PATCH", path).await;
-        let body = patch.json_body();
-        assert_eq!(body["data"]["brandId"], "acme-bank");
-        assert_eq!(body["metadata"]["namespace"], "oob");
-        patch.respond(json_response(200, with_version(body, "42")));
-
-        assert_eq!(server.finish(apply).await.unwrap(), ApplyOutcome::Unchanged);
-    }
-
-    #[tokio::test]
-    async fn dapr_kafka_pubsub_references_the_password_secret() {
-        let (client, mut server) = MockServer::start();
-        let component = DaprComponentSpec {
-            namespace: "oob".to_owned(),
-            name: "pubsub".to_owned(),
-            component: DaprComponentType::KafkaPubSub {
-                brokers: vec!["kafka-0:9092".to_owned(), "kafka-1:9092".to_owned()],
-                auth: KafkaAuth::Password {
-                    username: "oob".to_owned(),
-                    password: SecretKeyRef {
-                        name: "kafka-credentials".to_owned(),
-                        key: "password".to_owned(),
-                    },
-                },
-                consumer_group: Some("oob-consent".to_owned()),
-            },
-            scopes: vec!["oob-consent".to_owned()],
-        };
-        let apply =
-            tokio::spawn(
-                async move { apply_dapr_component(&client, &component, &ApplyOptions::default()).await },
-            );
-
-        let path = "/apis/dapr.io/v1alpha1/namespaces/oob/components/pubsub";
-        server.expect("GET", path).await.respond(status_response(404, "NotFound", "not found"));
-        let patch = server.expect("PATCH", path).await;
-        let body = patch.json_body();
-        assert_eq!(body["apiVersion"], "dapr.io/v1alpha1");
-        assert_eq!(body["kind"], "Component");
-        assert_eq!(body["spec"]["type"], "pubsub.kafka");
-        assert_eq!(body["spec"]["version"], "v1");
-        let metadata = &body["spec"]["metadata"];
-        assert_eq!(metadata[0], json!({ "name": "brokers", "value": "kafka-0:9092,kafka-1:9092" }));
-        assert_eq!(metadata[1], json!({ "name": "authType", "value": "password" }));
-        assert_eq!(
-            metadata[3],
-            json!({ "name": "saslPassword", "secretKeyRef": { "name": "kafka-credentials", "key": "password" } })
-        );
-        assert_eq!(body["scopes"], json!(["oob-consent"]));
-        patch.respond(json_response(201, with_version(body, "3")));
-
-        assert_eq!(server.finish(apply).await.unwrap(), ApplyOutcome::Created);
-    }
-
-    #[test]
-    fn dapr_rabbitmq_and_postgres_take_connection_strings_from_secrets() {
-        let reference = SecretKeyRef { name: "broker".to_owned(), key: "url".to_owned() };
-        let rabbit = dapr_component_manifest(&DaprComponentSpec {
-            namespace: "oof".to_owned(),
-            name: "pubsub".to_owned(),
-            component: DaprComponentType::RabbitMqPubSub { connection_string: reference.clone() },
-            scopes: vec![],
-        });
-        assert_eq!(rabbit["spec"]["type"], "pubsub.rabbitmq");
-        assert_eq!(
-            rabbit["spec"]["metadata"],
-            json!([{ "name": "connectionString", "secretKeyRef": { "name": "broker", "key": "url" } }])
-        );
-        assert!(rabbit.get("scopes").is_none());
-
-        let state = dapr_component_manifest(&DaprComponentSpec {
-            namespace: "oof".to_owned(),
-            name: "statestore".to_owned(),
-            component: DaprComponentType::PostgresStateStore {
-                connection_string: reference,
-                actor_state_store: true,
-            },
-            scopes: vec![],
-        });
-        assert_eq!(state["spec"]["type"], "state.postgresql");
-        assert_eq!(state["spec"]["metadata"][1], json!({ "name": "actorStateStore", "value": "true" }));
-    }
-
-    #[tokio::test]
     async fn generic_manifest_of_a_known_kind_is_applied_without_discovery() {
         let (client, mut server) = MockServer::start();
         let manifest = json!({
@@ -696,16 +473,15 @@ mod tests {
     #[tokio::test]
     async fn apply_conflict_names_the_field_and_the_other_manager() {
         let (client, mut server) = MockServer::start();
-        let config_map = ConfigMapSpec {
-            namespace: "oob".to_owned(),
-            name: "settings".to_owned(),
-            labels: BTreeMap::new(),
-            data: labels(&[("foo", "bar")]),
-        };
-        let apply =
-            tokio::spawn(
-                async move { apply_config_map(&client, &config_map, &ApplyOptions::default()).await },
-            );
+        let manifest = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": { "name": "settings", "namespace": "oob" },
+            "data": { "foo": "bar" },
+        });
+        let apply = tokio::spawn(async move {
+            apply_manifest(&client, &manifest, &ApplyOptions::default(), &Redactor::new()).await
+        });
 
         let path = "/api/v1/namespaces/oob/configmaps/settings";
         server

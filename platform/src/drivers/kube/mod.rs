@@ -26,9 +26,7 @@ use kube::{Client, Config};
 use crate::sensitive::Redactor;
 
 pub use apply::{
-    ApplyOptions, ApplyOutcome, ConfigMapSpec, DaprComponentSpec, DaprComponentType, KafkaAuth,
-    NamespaceSpec, SecretKeyRef, SecretSpec, apply_config_map, apply_dapr_component, apply_manifest,
-    apply_namespace, apply_secret,
+    ApplyOptions, ApplyOutcome, NamespaceSpec, SecretSpec, apply_manifest, apply_namespace, apply_secret,
 };
 pub use crds::{CrdWaitOptions, apply_through_webhooks, is_webhook_unavailable, wait_for_crds_established};
 pub use keystore::{
