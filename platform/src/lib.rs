@@ -22,6 +22,7 @@ pub mod load;
 pub mod model;
 pub mod node;
 pub mod plan;
+pub mod postgres;
 pub mod program;
 pub mod schema;
 pub mod secrets;

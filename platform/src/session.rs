@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::drivers::postgres::{AdminOptions, SslMode as PgSslMode};
 use crate::exec::JournalSink;
 use crate::journal::{
     DeployLock, Journal, JournalError, LockError, StepOutcome, StepRecord, lock_file, lock_postgres,
@@ -17,6 +16,7 @@ use crate::load::environment::ENVIRONMENTS_DIR;
 use crate::load::secret_inputs::SecretInputs;
 use crate::model::{EnvFile, JournalSettings, SslMode};
 use crate::plan::diff::Snapshot;
+use crate::postgres::{AdminOptions, SslMode as PgSslMode};
 use crate::secrets::{Identities, SecretTree, decrypt_file};
 use crate::sensitive::SecretString;
 
@@ -169,17 +169,17 @@ async fn postgres_journal_exists(options: &AdminOptions, environment: &str) -> R
         port: options.port,
         database: options.database.clone(),
     };
-    let wrap = |source: crate::drivers::postgres::PostgresError| {
+    let wrap = |source: crate::postgres::PostgresError| {
         SessionError::Journal(JournalError::Postgres { location: location.clone(), source })
     };
     // A journal database nobody created yet holds no journal; the first deploy creates it.
-    let mut connection = match crate::drivers::postgres::connect(options).await {
+    let mut connection = match crate::postgres::connect(options).await {
         Ok(connection) => connection,
         Err(error) if crate::journal::postgres::is_missing_database(&error) => return Ok(false),
         Err(error) => return Err(wrap(error)),
     };
     let query_error = |e: sqlx::Error| {
-        wrap(crate::drivers::postgres::PostgresError::Query {
+        wrap(crate::postgres::PostgresError::Query {
             host: options.host.clone(),
             step: "look for the journal".to_owned(),
             source: e,

@@ -7,10 +7,10 @@
 mod pg;
 
 use pg::PgServer;
-use platform::drivers::postgres::{self as driver, AdminOptions, SslMode};
 use platform::journal::{
     Journal, JournalError, LockBackend, LockError, NotCreatedReason, StepOutcome, StepRecord, lock_postgres,
 };
+use platform::postgres::{self as driver, AdminOptions, SslMode};
 use platform::sensitive::SecretString;
 use platform::session::{self, JournalPlace};
 use time::OffsetDateTime;

@@ -3,9 +3,8 @@
 #[path = "support/pg.rs"]
 mod pg;
 
-use platform::drivers::postgres::{
-    self, AdminOptions, Identifier, PostgresError, ProvisionChange, Provisioning, ScramVerifier, SslMode,
-};
+use platform::drivers::postgres::{self, ProvisionChange, Provisioning, ScramVerifier};
+use platform::postgres::{AdminOptions, Identifier, PostgresError, SslMode};
 use platform::sensitive::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{ConnectOptions as _, Connection as _};
@@ -115,8 +114,8 @@ async fn preflight_reports_a_supported_server_version() {
     let Some(server) = PgServer::try_start() else {
         return;
     };
-    let version = postgres::preflight(&admin(&server)).await.unwrap();
-    assert!(version >= postgres::MIN_SERVER_VERSION_NUM, "{version}");
+    let version = platform::postgres::preflight(&admin(&server)).await.unwrap();
+    assert!(version >= platform::postgres::MIN_SERVER_VERSION_NUM, "{version}");
 }
 
 #[tokio::test]
@@ -146,7 +145,7 @@ async fn our_verify_accepts_verifiers_made_by_postgresql() {
     let Some(server) = PgServer::try_start() else {
         return;
     };
-    let mut connection = postgres::connect(&admin(&server)).await.unwrap();
+    let mut connection = platform::postgres::connect(&admin(&server)).await.unwrap();
     // ASCII, and non-ASCII needing SASLprep (NFKC folds the ligature, maps the no-break space).
     let passwords = ["plain-Passw0rd!", "ﬁle\u{00a0}pässwörd"];
     for (index, password) in passwords.into_iter().enumerate() {

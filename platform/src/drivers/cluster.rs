@@ -15,9 +15,10 @@ use crate::drivers::kube::{
     self, ApplyOptions, ApplyOutcome, ClientOptions, ClusterVersion, CrdWaitOptions, KeyStoreLocation,
     NamespaceSpec, NewKey, ReadinessOptions, SecretSpec, StoredKey,
 };
-use crate::drivers::postgres::{self, AdminOptions, Identifier, Provisioning};
+use crate::drivers::postgres::{self, Provisioning};
 use crate::exec::{Driver, PhaseReporter, StepError, StepOutput};
 use crate::plan::{Action, ChartSpec, Step};
+use crate::postgres::{AdminOptions, Identifier, PostgresError};
 use crate::secrets::Identities;
 use crate::sensitive::{Redactor, SecretString};
 
@@ -114,7 +115,7 @@ impl ClusterDriver {
                 let admin =
                     self.database.as_ref().ok_or_else(|| StepError::new("no database admin credentials"))?;
                 phase("connecting to PostgreSQL");
-                let version = boxed(postgres::preflight(admin)).await.map_err(fail)?;
+                let version = boxed(crate::postgres::preflight(admin)).await.map_err(fail)?;
                 if version / 10_000 < *min_server_version {
                     return Err(StepError::new(format!(
                         "PostgreSQL at {host}:{port} is version {} but the platform needs {min_server_version} or newer",
@@ -179,7 +180,7 @@ impl ClusterDriver {
                         let outcome = postgres::provision(&admin, &provisioning).await?;
                         let limit_changed =
                             postgres::set_connection_limit(&admin, &provisioning.role, limit).await?;
-                        Ok::<_, postgres::PostgresError>((outcome, limit_changed))
+                        Ok::<_, PostgresError>((outcome, limit_changed))
                     })
                 })
                 .await

@@ -12,9 +12,10 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
-use crate::drivers::postgres::{Identifier, provisioning_sql, scram_verifier};
+use crate::drivers::postgres::{provisioning_sql, scram_verifier};
 use crate::exec::{Cleanup, Driver, PhaseReporter, StepError, StepOutput};
 use crate::plan::{Action, Plan, Step, TargetSpec};
+use crate::postgres::Identifier;
 use crate::secrets::AtomicWriteOptions;
 use crate::secrets::{EncryptionRule, Recipient, SecretTree, encrypt_document, write_atomic};
 use crate::values::Values;

@@ -41,7 +41,7 @@ pub(crate) use crate::exec::record::truncate_to_micros;
 /// The records a journal stores are the executor's.
 pub use crate::exec::record::{StepOutcome, StepRecord};
 
-use crate::drivers::postgres::PostgresError;
+use crate::postgres::PostgresError;
 
 /// The journal format version written by this build, in file headers and PostgreSQL schemas.
 pub const JOURNAL_FORMAT: u32 = 1;

@@ -26,7 +26,7 @@ use super::{
     JOURNAL_FORMAT, JournalError, JournalHeader, JournalLocation, NotCreatedReason, OpenJournalOptions,
     StepOutcome, StepRecord,
 };
-use crate::drivers::postgres::{self as driver, AdminOptions, Identifier, PostgresError};
+use crate::postgres::{self as driver, AdminOptions, Identifier, PostgresError};
 
 /// How to reach the journal's database: the driver's admin options. The account needs to
 /// create tables in the database's `public` schema on the first run, and `CREATEDB` (or
