@@ -40,9 +40,18 @@ pub fn identities_for(root: &Path, env: &EnvFile) -> Result<Identities, AccessEr
 
 /// Reads an environment's env.toml (only that file: cheap, and enough for keys).
 pub fn read_env_file(root: &Path, environment: &str) -> Result<EnvFile, AccessError> {
+    read_env_file_with(root, environment, |path| std::fs::read_to_string(path))
+}
+
+/// [`read_env_file`] with the file read by `read` (the CLI reads through its source tree, which
+/// keeps the text for the loader, so env.toml is read once per command).
+pub fn read_env_file_with(
+    root: &Path,
+    environment: &str,
+    read: impl FnOnce(&Path) -> std::io::Result<String>,
+) -> Result<EnvFile, AccessError> {
     let path = root.join(ENVIRONMENTS_DIR).join(environment).join("env.toml");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|source| AccessError::ReadEnv { path: path.clone(), source })?;
+    let text = read(&path).map_err(|source| AccessError::ReadEnv { path: path.clone(), source })?;
     toml::from_str(&text).map_err(|e| AccessError::InvalidEnv { path, message: e.message().to_owned() })
 }
 

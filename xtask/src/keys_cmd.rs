@@ -4,7 +4,6 @@
 
 use std::io::IsTerminal;
 
-use platform::access::read_env_file;
 use platform::drivers::cluster::{ClusterOptions, client};
 use platform::drivers::kube::KeyStoreLocation;
 use platform::keys::{self, FileKeyStore, KeyStore, KubeKeyStore, local_key_file};
@@ -82,7 +81,7 @@ async fn run_async(repo: &Repo, cmd: &KeysCmd) -> Outcome {
         ));
         return Outcome::CouldNotStart;
     }
-    let env_file = match read_env_file(&repo.root, environment) {
+    let env_file = match repo.env_file(environment) {
         Ok(env_file) => env_file,
         Err(e) => {
             ui::error_chain(&e);

@@ -5,8 +5,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use platform::access::{AccessError, read_env_file_with};
 use platform::core_version::{CoreChoice, CoreError, read_environment_core_with};
 use platform::load::tree::{DirEntry, FsTree, SourceTree};
+use platform::model::EnvFile;
 
 /// The repository an invocation works on.
 #[derive(Debug)]
@@ -54,14 +56,27 @@ impl Repo {
     /// no symbolic link out of the repository, no oversized file); the text is kept for the
     /// loader's read of the same file.
     pub fn environment_core(&self, environment: &str) -> Result<CoreChoice, CoreError> {
-        read_environment_core_with(&self.root, environment, |_| {
-            let relative = format!("environments/{environment}/env.toml");
-            let text = FsTree::new(&self.root)
-                .read(&relative)?
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
-            self.read_ahead.lock().expect("not poisoned").insert(relative, text.clone());
-            Ok(text)
-        })
+        read_environment_core_with(&self.root, environment, |_| self.read_env_toml(environment))
+    }
+
+    /// An environment's env.toml, read the same way, for the commands that need its settings
+    /// without compiling it.
+    pub fn env_file(&self, environment: &str) -> Result<EnvFile, AccessError> {
+        read_env_file_with(&self.root, environment, |_| self.read_env_toml(environment))
+    }
+
+    /// env.toml's text: what was read ahead, or read now (and kept for the loader).
+    fn read_env_toml(&self, environment: &str) -> io::Result<String> {
+        let relative = format!("environments/{environment}/env.toml");
+        let mut read_ahead = self.read_ahead.lock().expect("not poisoned");
+        if let Some(text) = read_ahead.get(&relative) {
+            return Ok(text.clone());
+        }
+        let text = FsTree::new(&self.root)
+            .read(&relative)?
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        read_ahead.insert(relative, text.clone());
+        Ok(text)
     }
 }
 
@@ -112,5 +127,21 @@ mod tests {
             Some("core = \"example\"\n")
         );
         assert_eq!(tree.read("environments/staging/env.toml").unwrap(), None, "a second read goes to disk");
+    }
+
+    #[test]
+    fn env_file_settings_and_the_loader_share_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let env_dir = dir.path().join("environments/staging");
+        std::fs::create_dir_all(&env_dir).unwrap();
+        std::fs::write(env_dir.join("env.toml"), "core = \"example\"\n").unwrap();
+        let repo = Repo::at(dir.path());
+        assert_eq!(repo.environment_core("staging").unwrap(), CoreChoice::Example);
+        std::fs::remove_file(env_dir.join("env.toml")).unwrap();
+        // The settings come from the same text (an incomplete env.toml is reported as such,
+        // not as a missing file), and the loader still gets it.
+        let error = repo.env_file("staging").unwrap_err();
+        assert!(matches!(error, AccessError::InvalidEnv { .. }), "{error}");
+        assert!(repo.tree().read("environments/staging/env.toml").unwrap().is_some());
     }
 }

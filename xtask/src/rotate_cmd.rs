@@ -2,7 +2,7 @@
 //! rotation, shows its progress on stderr, commits the changed files when asked and reminds
 //! the operator to back up the new key.
 
-use platform::access::{identities_for, read_env_file};
+use platform::access::identities_for;
 use platform::keys::{self, KeysError, RotationEvent, RotationOptions, git, local_key_file};
 use platform::secrets::IdentitySources;
 use platform::session;
@@ -29,7 +29,7 @@ async fn rotate(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
 
 async fn rotate_or_exit(repo: &Repo, cmd: &RotateKeysCmd) -> Result<Outcome, Outcome> {
     let environment = &cmd.environment;
-    let env_file = read_env_file(&repo.root, environment).or_exit(Outcome::CouldNotStart)?;
+    let env_file = repo.env_file(environment).or_exit(Outcome::CouldNotStart)?;
     if env_file.protected && !cmd.yes {
         ui::confirm_protected(environment, "rotate its keys")?;
     }

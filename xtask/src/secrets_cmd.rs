@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use platform::access::{environment_of, identities_for, read_env_file};
+use platform::access::{environment_of, identities_for};
 use platform::load::secret_inputs::{self, KnownSecretKeys};
 use platform::secrets::{self, EditOptions, EditOutcome, SecretTree, SecretValue, SecretsError};
 use platform::sensitive::SecretString;
@@ -21,7 +21,7 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
             return Outcome::CouldNotStart;
         }
     };
-    let env_file = match read_env_file(&repo.root, &environment) {
+    let env_file = match repo.env_file(&environment) {
         Ok(env_file) => env_file,
         Err(e) => {
             ui::error_chain(&e);
