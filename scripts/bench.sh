@@ -8,7 +8,7 @@
 # `oob-open-data` components, 1,000 secrets files) and runs the binary on them with `--root`, a
 # fresh HOME, NO_COLOR=1 and nothing else in its environment.
 #
-# Each time is the median of BENCH_RUNS runs (default 5; BENCH_RUNS_10K, default 3, with 10,000
+# Each time is the median of BENCH_RUNS runs (default 5; BENCH_RUNS_10K, default 5, with 10,000
 # components), wall clock from `date +%s%N`; a command whose run takes longer than
 # BENCH_SLOW_SECONDS (default 60) is not run again. Max RSS is GNU time's %M, the largest of
 # the runs (n/a without GNU time, which is installed from Debian when run as root).
@@ -26,7 +26,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$PWD"
 
 runs=${BENCH_RUNS:-5}
-runs_10k=${BENCH_RUNS_10K:-3}
+runs_10k=${BENCH_RUNS_10K:-5}
 slow_ns=$(( ${BENCH_SLOW_SECONDS:-60} * 1000000000 ))
 cluster_extra=${BENCH_CLUSTER_EXTRA:-20}
 export PATH="$repo/.tools/bin:$PATH"
