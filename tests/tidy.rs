@@ -21,7 +21,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn sources() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for crate_dir in ["platform/src", "xtask/src", "components/src"] {
+    for crate_dir in ["platform/src", "xtask/src", "components/src", "catalog/src"] {
         rust_files(&root().join(crate_dir), &mut files);
     }
     files.sort();
@@ -59,7 +59,7 @@ fn no_trailing_whitespace_in_sources() {
 
 #[test]
 fn member_crates_take_versions_from_the_workspace() {
-    for member in ["platform", "xtask", "components"] {
+    for member in ["platform", "xtask", "components", "catalog"] {
         let text =
             std::fs::read_to_string(root().join(member).join("Cargo.toml")).expect("readable manifest");
         let manifest: toml::Table = text.parse().expect("valid manifest");

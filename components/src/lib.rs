@@ -19,7 +19,7 @@ pub mod postgresql;
 pub mod pubsub;
 pub mod secret_keys;
 
-use platform::catalog::Catalog;
+use catalog::Catalog;
 
 /// Every component template of this core.
 pub fn catalog() -> Catalog {
@@ -45,7 +45,7 @@ pub fn catalog() -> Catalog {
 #[macro_export]
 macro_rules! values_template {
     ($module:literal) => {
-        platform::catalog::ValuesTemplate {
+        catalog::ValuesTemplate {
             path: concat!("components/src/", $module, "/values.yaml.j2"),
             // include_str! resolves against the file that invokes the macro: the module itself.
             text: include_str!("values.yaml.j2"),
@@ -57,7 +57,7 @@ macro_rules! values_template {
 #[macro_export]
 macro_rules! objects_template {
     ($module:literal, $file:literal) => {
-        platform::catalog::ValuesTemplate {
+        catalog::ValuesTemplate {
             path: concat!("components/src/", $module, "/", $file),
             text: include_str!($file),
         }
@@ -66,7 +66,7 @@ macro_rules! objects_template {
 
 #[cfg(test)]
 mod tests {
-    use platform::catalog::Kind;
+    use catalog::Kind;
     use platform::model::names::{is_dns_label, is_pg_identifier};
 
     use super::catalog;

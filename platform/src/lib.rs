@@ -7,7 +7,8 @@
 //! prints and knows nothing of terminals or flags: the `xtask` binary does that.
 
 pub mod access;
-pub mod catalog;
+/// The component DSL, its own crate so the catalog builds without the engine.
+pub use catalog;
 pub mod check;
 pub mod compile;
 pub mod core_version;

@@ -1,7 +1,7 @@
 //! `api-gateway-routes`: the API gateway (Kong) routes that expose the services by feature:
 //! `core`, `open-data`, `financial-data`, `payments`.
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! `cert-manager`: Let's Encrypt certificates for staging. Never in production: production
 //! certificates come from the ecosystem's ICP-Brasil authorities.
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

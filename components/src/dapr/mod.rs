@@ -1,7 +1,7 @@
 //! `dapr`: the Distributed Application Runtime the services use for pub/sub, state, actors and
 //! cron bindings.
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

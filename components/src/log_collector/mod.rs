@@ -1,7 +1,7 @@
 //! `log-collector`: ships the platform's logs to the bank's log store (any collector works;
 //! this one is Fluent Bit).
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

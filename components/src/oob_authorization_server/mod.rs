@@ -2,7 +2,7 @@
 //! and encryption (`enc.key`, RSA-OAEP) keys live in Secret `oob-as-keys`, its static clients
 //! in Secret `oob-as-clients`; a Dapr cron binding syncs the directory's JWKS.
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

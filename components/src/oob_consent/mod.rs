@@ -2,7 +2,7 @@
 //! introspects tokens at the authorization server. `application.encryption.key` (256-bit hex)
 //! and `application.salt` (64-bit hex) must never change once in production.
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 
 use crate::inputs::ServiceInputs;
 use crate::oob_authorization_server::OobAuthorizationServer;

@@ -1,6 +1,6 @@
 //! `oob-financial-data`: data sharing of accounts, credit cards, loans and investments (phase 2).
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 
 use crate::inputs::ServiceInputs;
 use crate::oob_authorization_server::OobAuthorizationServer;

@@ -1,6 +1,6 @@
 //! `oob-open-data`: open data of products and channels (phase 1).
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 
 use crate::dapr::Dapr;
 use crate::inputs::ServiceInputs;

@@ -1,6 +1,6 @@
 //! `oob-payment`: payments (Pix initiation): uses consents and the authorization server.
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 
 use crate::inputs::ServiceInputs;
 use crate::oob_authorization_server::OobAuthorizationServer;

@@ -1,6 +1,6 @@
 //! `oob-status`: status and outages of the APIs, as the ecosystem requires.
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 
 use crate::dapr::Dapr;
 use crate::inputs::ServiceInputs;

@@ -1,7 +1,7 @@
 //! `oof-event-service`: the event service. Uses Dapr pub/sub, actors with a state store and a
 //! cron binding; delivers webhooks over mTLS.
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! `oof-pcm-service`: metrics reporting to the ecosystem's PCM (mandatory).
 
-use platform::catalog::{ChartRef, Component, Definition, Kind};
+use catalog::{ChartRef, Component, Definition, Kind};
 
 use crate::inputs::ServiceInputs;
 use crate::oob_authorization_server::OobAuthorizationServer;

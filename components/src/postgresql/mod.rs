@@ -2,7 +2,7 @@
 //! newer, reachable with the admin role) and anchors the provisioning of every service's role
 //! and database, which the components that own a database declare themselves.
 
-use platform::catalog::{Component, Definition, Kind};
+use catalog::{Component, Definition, Kind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

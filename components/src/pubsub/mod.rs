@@ -1,7 +1,7 @@
 //! `pubsub`: the Dapr pub/sub Component that connects the services to the environment's
 //! message broker (Kafka, RabbitMQ or SQS, from `messaging` in env.toml).
 
-use platform::catalog::{Component, Definition, Kind};
+use catalog::{Component, Definition, Kind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -2,7 +2,7 @@
 //! `directory` target, in the bundle's local key store). `keys save`, `keys get` and
 //! `rotate-keys` start here.
 
-use platform::catalog::{Component, Definition, Kind};
+use catalog::{Component, Definition, Kind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
