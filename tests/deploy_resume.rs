@@ -246,3 +246,35 @@ fn removing_a_component_removes_its_bundle_files_after_a_complete_deploy() {
         "other releases stay"
     );
 }
+
+#[test]
+fn deploy_refuses_unknown_components_and_steps_before_taking_the_lock() {
+    let repo = Repo::shipped();
+    let only = repo.xtask(&["deploy", "example", "--only", "no-such-component"]);
+    only.assert_code(2)
+        .assert_stderr_contains("--only:")
+        .assert_stderr_contains("see `cargo xtask plan example`");
+    let forced = repo.xtask(&["deploy", "example", "--force-step", "opus/no-such/release"]);
+    forced
+        .assert_code(2)
+        .assert_stderr_contains("--force-step: `opus/no-such/release` is not a step of the plan");
+    assert!(!repo.root().join(JOURNAL).exists(), "nothing was journaled");
+    assert!(!repo.root().join(LOCK).exists(), "the lock was never taken");
+}
+
+#[test]
+fn a_plan_compiled_without_keys_is_never_selected_for_a_deploy() {
+    let repo = Repo::shipped();
+    let tree = platform::load::tree::FsTree::new(repo.root());
+    let compiled =
+        platform::compile::compile_environment(&tree, &components::catalog(), "example", None).unwrap();
+    let plan = compiled.plan.expect("example compiles without keys");
+    let error = platform::deploy::select(&plan, &[], &[]).expect_err("no decrypted secrets");
+    assert!(matches!(error, platform::deploy::DeployError::NotDecrypted { .. }), "{error}");
+    assert!(error.could_not_start());
+    // With its keys the same environment is selected whole.
+    let plan = util::compile_example(&repo);
+    let selection = platform::deploy::select(&plan, &[], &[]).unwrap();
+    assert!(selection.is_whole());
+    assert_eq!(selection.plan().len(), plan.len());
+}
