@@ -90,6 +90,8 @@ fn deploy_in_process(repo: &Repo) -> usize {
             jobs: 4,
             previous_successes: successes,
             force_steps: BTreeSet::new(),
+            force_all: false,
+            drifted: std::collections::BTreeMap::new(),
             cancel,
             failpoint: None,
         };
@@ -141,6 +143,8 @@ fn run_noop<J: JournalSink>(plan: &Plan, journal: &mut J) -> Duration {
             jobs: 4,
             previous_successes: BTreeMap::new(),
             force_steps: BTreeSet::new(),
+            force_all: false,
+            drifted: std::collections::BTreeMap::new(),
             cancel,
             failpoint: None,
         };

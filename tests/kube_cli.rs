@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use fake_kube::{FakeKube, Recorded};
-use serde_json::Value;
+use serde_json::{Value, json};
 use util::{Run, RunOptions, repo_root};
 
 /// The run's name, in place of `@RUN@` in the e2e templates (namespaces `kubecli-system`, ...).
@@ -397,6 +397,24 @@ fn deploy_finds_helm_on_path_and_an_unchanged_redeploy_writes_nothing() {
     assert!(count("PATCH") > 0 && count("mutating") > 0, "summary: {}", first.summary);
     assert_eq!(counted, counts_by_method(&first_requests), "requests:\n{}", list(&first_requests));
 
+    // What real helm stores for revision 1 (the fake helm only records its arguments): the
+    // release Secret with helm's labels. Its data is never read by the refresh.
+    let helm_secret = format!("/api/v1/namespaces/{namespace}/secrets/sh.helm.release.v1.dapr.v1");
+    server.insert(
+        &helm_secret,
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "sh.helm.release.v1.dapr.v1",
+                "namespace": namespace,
+                "labels": {"owner": "helm", "name": "dapr", "status": "deployed", "version": "1"},
+            },
+            "type": "helm.sh/release.v1",
+            "data": {"release": "SDRzSUFBQUFBQUFBLzZ0V0tzbFBUZ0VBQUFELy93RUFBUC8vL3dBQUFBQT0="},
+        }),
+    );
+
     // 2. Nothing changed: every step is unchanged, no helm, no write.
     dirs.clear_records();
     let second = repo.deploy(&dirs.path());
@@ -412,6 +430,78 @@ fn deploy_finds_helm_on_path_and_an_unchanged_redeploy_writes_nothing() {
     for command in ["status", "upgrade"] {
         assert_eq!(dirs.recorded(command, "cmdline"), None, "helm {command} ran during the unchanged deploy");
     }
+    // The refresh read metadata only: one list of Secrets in the release's namespace and one of
+    // namespaces, no GET of the release Secret itself.
+    let lists: Vec<&Recorded> = second_requests.iter().filter(|r| r.method == "GET").collect();
+    let secrets_lists =
+        lists.iter().filter(|r| r.path == format!("/api/v1/namespaces/{namespace}/secrets")).count();
+    assert_eq!(secrets_lists, 1, "requests:\n{}", list(&second_requests));
+    assert_eq!(
+        lists.iter().filter(|r| r.path == "/api/v1/namespaces").count(),
+        1,
+        "{}",
+        list(&second_requests)
+    );
+    assert!(
+        !lists.iter().any(|r| r.path == helm_secret),
+        "the release data was read:\n{}",
+        list(&second_requests)
+    );
+
+    // 3. Behind the tool's back: `helm uninstall dapr` (its Secret goes) and a label of the
+    // namespace changed by another field manager. `plan` names both, `deploy` repairs both.
+    assert!(server.remove(&helm_secret));
+    let mut edited = server.object(&namespace_path).expect("the namespace");
+    edited["metadata"]["labels"]["opus.example/run"] = json!("edited");
+    // As the API server records an update by `kubectl edit`: the changed field moves from our
+    // manager's set to kubectl-edit's.
+    let mut ours = edited["metadata"]["managedFields"][0].clone();
+    assert_eq!(ours["manager"], "opus-deploy", "{edited:#}");
+    let labels = ours["fieldsV1"]["f:metadata"]["f:labels"].as_object_mut().expect("our labels");
+    assert!(labels.remove("f:opus.example/run").is_some(), "{edited:#}");
+    edited["metadata"]["managedFields"] = json!([
+        ours,
+        {"manager": "kubectl-edit", "operation": "Update", "fieldsType": "FieldsV1",
+         "fieldsV1": {"f:metadata": {"f:labels": {"f:opus.example/run": {}}}}},
+    ]);
+    server.insert(&namespace_path, edited);
+    let plan = repo.xtask(&["plan", "e2e", "--format", "json"], None);
+    let plan: Value = serde_json::from_str(&plan.assert_code(0).stdout).expect("plan JSON");
+    let drift: BTreeMap<String, String> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["change"] == "drifted")
+        .map(|s| (s["id"].as_str().unwrap().to_owned(), s["drift"].as_str().unwrap().to_owned()))
+        .collect();
+    let namespace_step = format!("{namespace}/namespace/ensure");
+    assert_eq!(
+        drift,
+        BTreeMap::from([
+            (release_step.clone(), format!("helm release {namespace}/dapr: release not found")),
+            (
+                namespace_step.clone(),
+                format!(
+                    "Namespace {namespace}: `metadata.labels.opus.example/run` was changed by kubectl-edit"
+                ),
+            ),
+        ]),
+        "{plan:#}"
+    );
+    dirs.clear_records();
+    let third = repo.deploy(&dirs.path());
+    third.run.assert_code(0);
+    let ran_again: BTreeSet<&str> =
+        third.statuses.iter().filter(|(_, s)| *s == "succeeded").map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ran_again,
+        BTreeSet::from([release_step.as_str(), namespace_step.as_str()]),
+        "{}",
+        third.streams()
+    );
+    assert!(dirs.recorded("upgrade", "cmdline").is_some(), "helm upgrade repaired the release");
+    let repaired = server.object(&namespace_path).expect("the namespace");
+    assert_eq!(repaired["metadata"]["labels"]["opus.example/run"], RUN, "{repaired:#}");
 }
 
 #[test]

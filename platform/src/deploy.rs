@@ -10,9 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::exec::{Cleanup, Driver, ExecOptions, Failpoint, Progress, StepError, Summary, execute};
+use crate::exec::{Cleanup, Driver, ExecOptions, Failpoint, Observer, Progress, StepError, Summary, execute};
 use crate::journal::{DeployLock, Journal, JournalError, LockError, LockHolder, RepairReport, StepRecord};
 use crate::plan::diff::{ChangeKind, classify};
+use crate::plan::observed::Observation;
 use crate::plan::{Plan, PlanError};
 use crate::session::{self, JournalPlace, SessionError};
 
@@ -43,6 +44,12 @@ pub enum DeployError {
     Repair(JournalError),
     #[error("cannot prepare the target: {0}")]
     Prepare(StepError),
+    #[error("cannot observe the target of `{environment}`: {source}")]
+    Observe {
+        environment: String,
+        #[source]
+        source: StepError,
+    },
 }
 
 impl DeployError {
@@ -58,6 +65,9 @@ impl DeployError {
             DeployError::Session(SessionError::Journal(JournalError::TornRecord { .. })) => {
                 Some("rerun with --repair-journal to drop the torn record (the step it described runs again)")
             }
+            DeployError::Observe { .. } => Some(
+                "fix access to the target, or rerun with --no-refresh to trust the journal without looking",
+            ),
             _ => None,
         }
     }
@@ -142,6 +152,12 @@ pub struct ChangeCounts {
     pub unchanged: usize,
     /// Unchanged steps recorded under an older fingerprint format: re-recorded, not run.
     pub migrate: usize,
+    /// Steps recorded as done whose effect the target no longer holds: they run again.
+    pub drifted: usize,
+    /// What left the configuration and the deploy removes from the target.
+    pub delete: usize,
+    /// What left the configuration and the deploy keeps (databases, namespaces).
+    pub retained: usize,
 }
 
 /// How a run is done.
@@ -150,6 +166,8 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Steps run even when the journal records them as done.
     pub force_steps: BTreeSet<String>,
+    /// Run every step (`--force`).
+    pub force_all: bool,
     /// Set to `true` to start no new step.
     pub cancel: tokio::sync::watch::Receiver<bool>,
     pub failpoint: Option<Failpoint>,
@@ -202,16 +220,40 @@ impl Deployment {
         &self.journal
     }
 
-    /// What running `plan` would do, by the journal's last successes.
-    pub fn changes(&self, plan: &Plan) -> ChangeCounts {
-        let changes = classify(plan, &session::successful_snapshots(&self.latest));
+    /// Observes the target (`refresh`) for the environment's whole plan, comparing it with the
+    /// journal's last successes. Without an observer the live state is not observed, and says
+    /// so; an observer's error stops the deploy (rerun with `--no-refresh` to go on without).
+    pub async fn observe(
+        &self,
+        whole: &Plan,
+        observer: Option<&dyn Observer>,
+        refresh: bool,
+    ) -> Result<Observation, DeployError> {
+        if !refresh {
+            return Ok(Observation::skipped());
+        }
+        let Some(observer) = observer else {
+            return Ok(Observation::not_observed("this target cannot be observed"));
+        };
+        crate::exec::observe::observe(whole, &self.latest, observer)
+            .await
+            .map_err(|source| DeployError::Observe { environment: whole.environment.clone(), source })
+    }
+
+    /// What running `plan` would do, by the journal's last successes and the observation.
+    pub fn changes(&self, plan: &Plan, observation: &Observation) -> ChangeCounts {
+        let changes = classify(plan, &session::successful_snapshots(&self.latest), observation);
         let count = |kind: ChangeKind| changes.values().filter(|(k, _)| *k == kind).count();
+        let retained = observation.removed.iter().filter(|r| r.retained.is_some()).count();
         ChangeCounts {
             steps: plan.len(),
             create: count(ChangeKind::Create),
             update: count(ChangeKind::Update),
             unchanged: count(ChangeKind::Unchanged),
             migrate: count(ChangeKind::Migrate),
+            drifted: count(ChangeKind::Drifted),
+            delete: observation.removed.len() - retained,
+            retained,
         }
     }
 
@@ -225,12 +267,15 @@ impl Deployment {
         driver: Arc<dyn Driver>,
         progress: Arc<dyn Progress>,
         options: RunOptions,
+        observation: &Observation,
     ) -> Result<Report, DeployError> {
         driver.prepare(selection.whole()).await.map_err(DeployError::Prepare)?;
         let exec = ExecOptions {
             jobs: options.jobs,
             previous_successes: session::success_fingerprints(&self.latest),
             force_steps: options.force_steps,
+            force_all: options.force_all,
+            drifted: observation.drifted.clone(),
             cancel: options.cancel,
             failpoint: options.failpoint,
         };

@@ -10,6 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::journal::{Journal, StepOutcome, StepRecord};
 use crate::plan::Plan;
 use crate::plan::diff::{ChangeKind, classify};
+use crate::plan::observed::{Observation, Refresh, Removal};
 use crate::session::successful_snapshots;
 
 /// Where an environment stands (the JSON of `status --format json`).
@@ -23,6 +24,10 @@ pub struct StatusReport {
     pub steps: Vec<StepState>,
     /// How many steps a deploy would run.
     pub pending: usize,
+    /// Whether the live state was observed.
+    pub refresh: Refresh,
+    /// What the target's inventory lists and the configuration no longer has.
+    pub removed: Vec<Removal>,
 }
 
 /// One step's state.
@@ -40,6 +45,8 @@ pub struct StepState {
     pub format_migration: bool,
     /// The value paths that changed since the last success.
     pub changed_keys: Vec<String>,
+    /// Why the target no longer holds what the step did, when it does not.
+    pub drift: Option<String>,
 }
 
 /// How a step's last run ended.
@@ -61,9 +68,15 @@ impl LastOutcome {
     }
 }
 
-/// The report of `plan` against the journal's latest records (none when `journal` is `None`).
-pub fn report(plan: &Plan, journal: Option<&Journal>, latest: &BTreeMap<String, StepRecord>) -> StatusReport {
-    let changes = classify(plan, &successful_snapshots(latest));
+/// The report of `plan` against the journal's latest records (none when `journal` is `None`)
+/// and what observing the target found.
+pub fn report(
+    plan: &Plan,
+    journal: Option<&Journal>,
+    latest: &BTreeMap<String, StepRecord>,
+    observation: &Observation,
+) -> StatusReport {
+    let changes = classify(plan, &successful_snapshots(latest), observation);
     let steps: Vec<StepState> = plan
         .steps()
         .map(|step| {
@@ -84,6 +97,7 @@ pub fn report(plan: &Plan, journal: Option<&Journal>, latest: &BTreeMap<String, 
                 would_change: !matches!(kind, ChangeKind::Unchanged | ChangeKind::Migrate),
                 format_migration: *kind == ChangeKind::Migrate,
                 changed_keys: keys.iter().map(|k| k.path.clone()).collect(),
+                drift: observation.drift_of(&step.id).map(str::to_owned),
             }
         })
         .collect();
@@ -91,8 +105,11 @@ pub fn report(plan: &Plan, journal: Option<&Journal>, latest: &BTreeMap<String, 
         environment: plan.environment.clone(),
         journal: journal.map(|j| j.location().to_string()),
         lineage: journal.map(|j| j.header().lineage.to_string()),
-        pending: steps.iter().filter(|s| s.would_change).count(),
+        pending: steps.iter().filter(|s| s.would_change).count()
+            + observation.removed.iter().filter(|r| r.retained.is_none()).count(),
         steps,
+        refresh: observation.refresh.clone(),
+        removed: observation.removed.clone(),
     }
 }
 
@@ -113,12 +130,35 @@ impl StatusReport {
             let last = step.last.map_or("never run", LastOutcome::as_str);
             let at = step.at.as_ref().map(|a| format!(" at {a}")).unwrap_or_default();
             let change = if step.would_change { "would change" } else { "up to date" };
+            let change = if step.drift.is_some() { "drifted" } else { change };
             let _ = writeln!(out, "  {:<48} {:<12}{:<26} {change}", step.step, last, at);
             if let Some(error) = &step.error {
                 let _ = writeln!(out, "      error: {error}");
             }
+            if let Some(drift) = &step.drift {
+                let _ = writeln!(out, "      drifted: {drift}");
+            }
         }
-        let _ = writeln!(out, "{} of {} steps would change", self.pending, self.steps.len());
+        for removal in &self.removed {
+            match &removal.retained {
+                None => {
+                    let _ = writeln!(out, "  {:<48} left the configuration: would be deleted", removal.item);
+                }
+                Some(why) => {
+                    let _ = writeln!(out, "  {:<48} left the configuration: retained ({why})", removal.item);
+                }
+            }
+        }
+        let deletions = self.removed.iter().filter(|r| r.retained.is_none()).count();
+        let steps_pending = self.pending - deletions;
+        let deletions = match deletions {
+            0 => String::new(),
+            n => format!(", {n} to delete"),
+        };
+        let _ = writeln!(out, "{steps_pending} of {} steps would change{deletions}", self.steps.len());
+        if let Some(note) = self.refresh.note() {
+            let _ = writeln!(out, "{note}");
+        }
         out
     }
 }

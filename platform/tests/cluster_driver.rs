@@ -595,7 +595,7 @@ async fn helm_release_sends_the_values_on_stdin_and_never_in_arguments() {
     fake.answer("status", "", "Error: release: not found\n", 1);
     fake.answer(
         "upgrade",
-        "Release \"oof-pcm-service\" does not exist. Installing it now.\nSTATUS: deployed\n",
+        "Release \"oof-pcm-service\" does not exist. Installing it now.\nNAME: oof-pcm-service\nNAMESPACE: opus\nSTATUS: deployed\nREVISION: 1\nTEST SUITE: None\n",
         "",
         0,
     );
@@ -610,9 +610,13 @@ async fn helm_release_sends_the_values_on_stdin_and_never_in_arguments() {
     };
     let (client, _server) = MockServer::start();
     let output = run(driver(client, setup), release_step(90)).await.unwrap().unwrap();
+    // The revision helm reports is recorded for the refresh to compare the release with.
     assert_eq!(
         output,
-        json!({"helm": "Release \"oof-pcm-service\" does not exist. Installing it now.\nSTATUS: deployed"})
+        json!({
+            "helm": "Release \"oof-pcm-service\" does not exist. Installing it now.\nNAME: oof-pcm-service\nNAMESPACE: opus\nSTATUS: deployed\nREVISION: 1\nTEST SUITE: None",
+            "revision": 1,
+        })
     );
 
     let cmdline = fake.recorded("upgrade", "cmdline");

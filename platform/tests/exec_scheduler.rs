@@ -114,6 +114,8 @@ fn options(jobs: usize) -> (ExecOptions, watch::Sender<bool>) {
         jobs,
         previous_successes: BTreeMap::new(),
         force_steps: BTreeSet::new(),
+        force_all: false,
+        drifted: std::collections::BTreeMap::new(),
         cancel,
         failpoint: None,
     };

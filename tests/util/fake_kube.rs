@@ -6,12 +6,16 @@
 //! - `GET` of an object: the stored object (or its `PartialObjectMetadata` when the `Accept`
 //!   header asks for it, as kube-rs's metadata-only reads do), else a 404 `Status`.
 //! - `GET` of a collection: a `<Kind>List` of the stored objects matching `labelSelector`
-//!   (equality terms only), with `metadata.resourceVersion`.
+//!   (equality terms only), with `metadata.resourceVersion`; with the metadata-only `Accept`
+//!   header, a `PartialObjectMetadataList` of their metadata (no data, as the real server).
 //! - `PATCH` with `application/apply-patch+yaml` (server-side apply; kube-rs sends JSON, which
 //!   is YAML): `fieldManager` is required, the body's name must be the URL's; the applied object
-//!   replaces the stored one (the tests have one field manager). An apply that changes nothing
-//!   keeps the object and its `resourceVersion`, as the real API server does; otherwise the object
-//!   gets the next `resourceVersion` (201 when created, 200 otherwise).
+//!   replaces the stored one (the tests have one field manager) and `metadata.managedFields`
+//!   holds that manager's `Apply` entry with the applied fields as `FieldsV1` (maps as
+//!   `f:<key>`; a list is one leaf here, where the real server also lists its items). An apply
+//!   that changes nothing keeps the object and its `resourceVersion`, as the real API server
+//!   does; otherwise the object gets the next `resourceVersion` (201 when created, 200
+//!   otherwise).
 //! - `POST` to a collection: creates (201), or 409 `AlreadyExists`.
 //! - `PUT` of an object: replaces at the same `resourceVersion` (409 `Conflict` otherwise).
 //! - `DELETE` of an object: removes it.
@@ -125,6 +129,12 @@ impl FakeKube {
         let revision = state.revision;
         set_server_fields(&mut object, revision, None);
         state.objects.insert(path.to_owned(), object);
+    }
+
+    /// Removes the object at a REST path (what `kubectl delete` or `helm uninstall` would do
+    /// behind the tool's back); returns whether there was one.
+    pub fn remove(&self, path: &str) -> bool {
+        self.lock().objects.remove(path).is_some()
     }
 
     /// The stored object at a REST path.
@@ -599,6 +609,23 @@ fn list(request: &Request, location: &Location, state: &State) -> Response {
         })
         .cloned()
         .collect();
+    if wants_metadata_only(request) {
+        let items: Vec<Value> = items
+            .into_iter()
+            .map(|object| {
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": object["metadata"]})
+            })
+            .collect();
+        return respond(
+            200,
+            json!({
+                "apiVersion": "meta.k8s.io/v1",
+                "kind": "PartialObjectMetadataList",
+                "metadata": { "resourceVersion": state.revision.to_string() },
+                "items": items,
+            }),
+        );
+    }
     respond(
         200,
         json!({
@@ -726,8 +753,52 @@ fn apply(request: &Request, location: &Location, name: &str, state: &mut State) 
     state.revision += 1;
     let mut object = object;
     set_server_fields(&mut object, state.revision, previous.as_ref());
+    let manager = request.query("fieldManager").unwrap_or_default().to_owned();
+    object["metadata"]["managedFields"] = json!([{
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": object["apiVersion"],
+        "time": "2024-06-01T12:00:00Z",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields_v1(&object),
+    }]);
     state.objects.insert(path, object.clone());
     respond(if created { 201 } else { 200 }, object)
+}
+
+/// The `FieldsV1` set of an applied object: `f:<key>` for each map key, `{}` at a leaf (a
+/// list is a leaf here); identity and server-set fields are not in it.
+fn fields_v1(object: &Value) -> Value {
+    fn walk(node: &Value, depth: usize, parent: &str) -> Value {
+        let mut out = serde_json::Map::new();
+        if let Value::Object(map) = node {
+            for (key, value) in map {
+                let identity = (depth == 0 && (key == "apiVersion" || key == "kind"))
+                    || (depth == 1
+                        && parent == "metadata"
+                        && [
+                            "name",
+                            "namespace",
+                            "resourceVersion",
+                            "uid",
+                            "creationTimestamp",
+                            "managedFields",
+                            "generation",
+                        ]
+                        .contains(&key.as_str()));
+                if identity {
+                    continue;
+                }
+                let child = match value {
+                    Value::Object(inner) if !inner.is_empty() => walk(value, depth + 1, key),
+                    _ => json!({}),
+                };
+                out.insert(format!("f:{key}"), child);
+            }
+        }
+        Value::Object(out)
+    }
+    walk(object, 0, "")
 }
 
 fn create(request: &Request, location: &Location, state: &mut State) -> Response {

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use platform::deploy::{self, DeployError, Deployment, OpenOptions, RunOptions};
-use platform::drivers::directory::DirectoryDriver;
+use platform::drivers::kube::RequestCounter;
 use platform::exec::{Cleanup, Driver, Failpoint, Progress};
 use platform::plan::{Plan, TargetSpec};
 use platform::session::{self, JournalPlace};
@@ -52,38 +52,56 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
         );
     }
 
+    // The driver, and what it observes of the target (the whole environment's plan).
+    let (driver, api_requests) = driver_for(repo, plan, &inputs).await?;
+    let observation =
+        deployment.observe(selection.whole(), driver.observer(), !cmd.no_refresh).await.map_err(fail)?;
+    if let Some(note) = observation.note() {
+        eprintln!("note: {note}");
+    }
+
     // The summary, and confirmation for protected environments.
-    let changes = deployment.changes(plan);
-    let migrations = match changes.migrate {
-        0 => String::new(),
-        n => format!(", {n} to re-record in the current fingerprint format"),
-    };
+    let changes = deployment.changes(plan, &observation);
+    let mut extra = String::new();
+    if changes.migrate > 0 {
+        extra.push_str(&format!(", {} to re-record in the current fingerprint format", changes.migrate));
+    }
+    if changes.drifted > 0 {
+        extra.push_str(&format!(", {} drifted", changes.drifted));
+    }
+    let removals = if selection.is_whole() { changes.delete } else { 0 };
+    if removals > 0 {
+        extra.push_str(&format!(", {removals} to delete"));
+    }
     ui::status(
         "Planned",
         &format!(
-            "`{}`: {} steps ({} to create, {} to update, {} unchanged{migrations})",
+            "`{}`: {} steps ({} to create, {} to update, {} unchanged{extra})",
             cmd.environment, changes.steps, changes.create, changes.update, changes.unchanged
         ),
     );
+    for (step, reason) in &observation.drifted {
+        if plan.step(step).is_some() {
+            eprintln!("     Drifted {step}: {reason}");
+        }
+    }
+    if selection.is_whole() {
+        for removal in &observation.removed {
+            match &removal.retained {
+                None => eprintln!("    Removing {} (left the configuration)", removal.item),
+                Some(why) => eprintln!("   Retaining {} (left the configuration; {why})", removal.item),
+            }
+        }
+    } else if !observation.removed.is_empty() {
+        eprintln!(
+            "note: {} item(s) left the configuration; a deploy of the whole environment removes them (--only runs part of it)",
+            observation.removed.len()
+        );
+    }
     if plan.protected && !cmd.yes {
         eprintln!("review the changes with `cargo xtask plan {}`", cmd.environment);
         ui::confirm_protected(&cmd.environment, "deploy")?;
     }
-
-    // The kube client's requests, by method, for the JSON summary.
-    let mut api_requests = None;
-    let driver: Arc<dyn Driver> = match &plan.target {
-        TargetSpec::Directory { path, .. } => {
-            let recipients = platform::secrets::parse_recipients(&env_file.secrets.age_recipients)
-                .or_exit(Outcome::CouldNotStart)?;
-            Arc::new(DirectoryDriver::new(repo.root.join(path), recipients))
-        }
-        TargetSpec::Kube { .. } => {
-            let (driver, requests) = crate::kube_target::driver(repo, plan, &inputs).await?;
-            api_requests = Some(requests);
-            driver
-        }
-    };
 
     let progress: Arc<dyn Progress> = match cmd.output {
         OutputFormat::Json => Arc::new(JsonProgress { api_requests }),
@@ -96,10 +114,11 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
     let options = RunOptions {
         jobs: usize::from(cmd.jobs),
         force_steps: cmd.force_step.iter().cloned().collect(),
+        force_all: cmd.force,
         cancel: cancel_on_ctrl_c(),
         failpoint: Failpoint::from_env(),
     };
-    let report = deployment.run(&selection, driver, progress, options).await.map_err(fail)?;
+    let report = deployment.run(&selection, driver, progress, options, &observation).await.map_err(fail)?;
     if let TargetSpec::Directory { path, .. } = &plan.target {
         for cleanup in &report.cleanup {
             match cleanup {
@@ -116,6 +135,22 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
         eprintln!("warning: {e}");
     }
     Ok(summarize(plan, cmd, &report.summary))
+}
+
+/// The target's driver, and for a cluster the count of the API requests its client sends (for
+/// the JSON summary).
+async fn driver_for(
+    repo: &Repo,
+    plan: &Plan,
+    inputs: &platform::compile::Inputs,
+) -> Result<(Arc<dyn Driver>, Option<RequestCounter>), Outcome> {
+    if let Some(driver) =
+        crate::target::directory_driver(repo, plan, inputs).or_exit(Outcome::CouldNotStart)?
+    {
+        return Ok((Arc::new(driver), None));
+    }
+    let (driver, requests) = crate::kube_target::driver(repo, plan, inputs).await?;
+    Ok((driver, Some(requests)))
 }
 
 /// Prints why a deploy did not run, and the outcome to exit with.

@@ -119,12 +119,15 @@ pub enum SecretsAction {
 ///
 /// Compiles the environment into its plan and prints every step in execution order with
 /// what will happen to it (create, update or unchanged, against the journal of the last
-/// deploy) and, for updates, the changed values by YAML path. Secrets show as `(sensitive)` or
-/// `(sensitive, changed)`, never in clear. Works without keys (sensitive values are then
-/// compared by their ciphertexts).
+/// deploy; drifted when the target no longer holds what the journal recorded) and, for
+/// updates, the changed values by YAML path, then what left the configuration (deleted, or
+/// retained and why). Secrets show as `(sensitive)` or `(sensitive, changed)`, never in clear.
+/// Works without keys (sensitive values are then compared by their ciphertexts) and without
+/// access to the target (the plan then says the live state was not observed).
 ///
 /// Examples:
 ///   cargo xtask plan staging
+///   cargo xtask plan staging --no-refresh       # the journal only, without looking
 ///   cargo xtask plan prod --format json > plan.json
 ///   cargo xtask plan prod --base origin/main --format markdown   # a PR comment
 #[derive(Debug, Args)]
@@ -132,6 +135,9 @@ pub enum SecretsAction {
 pub struct PlanCmd {
     /// The environment.
     pub environment: String,
+    /// Do not observe the target: compare with the journal only.
+    #[arg(long)]
+    pub no_refresh: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
@@ -190,16 +196,20 @@ pub struct SchemaCmd {
 
 /// Deploy an environment, resuming where the last deploy stopped.
 ///
-/// Compiles and verifies the plan, shows the summary, asks for confirmation on a protected
-/// environment, then runs every step in dependency order with a journal. Steps whose
-/// fingerprint equals a recorded success are skipped, so a rerun after a failure or a crash
-/// resumes where it stopped and an unchanged deploy does nothing.
+/// Compiles and verifies the plan, observes the target (a bulk, read-only refresh), shows
+/// the summary, asks for confirmation on a protected environment, then runs every step in
+/// dependency order with a journal. Steps whose fingerprint equals a recorded success are
+/// skipped unless the target no longer holds what they did (drifted: a release uninstalled,
+/// a file edited), so a rerun after a failure or a crash resumes where it stopped, a drifted
+/// target is repaired, and an unchanged deploy does nothing. After a complete run, what the
+/// target's inventory lists and the configuration no longer has is removed.
 ///
 /// Examples:
 ///   cargo xtask deploy example
 ///   cargo xtask deploy staging --only oob-consent       # and what it depends on
 ///   cargo xtask deploy prod --yes --jobs 8 --output json
 ///   cargo xtask deploy staging --force-step opus/oob-consent/release
+///   cargo xtask deploy staging --force                  # rerun every step
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct DeployCmd {
@@ -215,6 +225,12 @@ pub struct DeployCmd {
     /// Run this step even if the journal says it is unchanged (repeatable).
     #[arg(long, value_name = "STEP_ID")]
     pub force_step: Vec<String>,
+    /// Run every step, whatever the journal and the target say.
+    #[arg(long, conflicts_with = "force_step")]
+    pub force: bool,
+    /// Do not observe the target before deploying: trust the journal (drift is not repaired).
+    #[arg(long)]
+    pub no_refresh: bool,
     /// Do not ask for confirmation on a protected environment (required without a terminal).
     #[arg(long)]
     pub yes: bool,
@@ -237,17 +253,21 @@ pub enum OutputFormat {
 
 /// Show what the journal says, step by step, and what would change.
 ///
-/// Reads the journal of the environment's last deploys and compares it with the current
-/// configuration.
+/// Reads the journal of the environment's last deploys, observes the target, and compares
+/// both with the current configuration: drifted steps are named with the reason.
 ///
 /// Examples:
 ///   cargo xtask status staging
+///   cargo xtask status staging --no-refresh
 ///   cargo xtask status prod --format json
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct StatusCmd {
     /// The environment.
     pub environment: String,
+    /// Do not observe the target: compare with the journal only.
+    #[arg(long)]
+    pub no_refresh: bool,
     #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
     pub format: StatusFormat,
 }

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use platform::compile::Inputs;
 use platform::drivers::cluster::ClusterDriver;
 use platform::drivers::helm::{HelmContext, find_helm};
+use platform::drivers::kube::ClusterObserver;
 use platform::drivers::kube::{ClientOptions, RequestCounter, connect_counted};
-use platform::exec::Driver;
+use platform::exec::{Driver, Observer};
 use platform::model::Target;
 use platform::plan::{Action, Plan};
 use platform::session::{admin_options, admin_password_of};
@@ -62,4 +63,18 @@ pub async fn driver(
         root: repo.root.clone(),
     });
     Ok((driver, requests))
+}
+
+/// What observes the cluster for `plan` and `status`: a client for the environment's context
+/// (read-only lists; no helm, no database).
+pub async fn observer(repo: &Repo, inputs: &Inputs) -> Result<Box<dyn Observer>, String> {
+    let Target::Kube { context, kubeconfig, .. } = &inputs.environment.env.target else {
+        return Err("the target is not a cluster".to_owned());
+    };
+    let options = ClientOptions {
+        kubeconfig: kubeconfig.as_ref().map(|k| repo.root.join(k)),
+        context: Some(context.clone()),
+    };
+    let client = platform::drivers::kube::connect(&options).await.map_err(|e| e.to_string())?;
+    Ok(Box::new(ClusterObserver { client }))
 }

@@ -19,6 +19,7 @@ mod runtime;
 mod schema;
 mod secrets_cmd;
 mod status;
+mod target;
 mod ui;
 
 use std::process::ExitCode;

@@ -43,14 +43,17 @@ pub fn run(repo: &Repo, cmd: &PlanCmd) -> Outcome {
         crate::ui::stdout(&out);
         return Outcome::Success;
     }
-    let previous = crate::journal_view::previous_snapshots(repo, &inputs);
+    let latest = crate::journal_view::latest_records(repo, &inputs);
+    let previous = platform::session::successful_snapshots(&latest);
+    let observation =
+        crate::runtime::block_on(crate::target::observation(repo, &plan, &inputs, &latest, cmd.no_refresh));
     let out = match cmd.format {
-        PlanFormat::Text => render::text(&plan, &previous),
+        PlanFormat::Text => render::text(&plan, &previous, &observation),
         PlanFormat::Json => {
-            let document = PlanDocument::with_changes(&plan, &previous);
+            let document = PlanDocument::with_changes(&plan, &previous, &observation);
             serde_json::to_string_pretty(&document).expect("serializable") + "\n"
         }
-        PlanFormat::Markdown => render::markdown(&plan, &previous),
+        PlanFormat::Markdown => render::markdown(&plan, &previous, &observation),
     };
     crate::ui::stdout(&out);
     Outcome::Success

@@ -28,7 +28,8 @@ async fn status_or_exit(repo: &Repo, cmd: &StatusCmd) -> Result<Outcome, Outcome
         Some(journal) => journal.latest().await.or_exit(Outcome::CouldNotStart)?,
         None => Default::default(),
     };
-    let report = platform::status::report(&plan, journal.as_ref(), &latest);
+    let observation = crate::target::observation(repo, &plan, &inputs, &latest, cmd.no_refresh).await;
+    let report = platform::status::report(&plan, journal.as_ref(), &latest, &observation);
     ui::stdout(&match cmd.format {
         StatusFormat::Json => serde_json::to_string_pretty(&report).expect("JSON") + "\n",
         StatusFormat::Text => report.text(),

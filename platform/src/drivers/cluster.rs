@@ -16,7 +16,7 @@ use crate::drivers::kube::{
     NamespaceSpec, NewKey, ReadinessOptions, SecretSpec, StoredKey,
 };
 use crate::drivers::postgres::{self, Provisioning};
-use crate::exec::{Driver, PhaseReporter, StepError, StepOutput};
+use crate::exec::{Driver, Found, Observer, PhaseReporter, StepError, StepOutput, StepRecord};
 use crate::plan::{Action, ChartSpec, Step};
 use crate::postgres::{AdminOptions, Identifier, PostgresError};
 use crate::secrets::Identities;
@@ -232,7 +232,11 @@ impl ClusterDriver {
                 .await
                 .map_err(|e| StepError::new(format!("helm did not finish: {e}")))?;
                 match output {
-                    Ok(stdout) => Ok(json!({"helm": stdout.lines().take(6).collect::<Vec<_>>().join("\n")})),
+                    // The revision helm reports is what the refresh compares the release with.
+                    Ok(stdout) => Ok(json!({
+                        "helm": stdout.lines().take(6).collect::<Vec<_>>().join("\n"),
+                        "revision": kube::revision_in_helm_output(&stdout),
+                    })),
                     Err(error) => Err(helm_error(error)),
                 }
             }
@@ -334,5 +338,20 @@ impl Driver for ClusterDriver {
         phase: PhaseReporter,
     ) -> BoxFuture<'a, Result<StepOutput, StepError>> {
         Box::pin(self.run_step(step, phase))
+    }
+
+    fn observer(&self) -> Option<&dyn Observer> {
+        Some(self)
+    }
+}
+
+impl Observer for ClusterDriver {
+    fn observe<'a>(
+        &'a self,
+        _whole: &'a crate::plan::Plan,
+        steps: &'a [&'a Step],
+        recorded: &'a std::collections::BTreeMap<String, StepRecord>,
+    ) -> BoxFuture<'a, Result<Found, StepError>> {
+        Box::pin(async move { kube::observe_cluster(&self.client, steps, recorded).await.map_err(fail) })
     }
 }

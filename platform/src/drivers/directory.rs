@@ -13,19 +13,25 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use crate::drivers::postgres::{provisioning_sql, scram_verifier};
-use crate::exec::{Cleanup, Driver, PhaseReporter, StepError, StepOutput};
+use crate::exec::{Cleanup, Driver, Found, Observer, PhaseReporter, StepError, StepOutput, StepRecord};
+use crate::plan::observed::Removal;
 use crate::plan::{Action, Plan, Step, TargetSpec};
 use crate::postgres::Identifier;
 use crate::secrets::AtomicWriteOptions;
 use crate::secrets::{EncryptionRule, Recipient, SecretTree, encrypt_document, write_atomic};
 use crate::values::Values;
 
-/// The bundle's `index.json`: the plan's steps in execution order with the files each writes.
+/// The bundle's `index.json`: the plan's steps in execution order with the files each writes,
+/// and the bundle's inventory.
 #[derive(Debug, Serialize)]
 pub struct BundleIndex<'a> {
     pub environment: &'a str,
     pub target: &'a TargetSpec,
     pub steps: Vec<IndexedStep<'a>>,
+    /// Every file of the bundle a deploy wrote and has not removed yet, sorted: what a later
+    /// deploy may remove when no step writes it any more. Files the inventory does not list
+    /// (a `.git` folder, a README) are never touched.
+    pub inventory: Vec<String>,
 }
 
 /// One step of a [`BundleIndex`].
@@ -53,7 +59,7 @@ impl DirectoryDriver {
     /// Writes `index.json`: the plan's steps in execution order with the files each writes.
     /// First removes the temporary files of atomic writes that a killed deploy left behind
     /// (`.<name>.<random>.tmp`): the caller holds the deploy lock, so no write is in flight.
-    fn write_index(&self, plan: &Plan) -> Result<(), StepError> {
+    fn write_index(&self, plan: &Plan, inventory: Vec<String>) -> Result<(), StepError> {
         remove_interrupted_writes(&self.bundle)?;
         let index = BundleIndex {
             environment: &plan.environment,
@@ -67,6 +73,7 @@ impl DirectoryDriver {
                     files: files_of(step),
                 })
                 .collect(),
+            inventory,
         };
         self.write("index.json", &(serde_json::to_string_pretty(&index).expect("JSON") + "\n"))
     }
@@ -172,7 +179,15 @@ impl DirectoryDriver {
                 self.write(&files[0], &(recipients.join("\n") + "\n"))?;
             }
         }
-        Ok(json!({"files": files}))
+        // What the refresh compares the bundle with: each file's digest as written.
+        let mut digests = serde_json::Map::new();
+        for relative in &files {
+            let path = self.bundle.join(relative);
+            let digest = file_digest(&path)
+                .map_err(|e| StepError::new(format!("cannot read back {}: {e}", path.display())))?;
+            digests.insert(relative.clone(), Json::String(digest));
+        }
+        Ok(json!({"files": files, "sha256": digests}))
     }
 }
 
@@ -199,36 +214,169 @@ impl Driver for DirectoryDriver {
         Box::pin(async move { self.files_hold(step) })
     }
 
-    /// Creates the bundle folder and writes its index.
+    /// Creates the bundle folder and writes its index. The inventory keeps what the previous
+    /// index listed, so files of removed components stay known until a complete run removes
+    /// them, also when this run is cut short.
     fn prepare<'a>(&'a self, whole: &'a Plan) -> BoxFuture<'a, Result<(), StepError>> {
         Box::pin(async move {
             std::fs::create_dir_all(&self.bundle)
                 .map_err(|e| StepError::new(format!("cannot create {}: {e}", self.bundle.display())))?;
-            self.write_index(whole)
+            let mut inventory: BTreeSet<String> = self.inventory()?;
+            inventory.extend(whole.steps().flat_map(files_of));
+            self.write_index(whole, inventory.into_iter().collect())
         })
     }
 
-    /// Removes the files no step of `plan` writes any more (files of removed components), so
-    /// the bundle never deploys a component twice, and the folders that leaves empty.
+    fn observer(&self) -> Option<&dyn Observer> {
+        Some(self)
+    }
+
+    /// Removes the files the inventory lists and no step of `plan` writes any more (files of
+    /// removed components), so the bundle never deploys a component twice, and the folders
+    /// that leaves empty; then writes the index with the inventory of what is left.
     fn clean_up<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Vec<Cleanup>> {
         Box::pin(async move {
-            let relative =
-                |path: &Path| path.strip_prefix(&self.bundle).unwrap_or(path).display().to_string();
-            stale_files(&self.bundle, plan)
+            let stale = match self.stale_files(plan) {
+                Ok(stale) => stale,
+                Err(error) => {
+                    return vec![Cleanup::NotRemoved { path: "index.json".to_owned(), error: error.message }];
+                }
+            };
+            let mut cleanups: Vec<Cleanup> = stale
                 .into_iter()
-                .map(|stale| match std::fs::remove_file(&stale) {
-                    Ok(()) => {
-                        // Fails, as it should, while the folder still holds other files.
-                        if let Some(parent) = stale.parent().filter(|parent| *parent != self.bundle) {
-                            let _ = std::fs::remove_dir(parent);
+                .map(|relative| {
+                    let path = self.bundle.join(&relative);
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {
+                            remove_empty_parents(&self.bundle, &path);
+                            Cleanup::Removed { path: relative }
                         }
-                        Cleanup::Removed { path: relative(&stale) }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            Cleanup::Removed { path: relative }
+                        }
+                        Err(e) => Cleanup::NotRemoved { path: relative, error: e.to_string() },
                     }
-                    Err(e) => Cleanup::NotRemoved { path: relative(&stale), error: e.to_string() },
                 })
-                .collect()
+                .collect();
+            // The inventory keeps what could not be removed, for the next run.
+            let mut inventory: BTreeSet<String> = plan.steps().flat_map(files_of).collect();
+            inventory.extend(cleanups.iter().filter_map(|c| match c {
+                Cleanup::NotRemoved { path, .. } => Some(path.clone()),
+                Cleanup::Removed { .. } => None,
+            }));
+            if let Err(error) = self.write_index(plan, inventory.into_iter().collect()) {
+                cleanups.push(Cleanup::NotRemoved { path: "index.json".to_owned(), error: error.message });
+            }
+            cleanups
         })
     }
+}
+
+impl Observer for DirectoryDriver {
+    /// Each file a recorded step wrote must exist with the digest the journal recorded (records
+    /// older than digests: the file must exist); files the inventory lists and no step writes
+    /// are to remove.
+    fn observe<'a>(
+        &'a self,
+        whole: &'a Plan,
+        steps: &'a [&'a Step],
+        recorded: &'a std::collections::BTreeMap<String, StepRecord>,
+    ) -> BoxFuture<'a, Result<Found, StepError>> {
+        Box::pin(async move {
+            let mut found = Found::default();
+            for step in steps {
+                let digests = recorded.get(&step.id).and_then(|r| r.outputs.get("sha256"));
+                for relative in files_of(step) {
+                    let path = self.bundle.join(&relative);
+                    let reason = match file_digest(&path) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            Some(format!("file {relative} deleted"))
+                        }
+                        Err(e) => Some(format!("file {relative} cannot be read ({e})")),
+                        Ok(digest) => match digests.and_then(|d| d.get(&relative)).and_then(Json::as_str) {
+                            Some(recorded) if recorded != digest => Some(format!("file {relative} changed")),
+                            _ => None,
+                        },
+                    };
+                    if let Some(reason) = reason {
+                        found.drifted.insert(step.id.clone(), reason);
+                        break;
+                    }
+                }
+            }
+            found.removed = self
+                .stale_files(whole)?
+                .into_iter()
+                .map(|relative| Removal { item: format!("file {relative}"), retained: None })
+                .collect();
+            Ok(found)
+        })
+    }
+}
+
+impl DirectoryDriver {
+    /// The inventory of the bundle's current index: its `inventory`, or for an index written
+    /// before inventories the files of its steps; empty without an index.
+    fn inventory(&self) -> Result<BTreeSet<String>, StepError> {
+        let path = self.bundle.join("index.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+            Err(e) => return Err(StepError::new(format!("cannot read {}: {e}", path.display()))),
+        };
+        let index: Json = serde_json::from_str(&text)
+            .map_err(|e| StepError::new(format!("{} is not the bundle's index: {e}", path.display())))?;
+        let strings = |list: Option<&Json>| -> Vec<String> {
+            list.and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_str)
+                .map(str::to_owned)
+                .collect()
+        };
+        let listed: Vec<String> = match index.get("inventory") {
+            Some(inventory) => strings(Some(inventory)),
+            None => index
+                .get("steps")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|step| strings(step.get("files")))
+                .collect(),
+        };
+        // Only plain relative paths inside the bundle: an edited index cannot aim elsewhere.
+        Ok(listed.into_iter().filter(|p| is_plain_relative(p)).collect())
+    }
+
+    /// What the inventory lists and no step of `plan` writes, sorted.
+    fn stale_files(&self, plan: &Plan) -> Result<Vec<String>, StepError> {
+        let expected: BTreeSet<String> = plan.steps().flat_map(files_of).collect();
+        Ok(self.inventory()?.into_iter().filter(|file| !expected.contains(file)).collect())
+    }
+}
+
+/// `releases/opus/x/values.yaml`, not `/etc/passwd`, `../x` or `a/./b`.
+fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty() && Path::new(path).components().all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Removes the folders between `path` and `bundle` that removing `path` left empty.
+fn remove_empty_parents(bundle: &Path, path: &Path) {
+    let mut parent = path.parent();
+    while let Some(dir) = parent.filter(|dir| *dir != bundle && dir.starts_with(bundle)) {
+        // Fails, as it should, while the folder still holds other files.
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
+        parent = dir.parent();
+    }
+}
+
+/// The hex SHA-256 of a file's bytes.
+fn file_digest(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path)?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
 impl DirectoryDriver {
@@ -347,27 +495,4 @@ fn remove_interrupted_writes(bundle: &Path) -> Result<(), StepError> {
         }
     }
     Ok(())
-}
-
-/// Files in the bundle that no step of `plan` writes (left by removed components).
-fn stale_files(bundle: &Path, plan: &Plan) -> Vec<PathBuf> {
-    let expected: BTreeSet<String> = plan.steps().flat_map(files_of).collect();
-    let mut out = Vec::new();
-    let mut stack = vec![bundle.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(relative) = path.strip_prefix(bundle) {
-                let relative = relative.to_string_lossy().into_owned();
-                if relative != "index.json" && !expected.contains(&relative) {
-                    out.push(path);
-                }
-            }
-        }
-    }
-    out.sort();
-    out
 }

@@ -126,6 +126,11 @@ pub trait Driver: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
+    /// What reads this target's live state for the refresh, when it can be read.
+    fn observer(&self) -> Option<&dyn super::Observer> {
+        None
+    }
+
     /// Called after a complete, successful run of the whole plan: removes what no step of
     /// `plan` produces any more (the directory target: files of removed components).
     fn clean_up<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Vec<Cleanup>> {

@@ -5,6 +5,7 @@
 //! launching steps, lets running ones finish, and records what happened.
 
 pub mod driver;
+pub mod observe;
 pub mod progress;
 pub mod record;
 
@@ -18,6 +19,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
 pub use driver::{Cleanup, Driver, PhaseReporter, StepError, StepOutput};
+pub use observe::{Found, Observer};
 pub use progress::{NoProgress, Progress, RecordingProgress, StepEvent, StepStatus};
 pub use record::{StepOutcome, StepRecord};
 
@@ -52,6 +54,11 @@ pub struct ExecOptions {
     pub previous_successes: BTreeMap<String, String>,
     /// Steps to run even when their fingerprint is unchanged.
     pub force_steps: BTreeSet<String>,
+    /// Run every step, whatever the journal says (`deploy --force`).
+    pub force_all: bool,
+    /// Steps recorded as done whose effect the target no longer holds, with the reason: they
+    /// run again.
+    pub drifted: BTreeMap<String, String>,
     /// Becomes `true` on Ctrl-C.
     pub cancel: tokio::sync::watch::Receiver<bool>,
     pub failpoint: Option<Failpoint>,
@@ -129,7 +136,8 @@ pub async fn execute<J: JournalSink>(
             let Some((_, id)) = ready.pop_first() else { break };
             let step = plan.step(&id).expect("a step of the plan").clone();
             let recorded = options.previous_successes.get(&id);
-            let forced = options.force_steps.contains(&id);
+            let drift = options.drifted.get(&id);
+            let forced = options.force_all || options.force_steps.contains(&id) || drift.is_some();
             // A success recorded under an older fingerprint format with the same inputs is
             // re-recorded in the current format, without running, while its effect holds.
             let migrates = !forced
@@ -184,7 +192,7 @@ pub async fn execute<J: JournalSink>(
             progress.step(&StepEvent {
                 step: id.clone(),
                 status: StepStatus::Started,
-                message: None,
+                message: drift.map(|reason| format!("drifted: {reason}")),
                 output: None,
                 duration_ms: None,
             });

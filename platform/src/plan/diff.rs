@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value as Json;
 
+use super::observed::Observation;
 use super::{Plan, Step};
 use crate::sensitive::REDACTED;
 
@@ -37,6 +38,9 @@ pub enum ChangeKind {
     /// Recorded under an older fingerprint format with the same inputs: the deploy re-records
     /// it in the current format without running it (unless the target no longer matches).
     Migrate,
+    /// Recorded as done with the same inputs, but the target no longer holds what the step
+    /// did (see [`Observation`]): the deploy runs it again.
+    Drifted,
 }
 
 /// One changed key.
@@ -160,20 +164,25 @@ fn flatten(
     }
 }
 
-/// What will happen to each step of a plan, given what was done before.
+/// What will happen to each step of a plan, given what was done before and what observing
+/// the target found.
 pub fn classify(
     plan: &Plan,
     previous: &BTreeMap<String, Snapshot>,
+    observation: &Observation,
 ) -> BTreeMap<String, (ChangeKind, Vec<KeyChange>)> {
     plan.steps()
         .map(|step| {
+            let drifted = observation.drift_of(&step.id).is_some();
             let outcome = match previous.get(&step.id) {
                 None => (ChangeKind::Create, Vec::new()),
-                Some(before) if before.fingerprint == step.fingerprint => (ChangeKind::Unchanged, Vec::new()),
+                Some(before) if before.fingerprint == step.fingerprint => {
+                    (if drifted { ChangeKind::Drifted } else { ChangeKind::Unchanged }, Vec::new())
+                }
                 Some(before)
                     if super::fingerprint::migrates(&plan.target, &step.action, &before.fingerprint) =>
                 {
-                    (ChangeKind::Migrate, Vec::new())
+                    (if drifted { ChangeKind::Drifted } else { ChangeKind::Migrate }, Vec::new())
                 }
                 Some(before) => (
                     ChangeKind::Update,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::diff::{ChangeKind, KeyChange, PlanDiff, Snapshot, classify};
+use super::observed::{Observation, Refresh, Removal};
 use super::{PLAN_FORMAT, Plan, Step, TargetSpec};
 
 /// A plan (`plan --format json`).
@@ -22,6 +23,12 @@ pub struct PlanDocument<'a> {
     /// Counts of the steps' changes; only when compared with the journal.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<ChangeSummary>,
+    /// Whether the live state was observed; only when compared with the journal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<&'a Refresh>,
+    /// What the target's inventory lists and the configuration no longer has.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub removed: &'a [Removal],
 }
 
 /// Whether the plan's secrets were decrypted (else they are known by ciphertext only).
@@ -41,6 +48,9 @@ pub struct PlannedStep<'a> {
     pub change: Option<ChangeKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed_keys: Option<Vec<KeyChange>>,
+    /// Why the target no longer holds what the step did (`change` is `drifted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<&'a str>,
 }
 
 /// How many steps would do what.
@@ -52,6 +62,9 @@ pub struct ChangeSummary {
     /// Unchanged steps recorded under an older fingerprint format (shown only when some are).
     #[serde(skip_serializing_if = "is_zero")]
     pub migrate: usize,
+    /// Steps recorded as done whose effect the target no longer holds (shown when some are).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub drifted: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -67,6 +80,7 @@ impl ChangeSummary {
             update: count(ChangeKind::Update),
             unchanged: count(ChangeKind::Unchanged),
             migrate: count(ChangeKind::Migrate),
+            drifted: count(ChangeKind::Drifted),
         }
     }
 }
@@ -80,23 +94,36 @@ impl<'a> PlanDocument<'a> {
             protected: plan.protected,
             target: &plan.target,
             secrets: if plan.secrets_decrypted { SecretsState::Decrypted } else { SecretsState::Encrypted },
-            steps: plan.steps().map(|step| PlannedStep { step, change: None, changed_keys: None }).collect(),
+            steps: plan
+                .steps()
+                .map(|step| PlannedStep { step, change: None, changed_keys: None, drift: None })
+                .collect(),
             summary: None,
+            refresh: None,
+            removed: &[],
         }
     }
 
-    /// The plan compared with the journal's last successful snapshots.
-    pub fn with_changes(plan: &'a Plan, previous: &BTreeMap<String, Snapshot>) -> PlanDocument<'a> {
-        let mut changes = classify(plan, previous);
+    /// The plan compared with the journal's last successful snapshots and what observing the
+    /// target found.
+    pub fn with_changes(
+        plan: &'a Plan,
+        previous: &BTreeMap<String, Snapshot>,
+        observation: &'a Observation,
+    ) -> PlanDocument<'a> {
+        let mut changes = classify(plan, previous, observation);
         let summary = ChangeSummary::of(&changes);
         let mut document = PlanDocument::new(plan);
         for planned in &mut document.steps {
             if let Some((kind, keys)) = changes.remove(&planned.step.id) {
                 planned.change = Some(kind);
                 planned.changed_keys = Some(keys);
+                planned.drift = observation.drift_of(&planned.step.id);
             }
         }
         document.summary = Some(summary);
+        document.refresh = Some(&observation.refresh);
+        document.removed = &observation.removed;
         document
     }
 }

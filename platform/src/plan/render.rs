@@ -7,6 +7,7 @@ use std::fmt::Write;
 use serde_json::json;
 
 use super::diff::{ChangeKind, KeyChange, PlanDiff, Snapshot, classify};
+use super::observed::Observation;
 use super::{Action, Plan, Step};
 
 /// One line summary of what a step does.
@@ -44,15 +45,33 @@ pub fn describe(step: &Step) -> String {
     }
 }
 
-/// Counts by change kind: create, update, unchanged, migrate.
-fn summary(changes: &BTreeMap<String, (ChangeKind, Vec<KeyChange>)>) -> (usize, usize, usize, usize) {
+/// Counts by change kind: create, update, unchanged, migrate, drifted.
+fn summary(changes: &BTreeMap<String, (ChangeKind, Vec<KeyChange>)>) -> (usize, usize, usize, usize, usize) {
     let count = |k: ChangeKind| changes.values().filter(|(c, _)| *c == k).count();
     (
         count(ChangeKind::Create),
         count(ChangeKind::Update),
         count(ChangeKind::Unchanged),
         count(ChangeKind::Migrate),
+        count(ChangeKind::Drifted),
     )
+}
+
+/// `, 2 drifted, 3 to delete` (empty when there are none).
+fn drift_and_removals(drifted: usize, observation: &Observation) -> String {
+    let mut out = String::new();
+    if drifted > 0 {
+        let _ = write!(out, ", {drifted} drifted");
+    }
+    let deleted = observation.removed.iter().filter(|r| r.retained.is_none()).count();
+    if deleted > 0 {
+        let _ = write!(out, ", {deleted} to delete");
+    }
+    let retained = observation.removed.len() - deleted;
+    if retained > 0 {
+        let _ = write!(out, ", {retained} retained");
+    }
+    out
 }
 
 /// The sentence about a fingerprint format migration, when there is one.
@@ -71,24 +90,45 @@ fn symbol(kind: ChangeKind) -> &'static str {
         ChangeKind::Update => "~",
         ChangeKind::Unchanged => "=",
         ChangeKind::Migrate => "»",
+        ChangeKind::Drifted => "!",
     }
 }
 
 /// The plan for a terminal: every step in execution order with what will happen.
-pub fn text(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
-    let changes = classify(plan, previous);
+pub fn text(plan: &Plan, previous: &BTreeMap<String, Snapshot>, observation: &Observation) -> String {
+    let changes = classify(plan, previous, observation);
     let mut out = String::new();
     let _ = writeln!(out, "plan for `{}` ({} steps):", plan.environment, plan.len());
     for step in plan.steps() {
         let (kind, keys) = &changes[&step.id];
         let _ = writeln!(out, "  {} {:<48} {}", symbol(*kind), step.id, describe(step));
+        if let Some(reason) = observation.drift_of(&step.id) {
+            let _ = writeln!(out, "      drifted: {reason}");
+        }
         for key in keys {
             let _ = writeln!(out, "      {}: {}", key.path, key.describe());
         }
     }
-    let (create, update, unchanged, migrate) = summary(&changes);
-    let _ = writeln!(out, "{create} to create, {update} to update, {unchanged} unchanged");
+    for removal in &observation.removed {
+        match &removal.retained {
+            None => {
+                let _ = writeln!(out, "  - {} (left the configuration: deleted)", removal.item);
+            }
+            Some(why) => {
+                let _ = writeln!(out, "  - {} (left the configuration: retained, {why})", removal.item);
+            }
+        }
+    }
+    let (create, update, unchanged, migrate, drifted) = summary(&changes);
+    let _ = writeln!(
+        out,
+        "{create} to create, {update} to update, {unchanged} unchanged{}",
+        drift_and_removals(drifted, observation)
+    );
     if let Some(note) = migration_note(migrate) {
+        let _ = writeln!(out, "{note}");
+    }
+    if let Some(note) = observation.note() {
         let _ = writeln!(out, "{note}");
     }
     if !plan.secrets_decrypted {
@@ -100,13 +140,20 @@ pub fn text(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
 
 /// The plan as a pull-request comment: a summary table and one collapsible section per
 /// changed component.
-pub fn markdown(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
-    let changes = classify(plan, previous);
-    let (create, update, unchanged, migrate) = summary(&changes);
+pub fn markdown(plan: &Plan, previous: &BTreeMap<String, Snapshot>, observation: &Observation) -> String {
+    let changes = classify(plan, previous, observation);
+    let (create, update, unchanged, migrate, drifted) = summary(&changes);
     let mut out = String::new();
     let _ = writeln!(out, "### Plan for `{}`\n", plan.environment);
-    let _ = writeln!(out, "**{create}** to create, **{update}** to update, **{unchanged}** unchanged.\n");
+    let _ = writeln!(
+        out,
+        "**{create}** to create, **{update}** to update, **{unchanged}** unchanged{}.\n",
+        drift_and_removals(drifted, observation)
+    );
     if let Some(note) = migration_note(migrate) {
+        let _ = writeln!(out, "{note}.\n");
+    }
+    if let Some(note) = observation.note() {
         let _ = writeln!(out, "{note}.\n");
     }
     let _ = writeln!(out, "| step | change | what |\n|---|---|---|");
@@ -118,6 +165,16 @@ pub fn markdown(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
             step.id,
             json!(kind).as_str().unwrap_or_default(),
             describe(step).replace('|', "\\|")
+        );
+    }
+    for removal in &observation.removed {
+        let change = if removal.retained.is_some() { "retained" } else { "delete" };
+        let what = removal.retained.as_deref().unwrap_or("left the configuration");
+        let _ = writeln!(
+            out,
+            "| {} | {change} | {} |",
+            removal.item.replace('|', "\\|"),
+            what.replace('|', "\\|")
         );
     }
     let mut by_component: BTreeMap<String, Vec<(&Step, &Vec<KeyChange>)>> = BTreeMap::new();
@@ -132,6 +189,9 @@ pub fn markdown(plan: &Plan, previous: &BTreeMap<String, Snapshot>) -> String {
         let _ = writeln!(out, "\n<details><summary><code>{component}</code></summary>\n");
         for (step, keys) in steps {
             let _ = writeln!(out, "- `{}`: {}", step.id, describe(step));
+            if let Some(reason) = observation.drift_of(&step.id) {
+                let _ = writeln!(out, "  - drifted: {}", reason.replace('|', "\\|"));
+            }
             for key in keys {
                 let _ = writeln!(out, "  - `{}`: {}", key.path, key.describe().replace('|', "\\|"));
             }

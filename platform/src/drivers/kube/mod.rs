@@ -8,6 +8,7 @@
 mod apply;
 mod crds;
 mod keystore;
+mod observe;
 mod preflight;
 mod readiness;
 mod requests;
@@ -32,6 +33,8 @@ pub use crds::{CrdWaitOptions, apply_through_webhooks, is_webhook_unavailable, w
 pub use keystore::{
     KeyStoreLocation, NewKey, StoredKey, StoredKeys, read_keys, retire_previous_key, store_current_key,
 };
+pub(crate) use observe::revision_in_helm_output;
+pub use observe::{ClusterObserver, observe_cluster};
 pub use preflight::{
     ClusterVersion, StorageClassFound, check_cluster_version, check_crds_installed, check_storage_class,
 };
