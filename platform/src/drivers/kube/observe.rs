@@ -102,6 +102,7 @@ fn applied_paths(manifest: &Value) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     walk(manifest, &mut Vec::new(), &mut out);
     out.retain(|path| !path.is_empty());
+    out.sort();
     out
 }
 
@@ -391,5 +392,292 @@ impl Observer for ClusterObserver {
         Box::pin(async move {
             self.observe_steps(steps, recorded).await.map_err(|error| StepError::from_error(&error))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::kube::mock::{MockServer, json_response, status_response};
+    use crate::exec::StepOutcome;
+    use crate::sensitive::SecretString;
+    use crate::values::{SecretEntry, SecretTable, Values};
+
+    fn step(id: &str, action: Action) -> Step {
+        Step {
+            id: id.to_owned(),
+            component: None,
+            action,
+            depends_on: Vec::new(),
+            fingerprint: "2:ab".to_owned(),
+        }
+    }
+
+    fn release(name: &str) -> Step {
+        step(
+            &format!("opus/{name}/release"),
+            Action::HelmRelease {
+                release: name.to_owned(),
+                namespace: "opus".to_owned(),
+                chart: crate::plan::ChartSpec {
+                    reference: "charts/opus-service".to_owned(),
+                    repository: None,
+                    version: "1.0.0".to_owned(),
+                },
+                values: Values::from_marked(&json!({}), &SecretTable::default()),
+                timeout_seconds: 60,
+            },
+        )
+    }
+
+    fn secret_step() -> Step {
+        let mut table = SecretTable::default();
+        let placeholder = table.placeholder(SecretEntry {
+            digest: "hmac:password".to_owned(),
+            value: Some(SecretString::new("canary-password-81f")),
+        });
+        step(
+            "opus/oob-consent/secret",
+            Action::ApplySecret {
+                namespace: "opus".to_owned(),
+                name: "oob-consent-secrets".to_owned(),
+                labels: BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "opus-deploy".to_owned(),
+                )]),
+                data: Values::from_marked(&json!({ "password": placeholder }), &table),
+            },
+        )
+    }
+
+    fn namespace_step() -> Step {
+        step(
+            "opus/namespace/ensure",
+            Action::EnsureNamespace {
+                name: "opus".to_owned(),
+                labels: BTreeMap::from([("team".to_owned(), "payments".to_owned())]),
+                annotations: BTreeMap::new(),
+            },
+        )
+    }
+
+    fn record(id: &str, outputs: Value) -> (String, StepRecord) {
+        let now = time::OffsetDateTime::now_utc();
+        (
+            id.to_owned(),
+            StepRecord {
+                step_id: id.to_owned(),
+                fingerprint: "2:ab".to_owned(),
+                outcome: StepOutcome::Succeeded,
+                started_at: now,
+                finished_at: now,
+                outputs,
+                snapshot: Value::Null,
+            },
+        )
+    }
+
+    fn helm_secret(name: &str, version: u64, status: &str) -> Value {
+        json!({"metadata": {
+            "name": format!("sh.helm.release.v1.{name}.v{version}"),
+            "namespace": "opus",
+            "labels": {"owner": "helm", "name": name, "status": status, "version": version.to_string()},
+        }})
+    }
+
+    /// Our Secret's metadata as the API server keeps it after our apply, plus `extra` entries.
+    fn our_secret(extra: Vec<Value>) -> Value {
+        let mut managed = vec![json!({
+            "manager": "opus-deploy", "operation": "Apply", "apiVersion": "v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:data": {"f:password": {}}, "f:metadata": {"f:labels": {"f:app.kubernetes.io/managed-by": {}}}, "f:type": {}},
+        })];
+        managed.extend(extra);
+        json!({"metadata": {
+            "name": "oob-consent-secrets", "namespace": "opus",
+            "labels": {"app.kubernetes.io/managed-by": "opus-deploy"},
+            "managedFields": managed,
+        }})
+    }
+
+    fn metadata_list(items: Vec<Value>) -> Value {
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {"resourceVersion": "7"}, "items": items})
+    }
+
+    /// Observes `steps` against a mock that answers each expected list (path → items) in order.
+    async fn observe_with(
+        steps: Vec<Step>,
+        recorded: BTreeMap<String, StepRecord>,
+        answers: Vec<(&'static str, Value)>,
+    ) -> Result<Found, KubeError> {
+        let (client, mut server) = MockServer::start();
+        let task = tokio::spawn(async move {
+            let refs: Vec<&Step> = steps.iter().collect();
+            observe_cluster(&client, &refs, &recorded).await
+        });
+        for (path, items) in answers {
+            let exchange = server.expect("GET", path).await;
+            // Metadata only: the server never sends a Secret's data (helm's release payload).
+            let accept = exchange.headers.get(http::header::ACCEPT).unwrap().to_str().unwrap().to_owned();
+            assert!(accept.contains("as=PartialObjectMetadataList"), "{accept}");
+            assert_eq!(exchange.query("labelSelector"), None);
+            exchange.respond(json_response(200, metadata_list(items.as_array().cloned().unwrap())));
+        }
+        server.finish(task).await
+    }
+
+    const SECRETS: &str = "/api/v1/namespaces/opus/secrets";
+
+    #[tokio::test]
+    async fn releases_at_the_recorded_revision_and_deployed_do_not_drift_with_one_list_per_namespace() {
+        let recorded = BTreeMap::from([
+            record("opus/oob-status/release", json!({"revision": 2})),
+            // A record older than the `revision` output: helm's own output line is read.
+            record(
+                "opus/oob-consent/release",
+                json!({"helm": "NAME: oob-consent\nSTATUS: deployed\nREVISION: 1"}),
+            ),
+        ]);
+        let items = json!([
+            helm_secret("oob-status", 1, "superseded"),
+            helm_secret("oob-status", 2, "deployed"),
+            helm_secret("oob-consent", 1, "deployed"),
+        ]);
+        let found = observe_with(
+            vec![release("oob-status"), release("oob-consent")],
+            recorded,
+            vec![(SECRETS, items)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(found, Found::default());
+    }
+
+    #[tokio::test]
+    async fn a_release_uninstalled_failed_or_at_another_revision_drifts() {
+        let recorded = BTreeMap::from([
+            record("opus/gone/release", json!({"revision": 1})),
+            record("opus/failed/release", json!({"revision": 3})),
+            record("opus/rolled/release", json!({"revision": 4})),
+        ]);
+        let items = json!([
+            helm_secret("failed", 3, "failed"),
+            helm_secret("rolled", 4, "superseded"),
+            helm_secret("rolled", 5, "deployed"),
+        ]);
+        let found = observe_with(
+            vec![release("gone"), release("failed"), release("rolled")],
+            recorded,
+            vec![(SECRETS, items)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            found.drifted,
+            BTreeMap::from([
+                (
+                    "opus/failed/release".to_owned(),
+                    "helm release opus/failed: status failed at revision 3".to_owned()
+                ),
+                ("opus/gone/release".to_owned(), "helm release opus/gone: release not found".to_owned()),
+                (
+                    "opus/rolled/release".to_owned(),
+                    "helm release opus/rolled: revision 5, recorded 4".to_owned()
+                ),
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn status_writes_and_labels_added_by_others_are_not_drift() {
+        let secret = our_secret(vec![
+            // A policy engine adds a label; a controller writes a status subresource.
+            json!({"manager": "kyverno", "operation": "Update", "fieldsType": "FieldsV1",
+                   "fieldsV1": {"f:metadata": {"f:labels": {"f:policy.example/scanned": {}}}}}),
+            json!({"manager": "some-controller", "operation": "Update", "subresource": "status",
+                   "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:ready": {}}}}),
+        ]);
+        let recorded = BTreeMap::from([record("opus/oob-consent/secret", json!({"secret": "created"}))]);
+        let found =
+            observe_with(vec![secret_step()], recorded, vec![(SECRETS, json!([secret]))]).await.unwrap();
+        assert_eq!(found, Found::default());
+    }
+
+    #[tokio::test]
+    async fn a_value_changed_by_another_manager_or_a_deleted_object_drifts() {
+        // `kubectl edit` changed the password: the API server moved the field to its manager.
+        let mut secret = our_secret(vec![json!({"manager": "kubectl-edit", "operation": "Update",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:password": {}}}})]);
+        secret["metadata"]["managedFields"][0]["fieldsV1"]["f:data"] = json!({});
+        let recorded = BTreeMap::from([
+            record("opus/oob-consent/secret", json!({"secret": "created"})),
+            record("opus/namespace/ensure", json!({"namespace": "created"})),
+        ]);
+        let found = observe_with(
+            vec![namespace_step(), secret_step()],
+            recorded,
+            vec![("/api/v1/namespaces", json!([])), (SECRETS, json!([secret]))],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            found.drifted,
+            BTreeMap::from([
+                ("opus/namespace/ensure".to_owned(), "Namespace opus deleted".to_owned()),
+                (
+                    "opus/oob-consent/secret".to_owned(),
+                    "Secret opus/oob-consent-secrets: `data.password` was changed by kubectl-edit".to_owned()
+                ),
+            ])
+        );
+        // The reason never holds a value.
+        assert!(!format!("{found:?}").contains("canary-password-81f"));
+    }
+
+    #[tokio::test]
+    async fn a_label_removed_by_hand_drifts_the_namespace() {
+        // `kubectl label namespace opus team-`: the field is gone from every manager's set.
+        let namespace = json!({"metadata": {"name": "opus", "managedFields": [
+            {"manager": "opus-deploy", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {}}}},
+        ]}});
+        let recorded = BTreeMap::from([record("opus/namespace/ensure", json!({}))]);
+        let found =
+            observe_with(vec![namespace_step()], recorded, vec![("/api/v1/namespaces", json!([namespace]))])
+                .await
+                .unwrap();
+        assert_eq!(
+            found.drifted["opus/namespace/ensure"],
+            "Namespace opus: `metadata.labels.team` was removed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forbidden_list_is_an_error_naming_what_could_not_be_listed() {
+        let (client, mut server) = MockServer::start();
+        let task = tokio::spawn(async move {
+            let steps = [release("oob-status")];
+            let refs: Vec<&Step> = steps.iter().collect();
+            observe_cluster(&client, &refs, &BTreeMap::new()).await
+        });
+        server.expect("GET", SECRETS).await.respond(status_response(
+            403,
+            "Forbidden",
+            "secrets is forbidden: User \"ci\" cannot list resource \"secrets\" in API group \"\" in the namespace \"opus\"",
+        ));
+        let error = server.finish(task).await.unwrap_err().to_string();
+        assert!(
+            error.starts_with("could not list secrets in namespace opus: secrets is forbidden"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn applied_paths_stop_at_lists_and_leave_out_the_identity() {
+        let manifest = json!({
+            "apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "pubsub", "namespace": "opus", "labels": {"a": "1"}},
+            "spec": {"type": "pubsub.redis", "metadata": [{"name": "redisHost", "value": "redis:6379"}]},
+        });
+        let paths: Vec<String> = applied_paths(&manifest).iter().map(|p| p.join(".")).collect();
+        assert_eq!(paths, ["metadata.labels.a", "spec.metadata", "spec.type"]);
     }
 }
