@@ -822,6 +822,49 @@ fn e2e_deploy_creates_everything_then_changes_nothing_then_upgrades_one_release(
         &["get", "configmap", "dapr", "-n", &system, "-o", "jsonpath={.data.values\\.yaml}"],
     );
     assert!(config_map.assert_success().stdout.contains("revision: second"), "{}", config_map.stdout);
+
+    // 4. Behind the tool's back: `helm uninstall` of a release and `kubectl delete` of a Secret.
+    // The refresh finds both (and the wait for the release), `deploy` repairs exactly those, and
+    // the deploy after that is unchanged again and writes nothing.
+    let service = "oob-authorization-server";
+    cluster_tool("helm", &settings, &["uninstall", service, "-n", &services]).assert_success();
+    let secret_name = format!("{service}-secrets");
+    cluster_tool("kubectl", &settings, &["delete", "secret", &secret_name, "-n", &services]).assert_success();
+    let plan = repo.xtask(&["plan", "e2e", "--format", "json"], None);
+    let plan: Value = serde_json::from_str(&plan.assert_success().stdout).expect("plan JSON");
+    assert_eq!(plan["refresh"]["state"], "observed", "{}", plan["refresh"]);
+    let drifted: BTreeMap<String, String> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["change"] != "unchanged")
+        .map(|s| {
+            (s["id"].as_str().unwrap().to_owned(), s["drift"].as_str().unwrap_or("(not drifted)").to_owned())
+        })
+        .collect();
+    let release_step = format!("{services}/{service}/release");
+    let expected = BTreeMap::from([
+        (release_step.clone(), format!("helm release {services}/{service}: release not found")),
+        (format!("{services}/{service}/ready"), format!("{release_step} runs again")),
+        (format!("{services}/{service}/secret"), format!("Secret {services}/{secret_name} deleted")),
+    ]);
+    assert_eq!(drifted, expected, "every step that is not unchanged, with its drift");
+    let fourth = deploy(&repo);
+    fourth.assert_success();
+    let ran: BTreeSet<&String> =
+        fourth.statuses.iter().filter(|(_, status)| *status != "unchanged").map(|(id, _)| id).collect();
+    assert_eq!(ran, expected.keys().collect::<BTreeSet<_>>(), "all: {:#?}", fourth.statuses);
+    assert!(fourth.statuses.values().all(|s| s == "succeeded" || s == "unchanged"), "{:#?}", fourth.statuses);
+    assert_eq!(helm_revisions(&settings, service, &services), [1], "reinstalled after the uninstall");
+    cluster_tool("kubectl", &settings, &["get", "secret", &secret_name, "-n", &services]).assert_success();
+    let writes_before_fifth = scrape_writes(&settings);
+    let fifth = deploy(&repo);
+    fifth.assert_success();
+    let changed: Vec<_> = fifth.statuses.iter().filter(|(_, status)| *status != "unchanged").collect();
+    assert!(changed.is_empty(), "steps that ran after the repair: {changed:?}");
+    assert_eq!(fifth.mutating_requests(), 0, "summary: {}", fifth.summary);
+    let written = grown(&writes_before_fifth, &scrape_writes(&settings));
+    assert!(written.is_empty(), "the API server counted writes after the repair: {written:#?}");
 }
 
 /// Every release (in any state) of the run's namespaces, as `namespace/release`, with the

@@ -475,10 +475,12 @@ fn deploy_finds_helm_on_path_and_an_unchanged_redeploy_writes_nothing() {
         .map(|s| (s["id"].as_str().unwrap().to_owned(), s["drift"].as_str().unwrap().to_owned()))
         .collect();
     let namespace_step = format!("{namespace}/namespace/ensure");
+    let ready_step = format!("{namespace}/dapr/ready");
     assert_eq!(
         drift,
         BTreeMap::from([
             (release_step.clone(), format!("helm release {namespace}/dapr: release not found")),
+            (ready_step.clone(), format!("{release_step} runs again")),
             (
                 namespace_step.clone(),
                 format!(
@@ -495,7 +497,7 @@ fn deploy_finds_helm_on_path_and_an_unchanged_redeploy_writes_nothing() {
         third.statuses.iter().filter(|(_, s)| *s == "succeeded").map(|(id, _)| id.as_str()).collect();
     assert_eq!(
         ran_again,
-        BTreeSet::from([release_step.as_str(), namespace_step.as_str()]),
+        BTreeSet::from([release_step.as_str(), ready_step.as_str(), namespace_step.as_str()]),
         "{}",
         third.streams()
     );

@@ -96,6 +96,9 @@ fn applied_paths(manifest: &Value) -> Vec<Vec<String>> {
                     path.pop();
                 }
             }
+            // Applying null or an empty map or list sets nothing the server tracks as ours.
+            Value::Null | Value::Object(_) => {}
+            Value::Array(items) if items.is_empty() => {}
             _ => out.push(path.clone()),
         }
     }
@@ -674,7 +677,8 @@ mod tests {
     fn applied_paths_stop_at_lists_and_leave_out_the_identity() {
         let manifest = json!({
             "apiVersion": "dapr.io/v1alpha1", "kind": "Component",
-            "metadata": {"name": "pubsub", "namespace": "opus", "labels": {"a": "1"}},
+            "metadata": {"name": "pubsub", "namespace": "opus", "labels": {"a": "1"}, "annotations": {}},
+            "scopes": [], "auth": null,
             "spec": {"type": "pubsub.redis", "metadata": [{"name": "redisHost", "value": "redis:6379"}]},
         });
         let paths: Vec<String> = applied_paths(&manifest).iter().map(|p| p.join(".")).collect();
