@@ -865,6 +865,58 @@ fn e2e_deploy_creates_everything_then_changes_nothing_then_upgrades_one_release(
     assert_eq!(fifth.mutating_requests(), 0, "summary: {}", fifth.summary);
     let written = grown(&writes_before_fifth, &scrape_writes(&settings));
     assert!(written.is_empty(), "the API server counted writes after the repair: {written:#?}");
+
+    // 5. The service leaves the configuration: its release is uninstalled and its Secret
+    // deleted (the inventory lists both), its database and role are retained.
+    let component = format!("environments/e2e/{services}/{service}/component.toml");
+    let text = std::fs::read_to_string(repo.root().join(&component)).expect("the component file");
+    std::fs::write(repo.root().join(&component), format!("enabled = false\n{text}")).expect("write it");
+    let plan = repo.xtask(&["plan", "e2e", "--format", "json"], None);
+    let plan: Value = serde_json::from_str(&plan.assert_success().stdout).expect("plan JSON");
+    let removed: BTreeMap<String, Option<String>> = plan["removed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no removals in the plan: {plan:#}"))
+        .iter()
+        .map(|r| (r["item"].as_str().unwrap().to_owned(), r["retained"].as_str().map(str::to_owned)))
+        .collect();
+    let database_item = format!("database auth_{run} (role auth_{run}_user)", run = repo.run);
+    assert_eq!(
+        removed.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            format!("Secret {services}/{secret_name}"),
+            database_item.clone(),
+            format!("helm release {services}/{service}"),
+        ]),
+        "{removed:#?}"
+    );
+    assert!(removed[&database_item].is_some(), "the database is retained: {removed:#?}");
+    assert!(removed[&format!("helm release {services}/{service}")].is_none(), "{removed:#?}");
+    let sixth = deploy(&repo);
+    sixth.assert_success();
+    assert!(
+        sixth.run.stderr.contains(&format!("Removed helm release {services}/{service}")),
+        "{}",
+        sixth.run.stderr
+    );
+    let releases = cluster_tool("helm", &settings, &["list", "--all", "-n", &services, "-o", "json"]);
+    let releases: Value = serde_json::from_str(&releases.assert_success().stdout).expect("helm list JSON");
+    assert!(
+        !releases.as_array().unwrap().iter().any(|r| r["name"] == service),
+        "the release is still there: {releases:#}"
+    );
+    let gone = cluster_tool("kubectl", &settings, &["get", "secret", &secret_name, "-n", &services]);
+    assert_ne!(gone.code, Some(0), "the Secret is still there: {}", gone.stdout);
+    assert_database_role(
+        &settings.database,
+        &format!("auth_{}_user", repo.run),
+        &format!("auth_{}", repo.run),
+    );
+    let plan = repo.xtask(&["plan", "e2e", "--format", "json"], None);
+    let plan: Value = serde_json::from_str(&plan.assert_success().stdout).expect("plan JSON");
+    assert!(plan.get("removed").is_none(), "left to remove after the deploy: {}", plan["removed"]);
+    let seventh = deploy(&repo);
+    seventh.assert_success();
+    assert_eq!(seventh.mutating_requests(), 0, "summary: {}", seventh.summary);
 }
 
 /// Every release (in any state) of the run's namespaces, as `namespace/release`, with the

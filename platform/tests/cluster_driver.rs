@@ -734,3 +734,104 @@ async fn database_preflight_and_provisioning_run_against_postgresql_and_are_idem
     );
     assert!(!server.log_contents().contains(CANARY), "the password reached the server's statement log");
 }
+
+/// A plan with the key store and one release: what the environment still has.
+fn plan_with_key_store() -> platform::plan::Plan {
+    let store = step(
+        "opus-system/secret-keys/store-key",
+        Action::StoreKey {
+            namespace: "opus-system".to_owned(),
+            secret_name: "opus-age-keys".to_owned(),
+            recipients: vec!["age1example".to_owned()],
+        },
+    );
+    platform::plan::Plan::compiled(
+        "e2e".to_owned(),
+        false,
+        platform::plan::TargetSpec::Kube { context: "e2e".to_owned(), kubeconfig: None },
+        true,
+        vec![store, release_step(60)],
+    )
+    .unwrap()
+}
+
+fn inventory_secret(items: Value) -> Value {
+    let text = serde_json::to_vec(&json!({"format": 1, "environment": "e2e", "items": items})).unwrap();
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "opus-inventory", "namespace": "opus-system", "resourceVersion": "5"},
+        "data": {"inventory.json": base64::engine::general_purpose::STANDARD.encode(text)},
+    })
+}
+
+#[tokio::test]
+async fn clean_up_uninstalls_removed_releases_deletes_removed_objects_and_retains_namespaces_and_databases() {
+    let fake = FakeHelm::new();
+    fake.answer("uninstall", "release \"oob-status\" uninstalled\n", "", 0);
+    let setup = Setup {
+        helm: HelmContext {
+            binary: fake.dir.path().join("helm").into(),
+            kube_context: Some("e2e".to_owned()),
+            kubeconfig: None,
+        },
+        ..Setup::default()
+    };
+    let (client, mut server) = MockServer::start();
+    let driver = driver(client, setup);
+    let plan = plan_with_key_store();
+    let task = tokio::spawn(async move { driver.clean_up(&plan).await });
+    let listed = json!([
+        {"kind": "helm-release", "namespace": "opus", "name": "oof-pcm-service", "provides_crds": false},
+        {"kind": "helm-release", "namespace": "opus", "name": "oob-status", "provides_crds": false},
+        {"kind": "helm-release", "namespace": "opus-system", "name": "cert-manager", "provides_crds": true},
+        {"kind": "object", "api_version": "v1", "object_kind": "Secret", "namespace": "opus", "name": "oob-status-secrets"},
+        {"kind": "namespace", "name": "old-team"},
+        {"kind": "database", "database": "status", "role": "status_user"},
+    ]);
+    server
+        .expect("GET", "/api/v1/namespaces/opus-system/secrets/opus-inventory")
+        .await
+        .respond(json_response(200, inventory_secret(listed)));
+    // The objects go by DELETE (in the background), the release with `helm uninstall`.
+    let delete = server.expect("DELETE", "/api/v1/namespaces/opus/secrets/oob-status-secrets").await;
+    assert_eq!(delete.json_body()["propagationPolicy"], "Background");
+    delete.respond(json_response(200, json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})));
+    // Then the inventory of what is left: the release the plan still has (server-side apply,
+    // after its read of the resourceVersion).
+    server.expect("GET", "/api/v1/namespaces/opus-system/secrets/opus-inventory").await.respond(json_response(
+        200,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "opus-inventory", "namespace": "opus-system", "resourceVersion": "5"}}),
+    ));
+    let apply = server.expect("PATCH", "/api/v1/namespaces/opus-system/secrets/opus-inventory").await;
+    let body = apply.json_body();
+    let stored: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(body["data"]["inventory.json"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        stored["items"],
+        json!([{"kind": "helm-release", "namespace": "opus", "name": "oof-pcm-service", "provides_crds": false}])
+    );
+    apply.respond(json_response(201, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "opus-inventory", "namespace": "opus-system", "resourceVersion": "6"}})));
+    let cleanups = server.finish(task).await;
+    let uninstall = fake.recorded("uninstall", "cmdline");
+    let args: Vec<&str> = uninstall.lines().skip_while(|arg| *arg != "uninstall").collect();
+    assert_eq!(&args[..4], ["uninstall", "oob-status", "--namespace", "opus"], "{args:?}");
+    use platform::exec::Cleanup;
+    let removed: Vec<&str> = cleanups
+        .iter()
+        .filter_map(|c| if let Cleanup::Removed { path } = c { Some(path.as_str()) } else { None })
+        .collect();
+    assert_eq!(removed, ["Secret opus/oob-status-secrets", "helm release opus/oob-status"], "{cleanups:?}");
+    let retained: Vec<&str> = cleanups
+        .iter()
+        .filter_map(|c| if let Cleanup::Retained { path, .. } = c { Some(path.as_str()) } else { None })
+        .collect();
+    assert_eq!(
+        retained,
+        ["database status (role status_user)", "namespace old-team", "helm release opus-system/cert-manager"],
+        "{cleanups:?}"
+    );
+}

@@ -119,15 +119,17 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
         failpoint: Failpoint::from_env(),
     };
     let report = deployment.run(&selection, driver, progress, options, &observation).await.map_err(fail)?;
-    if let TargetSpec::Directory { path, .. } = &plan.target {
-        for cleanup in &report.cleanup {
-            match cleanup {
-                Cleanup::Removed { path: file } => {
-                    eprintln!("     Removed {path}/{file} (no step writes it any more)")
-                }
-                Cleanup::NotRemoved { path: file, error } => {
-                    eprintln!("warning: cannot remove {path}/{file}: {error}")
-                }
+    // A directory target's files are named in the bundle; a cluster's items are named as they are.
+    let place = match &plan.target {
+        TargetSpec::Directory { path, .. } => format!("{path}/"),
+        TargetSpec::Kube { .. } => String::new(),
+    };
+    for cleanup in &report.cleanup {
+        match cleanup {
+            Cleanup::Removed { path } => eprintln!("     Removed {place}{path} (left the configuration)"),
+            Cleanup::NotRemoved { path, error } => eprintln!("warning: cannot remove {place}{path}: {error}"),
+            Cleanup::Retained { path, reason } => {
+                eprintln!("    Retained {place}{path}, no longer managed: {reason}")
             }
         }
     }

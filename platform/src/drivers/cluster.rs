@@ -16,7 +16,7 @@ use crate::drivers::kube::{
     NamespaceSpec, NewKey, ReadinessOptions, SecretSpec, StoredKey,
 };
 use crate::drivers::postgres::{self, Provisioning};
-use crate::exec::{Driver, Found, Observer, PhaseReporter, StepError, StepOutput, StepRecord};
+use crate::exec::{Cleanup, Driver, Found, Observer, PhaseReporter, StepError, StepOutput, StepRecord};
 use crate::plan::{Action, ChartSpec, Step};
 use crate::postgres::{AdminOptions, Identifier, PostgresError};
 use crate::secrets::Identities;
@@ -343,15 +343,100 @@ impl Driver for ClusterDriver {
     fn observer(&self) -> Option<&dyn Observer> {
         Some(self)
     }
+
+    /// Adds what the whole plan produces to the environment's inventory (written only when
+    /// that changes it), so that a run cut short still knows what it may have created.
+    fn prepare<'a>(&'a self, whole: &'a crate::plan::Plan) -> BoxFuture<'a, Result<(), StepError>> {
+        Box::pin(async move {
+            let Some(namespace) = kube::inventory_namespace(whole) else { return Ok(()) };
+            let stored = kube::read_inventory(&self.client, namespace).await.map_err(fail)?;
+            let mut items = stored.as_ref().map(|i| i.items.clone()).unwrap_or_default();
+            items.extend(kube::owned_by(whole));
+            let inventory = kube::Inventory::new(&whole.environment, items);
+            if stored.as_ref() != Some(&inventory) {
+                // The key store's namespace may not exist yet on a first deploy: the inventory
+                // is written once the run has created it (clean_up).
+                match kube::write_inventory(&self.client, namespace, &inventory).await {
+                    Ok(()) => {}
+                    Err(kube::KubeError::Api { code: 404, .. }) if stored.is_none() => {}
+                    Err(error) => return Err(fail(error)),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes what the inventory lists and the plan no longer produces: releases with `helm
+    /// uninstall`, objects by DELETE; namespaces, databases and releases that provide CRDs are
+    /// retained and let go. Then stores the inventory of what is left.
+    fn clean_up<'a>(&'a self, plan: &'a crate::plan::Plan) -> BoxFuture<'a, Vec<Cleanup>> {
+        Box::pin(async move {
+            let Some(namespace) = kube::inventory_namespace(plan) else { return Vec::new() };
+            let stored = match kube::read_inventory(&self.client, namespace).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    let path = format!("secret {namespace}/{}", kube::INVENTORY_SECRET);
+                    return vec![Cleanup::NotRemoved { path, error: error.to_string() }];
+                }
+            };
+            let produced = kube::owned_by(plan);
+            let stale: Vec<kube::Owned> = stored
+                .iter()
+                .flat_map(|i| i.items.iter())
+                .filter(|o| !produced.contains(*o))
+                .cloned()
+                .collect();
+            let mut cleanups = Vec::new();
+            let mut kept = kube::owned_by(plan);
+            // Releases first (they may own the objects), in reverse of the inventory's order.
+            for owned in stale.iter().rev() {
+                let item = owned.describe();
+                if let Some(reason) = owned.retained_because() {
+                    cleanups.push(Cleanup::Retained { path: item, reason });
+                    continue;
+                }
+                let result = match owned {
+                    kube::Owned::HelmRelease { namespace, name, .. } => {
+                        let context = self.helm.clone();
+                        let release = Release { name: name.clone(), namespace: namespace.clone() };
+                        tokio::task::spawn_blocking(move || {
+                            helm::uninstall(&context, &release, Duration::from_secs(300))
+                        })
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| StepError::from_error(&e).rendered()))
+                    }
+                    _ => kube::delete_object(&self.client, owned).await.map_err(|e| fail(e).rendered()),
+                };
+                match result {
+                    Ok(()) => cleanups.push(Cleanup::Removed { path: item }),
+                    Err(error) => {
+                        kept.insert(owned.clone());
+                        cleanups.push(Cleanup::NotRemoved { path: item, error });
+                    }
+                }
+            }
+            let inventory = kube::Inventory::new(&plan.environment, kept);
+            if stored.as_ref() != Some(&inventory)
+                && let Err(error) = kube::write_inventory(&self.client, namespace, &inventory).await
+            {
+                let path = format!("secret {namespace}/{}", kube::INVENTORY_SECRET);
+                cleanups.push(Cleanup::NotRemoved { path, error: error.to_string() });
+            }
+            cleanups
+        })
+    }
 }
 
 impl Observer for ClusterDriver {
     fn observe<'a>(
         &'a self,
-        _whole: &'a crate::plan::Plan,
+        whole: &'a crate::plan::Plan,
         steps: &'a [&'a Step],
         recorded: &'a std::collections::BTreeMap<String, StepRecord>,
     ) -> BoxFuture<'a, Result<Found, StepError>> {
-        Box::pin(async move { kube::observe_cluster(&self.client, steps, recorded).await.map_err(fail) })
+        Box::pin(
+            async move { kube::observe_cluster(&self.client, whole, steps, recorded).await.map_err(fail) },
+        )
     }
 }

@@ -262,7 +262,7 @@ impl Driver for DirectoryDriver {
             let mut inventory: BTreeSet<String> = plan.steps().flat_map(files_of).collect();
             inventory.extend(cleanups.iter().filter_map(|c| match c {
                 Cleanup::NotRemoved { path, .. } => Some(path.clone()),
-                Cleanup::Removed { .. } => None,
+                Cleanup::Removed { .. } | Cleanup::Retained { .. } => None,
             }));
             if let Err(error) = self.write_index(plan, inventory.into_iter().collect()) {
                 cleanups.push(Cleanup::NotRemoved { path: "index.json".to_owned(), error: error.message });

@@ -317,6 +317,17 @@ pub fn template_args(release: &Release, chart: &ChartRef) -> Vec<OsString> {
     args
 }
 
+/// The arguments of `helm uninstall RELEASE -n NS --wait --timeout Ns`.
+pub fn uninstall_args(context: &HelmContext, release: &Release, timeout: Duration) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["uninstall", &release.name, "--namespace", &release.namespace, "--wait"]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    args.extend(["--timeout".into(), format!("{}s", timeout.as_secs().max(1)).into()]);
+    cluster_args(context, &mut args);
+    args
+}
+
 /// The arguments of `helm status RELEASE -n NS -o json`.
 pub fn status_args(context: &HelmContext, release: &Release) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["status", &release.name, "--namespace", &release.namespace]
@@ -526,6 +537,24 @@ pub fn upgrade_install(
         return Err(failed(action, release, &captured, redactor));
     }
     Ok(redactor.redact(&captured.stdout))
+}
+
+/// Uninstalls a release (`helm uninstall --wait`); a release that is already gone is not an
+/// error.
+pub fn uninstall(context: &HelmContext, release: &Release, timeout: Duration) -> Result<(), HelmError> {
+    let action = "uninstall";
+    let captured = run_helm(Invocation {
+        context,
+        action,
+        release,
+        args: uninstall_args(context, release, timeout),
+        stdin: None,
+        wait_limit: Some(timeout + KILL_GRACE),
+    })?;
+    if !captured.success && !captured.stderr.contains("not found") {
+        return Err(failed(action, release, &captured, &Redactor::new()));
+    }
+    Ok(())
 }
 
 /// Renders a release's manifests locally (`helm template`), values on stdin. The result holds

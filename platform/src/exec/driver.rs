@@ -139,12 +139,23 @@ pub trait Driver: Send + Sync {
     }
 }
 
-/// One piece of a target's housekeeping after a complete run ([`Driver::clean_up`]); paths
-/// are relative to the target's root.
+/// One piece of a target's housekeeping after a complete run ([`Driver::clean_up`]): a path
+/// relative to a directory target's root, or what a cluster object is (`helm release
+/// opus/oob-status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cleanup {
-    Removed { path: String },
-    NotRemoved { path: String, error: String },
+    Removed {
+        path: String,
+    },
+    NotRemoved {
+        path: String,
+        error: String,
+    },
+    /// Left the configuration but kept (a namespace, a database): no longer managed.
+    Retained {
+        path: String,
+        reason: String,
+    },
 }
 
 #[cfg(test)]

@@ -175,7 +175,11 @@ fn gvk(api_version: &str, kind: &str) -> GroupVersionKind {
     }
 }
 
-async fn discover_kind(client: &Client, api_version: &str, kind: &str) -> Result<Target, KubeError> {
+pub(crate) async fn discover_kind(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+) -> Result<Target, KubeError> {
     let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk(api_version, kind))
         .await
         .map_err(|source| KubeError::UnknownKind {

@@ -7,6 +7,7 @@
 
 mod apply;
 mod crds;
+mod inventory;
 mod keystore;
 mod observe;
 mod preflight;
@@ -30,6 +31,10 @@ pub use apply::{
     ApplyOptions, ApplyOutcome, NamespaceSpec, SecretSpec, apply_manifest, apply_namespace, apply_secret,
 };
 pub use crds::{CrdWaitOptions, apply_through_webhooks, is_webhook_unavailable, wait_for_crds_established};
+pub use inventory::{
+    INVENTORY_SECRET, Inventory, Owned, delete_object, inventory_namespace, owned_by, read_inventory,
+    write_inventory,
+};
 pub use keystore::{
     KeyStoreLocation, NewKey, StoredKey, StoredKeys, read_keys, retire_previous_key, store_current_key,
 };

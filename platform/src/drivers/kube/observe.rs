@@ -24,8 +24,10 @@ use kube::core::{ApiResource, ObjectMeta};
 use serde_json::{Value, json};
 
 use super::apply::{Target, known_kind};
+use super::inventory::{Owned, inventory_namespace, owned_by, read_inventory};
 use super::{FIELD_MANAGER, KubeError, client_error};
 use crate::exec::{Found, Observer, StepError, StepRecord};
+use crate::plan::observed::Removal;
 use crate::plan::{Action, Plan, Step};
 use crate::sensitive::Redactor;
 
@@ -286,13 +288,30 @@ fn list_key(resource: &ApiResource, namespace: Option<&str>) -> ListKey {
     (resource.api_version.clone(), resource.kind.clone(), namespace.map(str::to_owned))
 }
 
-/// Compares `steps` (recorded as done, `recorded` their records) with the cluster.
+/// Compares `steps` (recorded as done, `recorded` their records) with the cluster, and lists
+/// what the environment's inventory holds that `whole` no longer produces.
 pub async fn observe_cluster(
     client: &Client,
+    whole: &Plan,
     steps: &[&Step],
     recorded: &BTreeMap<String, StepRecord>,
 ) -> Result<Found, KubeError> {
-    ClusterObserver { client: client.clone() }.observe_steps(steps, recorded).await
+    let observer = ClusterObserver { client: client.clone() };
+    let mut found = observer.observe_steps(steps, recorded).await?;
+    found.removed = stale_items(client, whole)
+        .await?
+        .into_iter()
+        .map(|owned| Removal { item: owned.describe(), retained: owned.retained_because() })
+        .collect();
+    Ok(found)
+}
+
+/// What the inventory lists and `whole` no longer produces, in the inventory's order.
+pub async fn stale_items(client: &Client, whole: &Plan) -> Result<Vec<Owned>, KubeError> {
+    let Some(namespace) = inventory_namespace(whole) else { return Ok(Vec::new()) };
+    let Some(inventory) = read_inventory(client, namespace).await? else { return Ok(Vec::new()) };
+    let produced = owned_by(whole);
+    Ok(inventory.items.into_iter().filter(|item| !produced.contains(item)).collect())
 }
 
 impl ClusterObserver {
@@ -388,12 +407,14 @@ impl ClusterObserver {
 impl Observer for ClusterObserver {
     fn observe<'a>(
         &'a self,
-        _whole: &'a Plan,
+        whole: &'a Plan,
         steps: &'a [&'a Step],
         recorded: &'a BTreeMap<String, StepRecord>,
     ) -> BoxFuture<'a, Result<Found, StepError>> {
         Box::pin(async move {
-            self.observe_steps(steps, recorded).await.map_err(|error| StepError::from_error(&error))
+            observe_cluster(&self.client, whole, steps, recorded)
+                .await
+                .map_err(|error| StepError::from_error(&error))
         })
     }
 }
@@ -515,7 +536,7 @@ mod tests {
         let (client, mut server) = MockServer::start();
         let task = tokio::spawn(async move {
             let refs: Vec<&Step> = steps.iter().collect();
-            observe_cluster(&client, &refs, &recorded).await
+            ClusterObserver { client }.observe_steps(&refs, &recorded).await
         });
         for (path, items) in answers {
             let exchange = server.expect("GET", path).await;
@@ -659,7 +680,7 @@ mod tests {
         let task = tokio::spawn(async move {
             let steps = [release("oob-status")];
             let refs: Vec<&Step> = steps.iter().collect();
-            observe_cluster(&client, &refs, &BTreeMap::new()).await
+            ClusterObserver { client }.observe_steps(&refs, &BTreeMap::new()).await
         });
         server.expect("GET", SECRETS).await.respond(status_response(
             403,
