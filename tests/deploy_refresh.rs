@@ -196,3 +196,31 @@ fn a_deploy_cut_short_keeps_the_files_to_remove_in_the_inventory() {
     deploy(&repo, &[]);
     assert!(!bundle.join("releases/opus/oob-status/values.yaml").exists());
 }
+
+#[test]
+fn a_target_deployed_from_another_journal_is_refused_unless_adopted() {
+    let repo = Repo::shipped();
+    deploy(&repo, &[]);
+    // A teammate's checkout: the same bundle, but a journal of its own (a new lineage).
+    std::fs::remove_file(repo.root().join("environments/example/.opus/journal.log")).unwrap();
+    let refused = repo.xtask_with(&["deploy", "example", "--output", "json"], &RunOptions::default());
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("was last deployed from another journal (lineage "),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("--adopt"), "{}", refused.stderr);
+    let index = |repo: &Repo| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(repo.root().join(BUNDLE).join("index.json")).unwrap())
+            .unwrap()
+    };
+    let before = index(&repo)["lineage"].clone();
+    assert!(before.is_string(), "the index records the lineage: {before}");
+    let adopted = deploy(&repo, &["--adopt"]);
+    assert!(adopted.stderr.contains("is taken over by this journal"), "{}", adopted.stderr);
+    assert_ne!(index(&repo)["lineage"], before);
+    // From then on, this journal deploys it.
+    let again = deploy(&repo, &[]);
+    assert!(ran(&again).is_empty(), "{}", again.stdout);
+}

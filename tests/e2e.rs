@@ -158,6 +158,16 @@ impl E2eRepo {
         let service_secrets = repo
             .path(&format!("environments/e2e/{}-opus/oob-authorization-server/secrets.enc.yaml", repo.run));
         repo.xtask(&["secrets", "new", &service_secrets], None).assert_success();
+        if pods_become_ready() {
+            // The cluster marks pods Ready (tests/e2e/README.md): the service gets its Deployment.
+            let component =
+                format!("environments/e2e/{}-opus/oob-authorization-server/component.toml", repo.run);
+            repo.replace(
+                &component,
+                "[values_custom.deployment]\nenabled = false",
+                "[values_custom.deployment]\nenabled = true",
+            );
+        }
         repo
     }
 
@@ -202,6 +212,12 @@ impl E2eRepo {
         assert_eq!(text.matches(from).count(), 1, "expected one `{from}` in {path}:\n{text}");
         std::fs::write(&full, text.replacen(from, to, 1)).expect("write the file");
     }
+}
+
+/// `OPUS_E2E_PODS_BECOME_READY=1`: the cluster has a stand-in that marks pods Ready, so the
+/// service may have a Deployment (the suite then also scales it by hand).
+fn pods_become_ready() -> bool {
+    std::env::var("OPUS_E2E_PODS_BECOME_READY").is_ok_and(|v| v == "1")
 }
 
 /// `e2e` plus 8 hex digits: a valid namespace prefix and PostgreSQL identifier part.
@@ -865,6 +881,52 @@ fn e2e_deploy_creates_everything_then_changes_nothing_then_upgrades_one_release(
     assert_eq!(fifth.mutating_requests(), 0, "summary: {}", fifth.summary);
     let written = grown(&writes_before_fifth, &scrape_writes(&settings));
     assert!(written.is_empty(), "the API server counted writes after the repair: {written:#?}");
+
+    // 4b. With a Deployment: `kubectl scale` by hand drifts the release (its wait recorded one
+    // replica), `deploy` runs helm again, which restores the count, and then all is unchanged.
+    if pods_become_ready() {
+        cluster_tool(
+            "kubectl",
+            &settings,
+            &["scale", "deployment", service, "-n", &services, "--replicas=3"],
+        )
+        .assert_success();
+        let plan = repo.xtask(&["plan", "e2e", "--format", "json"], None);
+        let plan: Value = serde_json::from_str(&plan.assert_success().stdout).expect("plan JSON");
+        let drifted: BTreeMap<String, String> = plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["change"] != "unchanged")
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().to_owned(),
+                    s["drift"].as_str().unwrap_or("(not drifted)").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            drifted,
+            BTreeMap::from([
+                (
+                    release_step.clone(),
+                    format!("Deployment/{service}: 3 replicas, recorded 1 (in namespace {services})")
+                ),
+                (format!("{services}/{service}/ready"), format!("{release_step} runs again")),
+            ]),
+            "every step that is not unchanged after `kubectl scale`"
+        );
+        deploy(&repo).assert_success();
+        let replicas = cluster_tool(
+            "kubectl",
+            &settings,
+            &["get", "deployment", service, "-n", &services, "-o", "jsonpath={.spec.replicas}"],
+        );
+        assert_eq!(replicas.assert_success().stdout.trim(), "1", "helm restored the replica count");
+        let after = deploy(&repo);
+        after.assert_success();
+        assert_eq!(after.mutating_requests(), 0, "summary: {}", after.summary);
+    }
 
     // 5. The service leaves the configuration: its release is uninstalled and its Secret
     // deleted (the inventory lists both), its database and role are retained.

@@ -63,6 +63,13 @@ fn write_format_one_journal(repo: &Repo, plan: &Plan) {
             opened.append(&record).await.unwrap();
         }
     });
+    // The previous release wrote no journal lineage into the bundle's index (and the journal
+    // written here has a new one).
+    let index_path = repo.root().join("bundle/example/index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+    index.as_object_mut().unwrap().remove("lineage");
+    std::fs::write(&index_path, serde_json::to_string_pretty(&index).unwrap()).unwrap();
 }
 
 #[test]
@@ -95,7 +102,13 @@ fn an_older_fingerprint_format_is_migrated_without_running_the_steps() {
         "{}",
         deploy.stderr
     );
-    assert_eq!(read_tree(&bundle), before, "a migration rewrote bundle files");
+    // The index gains the lineage of the journal that now deploys the bundle; nothing else changes.
+    let mut after_tree = read_tree(&bundle);
+    let index = after_tree.get_mut(&bundle.join("index.json")).expect("the index");
+    let mut document: serde_json::Value = serde_json::from_slice(index).unwrap();
+    assert!(document.as_object_mut().unwrap().remove("lineage").is_some_and(|l| l.is_string()));
+    *index = serde_json::to_string_pretty(&document).unwrap().into_bytes();
+    assert_eq!(after_tree, before, "a migration rewrote bundle files");
 
     // The journal now holds the current format: the next plan is plainly unchanged.
     let after = repo.xtask(&["plan", "example"]);

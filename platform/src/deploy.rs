@@ -44,6 +44,10 @@ pub enum DeployError {
     Repair(JournalError),
     #[error("cannot prepare the target: {0}")]
     Prepare(StepError),
+    #[error(
+        "the target of `{environment}` was last deployed from another journal (lineage {target}); this journal ({journal}) has lineage {ours}"
+    )]
+    ForeignJournal { environment: String, journal: String, ours: String, target: String },
     #[error("cannot observe the target of `{environment}`: {source}")]
     Observe {
         environment: String,
@@ -65,6 +69,9 @@ impl DeployError {
             DeployError::Session(SessionError::Journal(JournalError::TornRecord { .. })) => {
                 Some("rerun with --repair-journal to drop the torn record (the step it described runs again)")
             }
+            DeployError::ForeignJournal { .. } => Some(
+                "deploy from the journal that deployed it (a teammate's, or the shared PostgreSQL journal), or rerun with --adopt to take the target over with this journal",
+            ),
             DeployError::Observe { .. } => Some(
                 "fix access to the target, or rerun with --no-refresh to trust the journal without looking",
             ),
@@ -223,11 +230,15 @@ impl Deployment {
     /// Observes the target (`refresh`) for the environment's whole plan, comparing it with the
     /// journal's last successes. Without an observer the live state is not observed, and says
     /// so; an observer's error stops the deploy (rerun with `--no-refresh` to go on without).
+    ///
+    /// A target last deployed from a journal of another lineage (a journal copied from a
+    /// teammate, a new one beside a shared target) is refused unless `adopt`.
     pub async fn observe(
         &self,
         whole: &Plan,
         observer: Option<&dyn Observer>,
         refresh: bool,
+        adopt: bool,
     ) -> Result<Observation, DeployError> {
         if !refresh {
             return Ok(Observation::skipped());
@@ -235,9 +246,22 @@ impl Deployment {
         let Some(observer) = observer else {
             return Ok(Observation::not_observed("this target cannot be observed"));
         };
-        crate::exec::observe::observe(whole, &self.latest, observer)
+        let observation = crate::exec::observe::observe(whole, &self.latest, observer)
             .await
-            .map_err(|source| DeployError::Observe { environment: whole.environment.clone(), source })
+            .map_err(|source| DeployError::Observe { environment: whole.environment.clone(), source })?;
+        let ours = self.journal.header().lineage.to_string();
+        if let Some(target) = &observation.target_lineage
+            && *target != ours
+            && !adopt
+        {
+            return Err(DeployError::ForeignJournal {
+                environment: whole.environment.clone(),
+                journal: self.journal.location().to_string(),
+                ours,
+                target: target.clone(),
+            });
+        }
+        Ok(observation)
     }
 
     /// What running `plan` would do, by the journal's last successes and the observation.
@@ -269,7 +293,8 @@ impl Deployment {
         options: RunOptions,
         observation: &Observation,
     ) -> Result<Report, DeployError> {
-        driver.prepare(selection.whole()).await.map_err(DeployError::Prepare)?;
+        let lineage = self.journal.header().lineage.to_string();
+        driver.prepare(selection.whole(), &lineage).await.map_err(DeployError::Prepare)?;
         let exec = ExecOptions {
             jobs: options.jobs,
             previous_successes: session::success_fingerprints(&self.latest),

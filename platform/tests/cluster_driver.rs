@@ -79,6 +79,7 @@ fn driver(client: kube::Client, setup: Setup) -> Arc<ClusterDriver> {
         database: setup.database,
         identities: Arc::new(setup.identities),
         root: setup.root,
+        lineage: Default::default(),
     })
 }
 
@@ -429,7 +430,18 @@ async fn wait_ready_succeeds_when_the_selector_matches_no_workload() {
         .expect("GET", "/apis/apps/v1/namespaces/opus/statefulsets")
         .await
         .respond(json_response(200, empty_list("StatefulSetList")));
-    assert_eq!(server.finish(task).await.unwrap(), json!({"ready": true}));
+    // Then what the refresh compares the release's workloads with: the namespace's workloads
+    // and autoscalers, one list each, unselected.
+    for (path, kind) in [
+        ("/apis/apps/v1/namespaces/opus/deployments", "DeploymentList"),
+        ("/apis/apps/v1/namespaces/opus/statefulsets", "StatefulSetList"),
+        ("/apis/autoscaling/v2/namespaces/opus/horizontalpodautoscalers", "HorizontalPodAutoscalerList"),
+    ] {
+        let list = server.expect("GET", path).await;
+        assert_eq!(list.query("labelSelector"), None);
+        list.respond(json_response(200, empty_list(kind)));
+    }
+    assert_eq!(server.finish(task).await.unwrap(), json!({"ready": true, "workloads": {}}));
 }
 
 #[tokio::test]

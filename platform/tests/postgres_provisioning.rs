@@ -234,3 +234,45 @@ async fn connection_limit_is_applied_once_and_then_left_alone() {
         "back to no limit"
     );
 }
+
+#[tokio::test]
+async fn the_refresh_finds_dropped_roles_and_databases_changed_owners_and_limits() {
+    let Some(server) = PgServer::try_start() else {
+        return;
+    };
+    let admin = admin(&server);
+    let provisioning = provisioning(CANARY);
+    postgres::provision(&admin, &provisioning).await.unwrap();
+    postgres::set_connection_limit(&admin, &provisioning.role, 20).await.unwrap();
+    let wanted = |limit: i32| postgres::Provisioned {
+        role: "api_consent".to_owned(),
+        database: "api_consent_db".to_owned(),
+        connection_limit: limit,
+    };
+    assert_eq!(postgres::observe_provisioned(&admin, &[wanted(20)]).await.unwrap(), []);
+    assert_eq!(
+        postgres::observe_provisioned(&admin, &[wanted(-1)]).await.unwrap(),
+        [(0, "role api_consent has connection limit 20, planned -1".to_owned())]
+    );
+
+    let mut connection = log_in(&server, pg::ADMIN_USER, pg::ADMIN_PASSWORD, "postgres").await.unwrap();
+    sqlx::raw_sql("ALTER DATABASE api_consent_db OWNER TO opus_admin")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let found = postgres::observe_provisioned(&admin, &[wanted(20)]).await.unwrap();
+    assert_eq!(
+        found,
+        [(0, format!("database api_consent_db is owned by {}, not api_consent", pg::ADMIN_USER))]
+    );
+    sqlx::raw_sql("DROP DATABASE api_consent_db").execute(&mut connection).await.unwrap();
+    let found = postgres::observe_provisioned(&admin, &[wanted(20)]).await.unwrap();
+    assert_eq!(found, [(0, "database api_consent_db not found".to_owned())]);
+    sqlx::raw_sql("DROP ROLE api_consent").execute(&mut connection).await.unwrap();
+    let found = postgres::observe_provisioned(&admin, &[wanted(20)]).await.unwrap();
+    assert_eq!(found, [(0, "role api_consent not found".to_owned())]);
+    // Provisioning repairs it, and then nothing has drifted.
+    postgres::provision(&admin, &provisioning).await.unwrap();
+    postgres::set_connection_limit(&admin, &provisioning.role, 20).await.unwrap();
+    assert_eq!(postgres::observe_provisioned(&admin, &[wanted(20)]).await.unwrap(), []);
+}

@@ -54,10 +54,20 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
 
     // The driver, and what it observes of the target (the whole environment's plan).
     let (driver, api_requests) = driver_for(repo, plan, &inputs).await?;
-    let observation =
-        deployment.observe(selection.whole(), driver.observer(), !cmd.no_refresh).await.map_err(fail)?;
+    let observation = deployment
+        .observe(selection.whole(), driver.observer(), !cmd.no_refresh, cmd.adopt)
+        .await
+        .map_err(fail)?;
     if let Some(note) = observation.note() {
         eprintln!("note: {note}");
+    }
+    if let Some(target) = observation.target_lineage.as_deref()
+        && cmd.adopt
+        && target != deployment.journal().header().lineage.to_string()
+    {
+        eprintln!(
+            "note: --adopt: the target, last deployed from journal lineage {target}, is taken over by this journal"
+        );
     }
 
     // The summary, and confirmation for protected environments.

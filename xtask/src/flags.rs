@@ -231,6 +231,10 @@ pub struct DeployCmd {
     /// Do not observe the target before deploying: trust the journal (drift is not repaired).
     #[arg(long)]
     pub no_refresh: bool,
+    /// Take over a target last deployed from another journal (its lineage is replaced by this
+    /// journal's; without it such a deploy is refused, naming both).
+    #[arg(long)]
+    pub adopt: bool,
     /// Do not ask for confirmation on a protected environment (required without a terminal).
     #[arg(long)]
     pub yes: bool,

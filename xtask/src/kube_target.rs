@@ -61,6 +61,7 @@ pub async fn driver(
         database,
         identities: Arc::new(identities),
         root: repo.root.clone(),
+        lineage: Default::default(),
     });
     Ok((driver, requests))
 }

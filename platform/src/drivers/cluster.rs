@@ -32,6 +32,8 @@ pub struct ClusterDriver {
     pub identities: Arc<Identities>,
     /// The repository root, for local charts.
     pub root: PathBuf,
+    /// The journal's lineage, from `prepare`, for the inventory `clean_up` writes.
+    pub lineage: std::sync::Mutex<Option<String>>,
 }
 
 /// How to reach the cluster.
@@ -249,7 +251,10 @@ impl ClusterDriver {
                 boxed(kube::wait_for_workloads(&self.client, namespace, selector, &options))
                     .await
                     .map_err(fail)?;
-                Ok(json!({"ready": true}))
+                // What the refresh compares the release's workloads with.
+                phase("recording the workloads");
+                let workloads = boxed(kube::Workloads::list(&self.client, namespace)).await.map_err(fail)?;
+                Ok(json!({"ready": true, "workloads": workloads.to_record(selector)}))
             }
             Action::StoreKey { namespace, secret_name, recipients } => {
                 let location = KeyStoreLocation { namespace: namespace.clone(), name: secret_name.clone() };
@@ -346,13 +351,18 @@ impl Driver for ClusterDriver {
 
     /// Adds what the whole plan produces to the environment's inventory (written only when
     /// that changes it), so that a run cut short still knows what it may have created.
-    fn prepare<'a>(&'a self, whole: &'a crate::plan::Plan) -> BoxFuture<'a, Result<(), StepError>> {
+    fn prepare<'a>(
+        &'a self,
+        whole: &'a crate::plan::Plan,
+        lineage: &'a str,
+    ) -> BoxFuture<'a, Result<(), StepError>> {
         Box::pin(async move {
+            *self.lineage.lock().expect("not poisoned") = Some(lineage.to_owned());
             let Some(namespace) = kube::inventory_namespace(whole) else { return Ok(()) };
             let stored = kube::read_inventory(&self.client, namespace).await.map_err(fail)?;
             let mut items = stored.as_ref().map(|i| i.items.clone()).unwrap_or_default();
             items.extend(kube::owned_by(whole));
-            let inventory = kube::Inventory::new(&whole.environment, items);
+            let inventory = kube::Inventory::new(&whole.environment, Some(lineage.to_owned()), items);
             if stored.as_ref() != Some(&inventory) {
                 // The key store's namespace may not exist yet on a first deploy: the inventory
                 // is written once the run has created it (clean_up).
@@ -416,7 +426,8 @@ impl Driver for ClusterDriver {
                     }
                 }
             }
-            let inventory = kube::Inventory::new(&plan.environment, kept);
+            let lineage = self.lineage.lock().expect("not poisoned").clone();
+            let inventory = kube::Inventory::new(&plan.environment, lineage, kept);
             if stored.as_ref() != Some(&inventory)
                 && let Err(error) = kube::write_inventory(&self.client, namespace, &inventory).await
             {

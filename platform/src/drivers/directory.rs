@@ -28,6 +28,9 @@ pub struct BundleIndex<'a> {
     pub environment: &'a str,
     pub target: &'a TargetSpec,
     pub steps: Vec<IndexedStep<'a>>,
+    /// The lineage of the journal that deploys this bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<&'a str>,
     /// Every file of the bundle a deploy wrote and has not removed yet, sorted: what a later
     /// deploy may remove when no step writes it any more. Files the inventory does not list
     /// (a `.git` folder, a README) are never touched.
@@ -48,18 +51,25 @@ pub struct IndexedStep<'a> {
 pub struct DirectoryDriver {
     bundle: PathBuf,
     recipients: Vec<Recipient>,
+    /// The journal's lineage, from `prepare`, for the index `clean_up` writes.
+    lineage: std::sync::Mutex<Option<String>>,
 }
 
 impl DirectoryDriver {
     /// A driver writing into `bundle` (created when missing), encrypting for `recipients`.
     pub fn new(bundle: PathBuf, recipients: Vec<Recipient>) -> DirectoryDriver {
-        DirectoryDriver { bundle, recipients }
+        DirectoryDriver { bundle, recipients, lineage: std::sync::Mutex::new(None) }
     }
 
     /// Writes `index.json`: the plan's steps in execution order with the files each writes.
     /// First removes the temporary files of atomic writes that a killed deploy left behind
     /// (`.<name>.<random>.tmp`): the caller holds the deploy lock, so no write is in flight.
-    fn write_index(&self, plan: &Plan, inventory: Vec<String>) -> Result<(), StepError> {
+    fn write_index(
+        &self,
+        plan: &Plan,
+        inventory: Vec<String>,
+        lineage: Option<&str>,
+    ) -> Result<(), StepError> {
         remove_interrupted_writes(&self.bundle)?;
         let index = BundleIndex {
             environment: &plan.environment,
@@ -73,6 +83,7 @@ impl DirectoryDriver {
                     files: files_of(step),
                 })
                 .collect(),
+            lineage,
             inventory,
         };
         self.write("index.json", &(serde_json::to_string_pretty(&index).expect("JSON") + "\n"))
@@ -217,13 +228,15 @@ impl Driver for DirectoryDriver {
     /// Creates the bundle folder and writes its index. The inventory keeps what the previous
     /// index listed, so files of removed components stay known until a complete run removes
     /// them, also when this run is cut short.
-    fn prepare<'a>(&'a self, whole: &'a Plan) -> BoxFuture<'a, Result<(), StepError>> {
+    fn prepare<'a>(&'a self, whole: &'a Plan, lineage: &'a str) -> BoxFuture<'a, Result<(), StepError>> {
         Box::pin(async move {
             std::fs::create_dir_all(&self.bundle)
                 .map_err(|e| StepError::new(format!("cannot create {}: {e}", self.bundle.display())))?;
             let mut inventory: BTreeSet<String> = self.inventory()?;
             inventory.extend(whole.steps().flat_map(files_of));
-            self.write_index(whole, inventory.into_iter().collect())
+            self.write_index(whole, inventory.into_iter().collect(), Some(lineage))?;
+            *self.lineage.lock().expect("not poisoned") = Some(lineage.to_owned());
+            Ok(())
         })
     }
 
@@ -264,7 +277,8 @@ impl Driver for DirectoryDriver {
                 Cleanup::NotRemoved { path, .. } => Some(path.clone()),
                 Cleanup::Removed { .. } | Cleanup::Retained { .. } => None,
             }));
-            if let Err(error) = self.write_index(plan, inventory.into_iter().collect()) {
+            let lineage = self.lineage.lock().expect("not poisoned").clone();
+            if let Err(error) = self.write_index(plan, inventory.into_iter().collect(), lineage.as_deref()) {
                 cleanups.push(Cleanup::NotRemoved { path: "index.json".to_owned(), error: error.message });
             }
             cleanups
@@ -304,6 +318,7 @@ impl Observer for DirectoryDriver {
                     }
                 }
             }
+            found.lineage = self.index_lineage()?;
             found.removed = self
                 .stale_files(whole)?
                 .into_iter()
@@ -346,6 +361,18 @@ impl DirectoryDriver {
         };
         // Only plain relative paths inside the bundle: an edited index cannot aim elsewhere.
         Ok(listed.into_iter().filter(|p| is_plain_relative(p)).collect())
+    }
+
+    /// The journal lineage the bundle's index records.
+    fn index_lineage(&self) -> Result<Option<String>, StepError> {
+        let path = self.bundle.join("index.json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(serde_json::from_str::<Json>(&text)
+                .ok()
+                .and_then(|index| index.get("lineage").and_then(Json::as_str).map(str::to_owned))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StepError::new(format!("cannot read {}: {e}", path.display()))),
+        }
     }
 
     /// What the inventory lists and no step of `plan` writes, sorted.

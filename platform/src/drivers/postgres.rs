@@ -317,6 +317,65 @@ pub async fn set_connection_limit(
     Ok(changed)
 }
 
+/// What a provisioning step set, as the refresh compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioned {
+    pub role: String,
+    pub database: String,
+    pub connection_limit: i32,
+}
+
+/// One row of the refresh's query: kind (`role` or `database`), name, a database's owner, a
+/// role's `rolcanlogin` and `rolconnlimit`.
+type CatalogRow = (String, String, Option<String>, Option<bool>, Option<i32>);
+
+/// The refresh of provisioned databases: one query over `pg_roles` and `pg_database` for all
+/// of them. Returns, for each wanted item that no longer holds, why (the role is gone or can no
+/// longer log in, its connection limit changed, the database is gone or has another owner).
+/// Passwords are not compared: that would need the verifier, which provisioning checks itself.
+pub async fn observe_provisioned(
+    admin: &AdminOptions,
+    wanted: &[Provisioned],
+) -> Result<Vec<(usize, String)>, PostgresError> {
+    let host = admin.host.as_str();
+    let mut connection = connect(admin).await?;
+    let roles: Vec<String> = wanted.iter().map(|w| w.role.clone()).collect();
+    let databases: Vec<String> = wanted.iter().map(|w| w.database.clone()).collect();
+    let rows: Vec<CatalogRow> = sqlx::query_as(
+        "SELECT 'role', rolname::text, NULL::text, rolcanlogin, rolconnlimit FROM pg_roles WHERE rolname = ANY($1) \
+         UNION ALL \
+         SELECT 'database', datname::text, pg_get_userbyid(datdba)::text, NULL, NULL FROM pg_database WHERE datname = ANY($2)",
+    )
+    .bind(&roles)
+    .bind(&databases)
+    .fetch_all(&mut connection)
+    .await
+    .map_err(query_error(host, "read the roles and databases".to_owned()))?;
+    let _ = connection.close().await;
+    let role_of = |name: &str| rows.iter().find(|r| r.0 == "role" && r.1 == name);
+    let database_of = |name: &str| rows.iter().find(|r| r.0 == "database" && r.1 == name);
+    let mut out = Vec::new();
+    for (index, item) in wanted.iter().enumerate() {
+        let reason = match (role_of(&item.role), database_of(&item.database)) {
+            (None, _) => Some(format!("role {} not found", item.role)),
+            (Some((_, _, _, Some(false), _)), _) => Some(format!("role {} can no longer log in", item.role)),
+            (Some((_, _, _, _, Some(limit))), _) if *limit != item.connection_limit => Some(format!(
+                "role {} has connection limit {limit}, planned {}",
+                item.role, item.connection_limit
+            )),
+            (_, None) => Some(format!("database {} not found", item.database)),
+            (_, Some((_, _, Some(owner), _, _))) if *owner != item.role => {
+                Some(format!("database {} is owned by {owner}, not {}", item.database, item.role))
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            out.push((index, reason));
+        }
+    }
+    Ok(out)
+}
+
 async fn execute(
     connection: &mut PgConnection,
     host: &str,

@@ -119,10 +119,11 @@ pub trait Driver: Send + Sync {
     }
 
     /// Called once before a run, with the environment's whole plan (also when only part of it
-    /// runs): the directory target writes the bundle's index and removes the temporary files
-    /// of writes a killed deploy left.
-    fn prepare<'a>(&'a self, whole: &'a Plan) -> BoxFuture<'a, Result<(), StepError>> {
-        let _ = whole;
+    /// runs) and the journal's lineage, which the target records (so a deploy from another
+    /// journal is detected): the directory target writes the bundle's index and removes the
+    /// temporary files of writes a killed deploy left.
+    fn prepare<'a>(&'a self, whole: &'a Plan, lineage: &'a str) -> BoxFuture<'a, Result<(), StepError>> {
+        let _ = (whole, lineage);
         Box::pin(async { Ok(()) })
     }
 

@@ -19,6 +19,9 @@ pub struct Found {
     pub drifted: BTreeMap<String, String>,
     /// What the target's inventory lists and no step of the plan produces.
     pub removed: Vec<Removal>,
+    /// The lineage of the journal the target was last deployed from, as the target recorded it
+    /// (`None` when it records none: never deployed, or by a version before lineages).
+    pub lineage: Option<String>,
 }
 
 /// Reads a target's live state. Read-only: observing changes nothing.
@@ -73,5 +76,10 @@ pub async fn observe(
             drifted.insert(step.id.clone(), reason);
         }
     }
-    Ok(Observation { refresh: Refresh::Observed { steps: steps.len() }, drifted, removed: found.removed })
+    Ok(Observation {
+        refresh: Refresh::Observed { steps: steps.len() },
+        drifted,
+        removed: found.removed,
+        target_lineage: found.lineage,
+    })
 }

@@ -18,6 +18,9 @@ pub struct Observation {
     /// What the target's inventory lists and no step of the plan produces any more (a
     /// component that left the configuration), in the order the deploy removes it.
     pub removed: Vec<Removal>,
+    /// The lineage of the journal the target was last deployed from, as the target records it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_lineage: Option<String>,
 }
 
 /// One thing of the target's inventory that left the configuration.
@@ -46,7 +49,12 @@ pub enum Refresh {
 impl Observation {
     /// Nothing observed because the operator said so.
     pub fn skipped() -> Observation {
-        Observation { refresh: Refresh::Skipped, drifted: BTreeMap::new(), removed: Vec::new() }
+        Observation {
+            refresh: Refresh::Skipped,
+            drifted: BTreeMap::new(),
+            removed: Vec::new(),
+            target_lineage: None,
+        }
     }
 
     pub fn not_observed(reason: impl Into<String>) -> Observation {
@@ -54,6 +62,7 @@ impl Observation {
             refresh: Refresh::NotObserved { reason: reason.into() },
             drifted: BTreeMap::new(),
             removed: Vec::new(),
+            target_lineage: None,
         }
     }
 

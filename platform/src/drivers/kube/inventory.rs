@@ -157,12 +157,15 @@ pub fn inventory_namespace(plan: &Plan) -> Option<&str> {
 pub struct Inventory {
     pub format: u32,
     pub environment: String,
+    /// The lineage of the journal that deploys the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
     pub items: BTreeSet<Owned>,
 }
 
 impl Inventory {
-    pub fn new(environment: &str, items: BTreeSet<Owned>) -> Inventory {
-        Inventory { format: INVENTORY_FORMAT, environment: environment.to_owned(), items }
+    pub fn new(environment: &str, lineage: Option<String>, items: BTreeSet<Owned>) -> Inventory {
+        Inventory { format: INVENTORY_FORMAT, environment: environment.to_owned(), lineage, items }
     }
 }
 
@@ -252,7 +255,7 @@ mod tests {
             Owned::Namespace { name: "opus".into() },
             Owned::Database { database: "status".into(), role: "status_user".into() },
         ]);
-        let inventory = Inventory::new("prod", items);
+        let inventory = Inventory::new("prod", Some("7d3c".into()), items);
         let text = serde_json::to_string(&inventory).unwrap();
         assert!(
             text.contains(r#"{"kind":"object","api_version":"dapr.io/v1alpha1","object_kind":"Component""#),

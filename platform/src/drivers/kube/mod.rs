@@ -13,6 +13,7 @@ mod observe;
 mod preflight;
 mod readiness;
 mod requests;
+mod workloads;
 
 #[cfg(test)]
 pub(crate) mod mock;
@@ -45,6 +46,7 @@ pub use preflight::{
 };
 pub use readiness::{ReadinessOptions, wait_for_workloads};
 pub use requests::{CountRequests, CountRequestsLayer, RequestCounter, RequestCounts};
+pub use workloads::{WorkloadState, Workloads, workload_drift};
 
 /// The field manager every server-side apply of Opus Deploy uses, so that ownership of fields
 /// is stable across runs and visible to operators (`kubectl get -o yaml --show-managed-fields`).

@@ -24,7 +24,7 @@ use kube::core::{ApiResource, ObjectMeta};
 use serde_json::{Value, json};
 
 use super::apply::{Target, known_kind};
-use super::inventory::{Owned, inventory_namespace, owned_by, read_inventory};
+use super::inventory::{inventory_namespace, owned_by, read_inventory};
 use super::{FIELD_MANAGER, KubeError, client_error};
 use crate::exec::{Found, Observer, StepError, StepRecord};
 use crate::plan::observed::Removal;
@@ -298,20 +298,21 @@ pub async fn observe_cluster(
 ) -> Result<Found, KubeError> {
     let observer = ClusterObserver { client: client.clone() };
     let mut found = observer.observe_steps(steps, recorded).await?;
-    found.removed = stale_items(client, whole)
-        .await?
-        .into_iter()
-        .map(|owned| Removal { item: owned.describe(), retained: owned.retained_because() })
-        .collect();
+    let inventory = match inventory_namespace(whole) {
+        Some(namespace) => read_inventory(client, namespace).await?,
+        None => None,
+    };
+    if let Some(inventory) = inventory {
+        let produced = owned_by(whole);
+        found.removed = inventory
+            .items
+            .into_iter()
+            .filter(|item| !produced.contains(item))
+            .map(|owned| Removal { item: owned.describe(), retained: owned.retained_because() })
+            .collect();
+        found.lineage = inventory.lineage;
+    }
     Ok(found)
-}
-
-/// What the inventory lists and `whole` no longer produces, in the inventory's order.
-pub async fn stale_items(client: &Client, whole: &Plan) -> Result<Vec<Owned>, KubeError> {
-    let Some(namespace) = inventory_namespace(whole) else { return Ok(Vec::new()) };
-    let Some(inventory) = read_inventory(client, namespace).await? else { return Ok(Vec::new()) };
-    let produced = owned_by(whole);
-    Ok(inventory.items.into_iter().filter(|item| !produced.contains(item)).collect())
 }
 
 impl ClusterObserver {
@@ -400,6 +401,36 @@ impl ClusterObserver {
                 found.drifted.insert(step.id.clone(), reason);
             }
         }
+        // The workloads of releases, by what their readiness wait recorded: a difference drifts
+        // the release (helm restores it), and so its wait.
+        let mut workloads: BTreeMap<String, super::Workloads> = BTreeMap::new();
+        for step in steps {
+            let Action::WaitReady { namespace, selector, .. } = &step.action else { continue };
+            let Some(recorded) = recorded
+                .get(&step.id)
+                .and_then(|r| r.outputs.get("workloads"))
+                .and_then(|w| {
+                    serde_json::from_value::<BTreeMap<String, super::WorkloadState>>(w.clone()).ok()
+                })
+                .filter(|w| !w.is_empty())
+            else {
+                continue;
+            };
+            if !workloads.contains_key(namespace) {
+                workloads.insert(namespace.clone(), super::Workloads::list(&self.client, namespace).await?);
+            }
+            let live = workloads[namespace].to_compare(selector);
+            let Some(reason) = super::workload_drift(&recorded, &live) else { continue };
+            let release = steps
+                .iter()
+                .find(|s| step.depends_on.contains(&s.id) && matches!(s.action, Action::HelmRelease { .. }));
+            let drifted = release.map_or(&step.id, |release| &release.id);
+            // A release already drifted (uninstalled, say) keeps that reason.
+            found
+                .drifted
+                .entry(drifted.clone())
+                .or_insert_with(|| format!("{reason} (in namespace {namespace})"));
+        }
         Ok(found)
     }
 }
@@ -426,6 +457,7 @@ mod tests {
     use crate::exec::StepOutcome;
     use crate::sensitive::SecretString;
     use crate::values::{SecretEntry, SecretTable, Values};
+    use sha2::Digest as _;
 
     fn step(id: &str, action: Action) -> Step {
         Step {
@@ -692,6 +724,107 @@ mod tests {
             error.starts_with("could not list secrets in namespace opus: secrets is forbidden"),
             "{error}"
         );
+    }
+
+    fn deployment(replicas: i32, image: &str, managers: Value) -> Value {
+        json!({
+            "metadata": {"name": "oob-status", "namespace": "opus",
+                "labels": {"app.kubernetes.io/instance": "oob-status"}, "managedFields": managers},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "x"}},
+                "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "app", "image": image}]}}},
+        })
+    }
+
+    fn list_of(kind: &str, items: Vec<Value>) -> Value {
+        json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "9"}, "items": items})
+    }
+
+    /// The drift the refresh finds for a release whose wait recorded `recorded`, when the
+    /// namespace's Deployments are `deployments` and its autoscalers `hpas`.
+    async fn workload_drift_of(recorded: Value, deployments: Vec<Value>, hpas: Vec<Value>) -> Found {
+        let mut ready = step(
+            "opus/oob-status/ready",
+            Action::WaitReady {
+                namespace: "opus".to_owned(),
+                selector: "app.kubernetes.io/instance=oob-status".to_owned(),
+                timeout_seconds: 60,
+            },
+        );
+        ready.depends_on = vec!["opus/oob-status/release".to_owned()];
+        let records = BTreeMap::from([
+            record("opus/oob-status/release", json!({"revision": 1})),
+            record("opus/oob-status/ready", json!({"ready": true, "workloads": recorded})),
+        ]);
+        let (client, mut server) = MockServer::start();
+        let task = tokio::spawn(async move {
+            let steps = [release("oob-status"), ready];
+            let refs: Vec<&Step> = steps.iter().collect();
+            ClusterObserver { client }.observe_steps(&refs, &records).await
+        });
+        server
+            .expect("GET", SECRETS)
+            .await
+            .respond(json_response(200, metadata_list(vec![helm_secret("oob-status", 1, "deployed")])));
+        server
+            .expect("GET", "/apis/apps/v1/namespaces/opus/deployments")
+            .await
+            .respond(json_response(200, list_of("Deployment", deployments)));
+        server
+            .expect("GET", "/apis/apps/v1/namespaces/opus/statefulsets")
+            .await
+            .respond(json_response(200, list_of("StatefulSet", vec![])));
+        server
+            .expect("GET", "/apis/autoscaling/v2/namespaces/opus/horizontalpodautoscalers")
+            .await
+            .respond(json_response(200, list_of("HorizontalPodAutoscaler", hpas)));
+        server.finish(task).await.unwrap()
+    }
+
+    /// What the wait records for a Deployment, computed the way the wait does.
+    fn recorded_of(deployment: &Value) -> Value {
+        let parsed: k8s_openapi::api::apps::v1::Deployment =
+            serde_json::from_value(deployment.clone()).unwrap();
+        let template = serde_json::to_vec(&parsed.spec.unwrap().template).unwrap();
+        json!({"Deployment/oob-status": {"template": hex::encode(sha2::Sha256::digest(template)), "replicas": 1}})
+    }
+
+    #[tokio::test]
+    async fn a_scaled_or_edited_workload_drifts_its_release_and_an_autoscaled_one_does_not() {
+        let helm = json!([{"manager": "helm", "operation": "Update", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}}]);
+        let original = deployment(1, "opus/oob-status:1.3.0", helm.clone());
+        let recorded = recorded_of(&original);
+
+        let same = workload_drift_of(recorded.clone(), vec![original.clone()], vec![]).await;
+        assert_eq!(same, Found::default());
+
+        let scaled = workload_drift_of(
+            recorded.clone(),
+            vec![deployment(3, "opus/oob-status:1.3.0", helm.clone())],
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            scaled.drifted["opus/oob-status/release"],
+            "Deployment/oob-status: 3 replicas, recorded 1 (in namespace opus)"
+        );
+
+        let edited = workload_drift_of(
+            recorded.clone(),
+            vec![deployment(1, "evil/image:latest", helm.clone())],
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            edited.drifted["opus/oob-status/release"],
+            "Deployment/oob-status: the pod template changed (in namespace opus)"
+        );
+
+        let hpa = json!({"metadata": {"name": "oob-status"}, "spec": {"maxReplicas": 5,
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "oob-status"}}});
+        let autoscaled =
+            workload_drift_of(recorded, vec![deployment(4, "opus/oob-status:1.3.0", helm)], vec![hpa]).await;
+        assert_eq!(autoscaled, Found::default());
     }
 
     #[test]
