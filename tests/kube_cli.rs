@@ -542,3 +542,61 @@ fn deploy_without_helm_on_path_names_path_and_the_cause() {
         .collect();
     assert!(after.iter().all(|(_, status)| *status == "skipped"), "{after:?}\n{}", deployed.streams());
 }
+
+/// Not a test: prints the no-op redeploy against the fake API server on localhost (the kube
+/// mock of the benchmark), with and without refresh, beside the API requests by verb the
+/// server received. Run with `cargo test --release -p xtask --test kube_cli -- --ignored
+/// --nocapture`; `scripts/bench.sh` runs it.
+#[test]
+#[ignore = "a benchmark: prints figures, asserts only that the redeploy changed nothing"]
+fn bench_noop_redeploy_against_the_fake_api_server() {
+    let server = FakeKube::start();
+    let repo = KubeRepo::create(&server);
+    let dirs = PathDirs::new(true);
+    dirs.answer("status", "", STATUS_NOT_FOUND, 1);
+    dirs.answer(
+        "upgrade",
+        &format!("NAME: dapr\nNAMESPACE: {RUN}-system\nSTATUS: deployed\nREVISION: 1\n"),
+        "",
+        0,
+    );
+    repo.deploy(&dirs.path()).run.assert_code(0);
+    let namespace = format!("{RUN}-system");
+    server.insert(
+        &format!("/api/v1/namespaces/{namespace}/secrets/sh.helm.release.v1.dapr.v1"),
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "sh.helm.release.v1.dapr.v1", "namespace": namespace,
+                            "labels": {"owner": "helm", "name": "dapr", "status": "deployed", "version": "1"}},
+               "type": "helm.sh/release.v1", "data": {"release": "eA=="}}),
+    );
+    let runs = 7;
+    for (label, extra) in [("with refresh", None), ("--no-refresh", Some("--no-refresh"))] {
+        let mut times = Vec::new();
+        let mut requests = Vec::new();
+        for _ in 0..runs {
+            dirs.clear_records();
+            let before = server.requests().len();
+            let mut args = vec!["deploy", "e2e", "--only", "dapr", "--yes", "--output", "json"];
+            args.extend(extra);
+            let started = std::time::Instant::now();
+            let run = repo.xtask(&args, Some(RunOptions::default().env("PATH", dirs.path())));
+            times.push(started.elapsed());
+            let deployed = Deployed::parse(run);
+            deployed.run.assert_code(0);
+            assert!(deployed.statuses.values().all(|s| s == "unchanged"), "{}", deployed.streams());
+            assert_eq!(dirs.recorded("upgrade", "cmdline"), None, "helm ran");
+            requests = server.requests().split_off(before);
+        }
+        times.sort();
+        let by_verb = counts_by_method(&requests);
+        let lists: BTreeMap<&str, usize> =
+            requests.iter().filter(|r| r.method == "GET").fold(BTreeMap::new(), |mut m, r| {
+                *m.entry(r.path.as_str()).or_default() += 1;
+                m
+            });
+        println!(
+            "no-op redeploy (e2e --only dapr, fake API server on localhost) {label}: median {:.1} ms of {runs}; requests {by_verb:?}; 0 helm processes; GETs by path {lists:?}",
+            times[runs / 2].as_secs_f64() * 1000.0
+        );
+    }
+}

@@ -67,7 +67,7 @@ fn plan_base_reports_exactly_the_changed_key_of_the_changed_component() {
     text.assert_code(0);
     assert_eq!(
         text.stdout,
-        "changes to `example` since HEAD~1:\n  ~ opus/oob-consent/release\n      values.foo.bar.demo: somestring -> changed-on-the-branch\n"
+        "changes to `example` since HEAD~1:\n  ~ opus/oob-consent/release\n      values.foo.bar.demo: \"somestring\" -> \"changed-on-the-branch\"\n"
     );
 
     let json = repo.xtask(&["plan", "example", "--base", "HEAD~1", "--format", "json"]);
@@ -174,4 +174,95 @@ fn undefined_variable_in_values_custom_fails_with_its_location() {
     run.assert_stderr_contains("cannot render `values_custom`: undefined value");
     run.assert_stderr_contains(&location);
     run.assert_stderr_contains("could not compile `example` due to 1 previous error");
+}
+
+/// A repository whose HEAD~1 is the shipped example with review values, and HEAD changes them
+/// with hostile values, adds a component and removes one.
+fn hostile_change() -> Repo {
+    let repo = Repo::shipped();
+    let component = "environments/example/opus/oob-consent/component.toml";
+    let base = format!(
+        "{}\n[values_custom.review]\ncount = 1\nempty = \"x\"\ntext = \"one line\"\nhtml = \"plain\"\n",
+        repo.read(component)
+    );
+    repo.write(component, &base);
+    git(repo.root(), &["init", "-q"]);
+    git(repo.root(), &["add", "-A"]);
+    git(repo.root(), &["commit", "-q", "-m", "base"]);
+    repo.replace(component, "count = 1", "count = \"1\"");
+    repo.replace(component, "empty = \"x\"", "empty = \"\"");
+    repo.replace(component, "text = \"one line\"", "text = \"two\\nlines\"");
+    repo.replace(component, "html = \"plain\"", "html = \"**bold** <b>x</b> | `tick` [a](http://x)\"");
+    repo.write("environments/example/opus/oob-status-b/component.toml", "template = \"oob-status\"\n");
+    repo.write("environments/example/opus/oob-financial-data/component.toml", "enabled = false\n");
+    git(repo.root(), &["add", "-A"]);
+    git(repo.root(), &["commit", "-q", "-m", "head"]);
+    repo
+}
+
+#[test]
+fn review_markdown_shows_typed_escaped_values_added_and_removed_components() {
+    let repo = hostile_change();
+    let run = repo.xtask(&["plan", "example", "--base", "HEAD~1", "--format", "markdown"]);
+    run.assert_code(0);
+    let out = run.stdout;
+    // Nothing a value holds is rendered: every value is a code span.
+    assert!(out.contains("`values.review.count`: `1` → `\"1\"`"), "{out}");
+    assert!(out.contains("`values.review.empty`: `\"x\"` → `\"\"`"), "{out}");
+    assert!(out.contains("`values.review.text`: `\"one line\"` → `\"two\\nlines\"`"), "{out}");
+    assert!(out.contains("``\"**bold** <b>x</b> | `tick` [a](http://x)\"``"), "{out}");
+    // The only `<b>` is the one inside that code span.
+    assert_eq!(out.matches("<b>").count(), 1, "{out}");
+    // The summary table comes first; removals are not nested bullets.
+    let table = out.find("| namespace | create | update | delete | unchanged |").expect("a summary table");
+    assert!(table < out.find("####").expect("component sections"), "{out}");
+    assert!(out.contains("- **delete** `opus/oob-financial-data/release`"), "{out}");
+    assert!(out.contains("  - `values.replicaCount`: `1`\n"), "an added component lists its values: {out}");
+    assert!(!out.contains("- - "), "{out}");
+    insta::assert_snapshot!("review_markdown_hostile", out);
+
+    // The text form is typed too.
+    let text = repo.xtask(&["plan", "example", "--base", "HEAD~1"]);
+    assert!(text.stdout.contains("values.review.count: 1 -> \"1\""), "{}", text.stdout);
+}
+
+#[test]
+fn a_new_environment_is_planned_against_an_empty_base() {
+    let repo = Repo::shipped();
+    git(repo.root(), &["init", "-q"]);
+    git(repo.root(), &["add", "-A"]);
+    git(repo.root(), &["commit", "-q", "-m", "base"]);
+    util::copy_dir(&repo.root().join("environments/example"), &repo.root().join("environments/sandbox2"));
+    repo.replace("environments/sandbox2/env.toml", "path = \"bundle/example\"", "path = \"bundle/sandbox2\"");
+    git(repo.root(), &["add", "-A"]);
+    git(repo.root(), &["commit", "-q", "-m", "a new environment"]);
+    let run = repo.xtask(&["plan", "sandbox2", "--base", "HEAD~1", "--format", "markdown"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("`sandbox2` does not exist in `HEAD~1`: every step is new."),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("**update**") && !run.stdout.contains("**delete**"), "{}", run.stdout);
+    let json = repo.xtask(&["plan", "sandbox2", "--base", "HEAD~1", "--format", "json"]);
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let plan = repo.xtask(&["plan", "sandbox2", "--format", "json", "--no-refresh"]);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(document["diff"]["added"].as_array().unwrap().len(), plan["steps"].as_array().unwrap().len());
+}
+
+#[test]
+fn detailed_exitcode_is_0_without_changes_2_with_changes_and_1_on_errors() {
+    let repo = hostile_change();
+    repo.xtask(&["plan", "example", "--base", "HEAD~1", "--detailed-exitcode"]).assert_code(2);
+    repo.xtask(&["plan", "example", "--base", "HEAD", "--detailed-exitcode"]).assert_code(0);
+    // Against the journal: nothing deployed yet is a change; after a deploy, none.
+    repo.xtask(&["plan", "example", "--detailed-exitcode"]).assert_code(2);
+    repo.xtask(&["deploy", "example"]).assert_code(0);
+    repo.xtask(&["plan", "example", "--detailed-exitcode"]).assert_code(0);
+    // Errors that otherwise exit 2 exit 1.
+    repo.xtask(&["plan", "nope", "--detailed-exitcode"]).assert_code(1);
+    repo.xtask(&["plan", "nope"]).assert_code(2);
+    repo.xtask(&["plan", "example", "--base", "no-such-rev", "--detailed-exitcode"]).assert_code(1);
+    repo.xtask(&["plan", "--detailed-exitcode", "--no-such-flag"]).assert_code(1);
 }

@@ -80,6 +80,7 @@ fn driver(client: kube::Client, setup: Setup) -> Arc<ClusterDriver> {
         identities: Arc::new(setup.identities),
         root: setup.root,
         lineage: Default::default(),
+        prune_databases: false,
     })
 }
 

@@ -275,4 +275,16 @@ async fn the_refresh_finds_dropped_roles_and_databases_changed_owners_and_limits
     postgres::provision(&admin, &provisioning).await.unwrap();
     postgres::set_connection_limit(&admin, &provisioning.role, 20).await.unwrap();
     assert_eq!(postgres::observe_provisioned(&admin, &[wanted(20)]).await.unwrap(), []);
+
+    // `--prune-databases`: both go, even with a session open on the database; twice is fine.
+    let _session = log_in(&server, "api_consent", CANARY, "api_consent_db").await.unwrap();
+    postgres::drop_provisioned(&admin, &provisioning.role, &provisioning.database).await.unwrap();
+    postgres::drop_provisioned(&admin, &provisioning.role, &provisioning.database).await.unwrap();
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = 'api_consent') + (SELECT count(*) FROM pg_database WHERE datname = 'api_consent_db')",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
 }

@@ -90,7 +90,7 @@ pub fn location_in(path: &str, text: &str, needle: &str) -> String {
     format!("{path}:{line}:{col}")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create dir");
     for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display())) {
         let entry = entry.expect("dir entry");

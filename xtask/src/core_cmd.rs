@@ -261,6 +261,7 @@ pub fn worst(a: Outcome, b: Outcome) -> Outcome {
         (Interrupted, _) | (_, Interrupted) => Interrupted,
         (CouldNotStart, _) | (_, CouldNotStart) => CouldNotStart,
         (Failed, _) | (_, Failed) => Failed,
+        (Changes, _) | (_, Changes) => Changes,
         _ => Success,
     }
 }

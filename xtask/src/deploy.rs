@@ -53,7 +53,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
     }
 
     // The driver, and what it observes of the target (the whole environment's plan).
-    let (driver, api_requests) = driver_for(repo, plan, &inputs).await?;
+    let (driver, api_requests) = driver_for(repo, plan, &inputs, cmd.prune_databases).await?;
     let observation = deployment
         .observe(selection.whole(), driver.observer(), !cmd.no_refresh, cmd.adopt)
         .await
@@ -79,7 +79,8 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
     if changes.drifted > 0 {
         extra.push_str(&format!(", {} drifted", changes.drifted));
     }
-    let removals = if selection.is_whole() { changes.delete } else { 0 };
+    let pruned = observation.removed.iter().filter(|r| cmd.prune_databases && r.database).count();
+    let removals = if selection.is_whole() { changes.delete + pruned } else { 0 };
     if removals > 0 {
         extra.push_str(&format!(", {removals} to delete"));
     }
@@ -97,7 +98,8 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
     }
     if selection.is_whole() {
         for removal in &observation.removed {
-            match &removal.retained {
+            let pruned = cmd.prune_databases && removal.database;
+            match removal.retained.as_ref().filter(|_| !pruned) {
                 None => eprintln!("    Removing {} (left the configuration)", removal.item),
                 Some(why) => eprintln!("   Retaining {} (left the configuration; {why})", removal.item),
             }
@@ -155,13 +157,14 @@ async fn driver_for(
     repo: &Repo,
     plan: &Plan,
     inputs: &platform::compile::Inputs,
+    prune_databases: bool,
 ) -> Result<(Arc<dyn Driver>, Option<RequestCounter>), Outcome> {
     if let Some(driver) =
         crate::target::directory_driver(repo, plan, inputs).or_exit(Outcome::CouldNotStart)?
     {
         return Ok((Arc::new(driver), None));
     }
-    let (driver, requests) = crate::kube_target::driver(repo, plan, inputs).await?;
+    let (driver, requests) = crate::kube_target::driver(repo, plan, inputs, prune_databases).await?;
     Ok((driver, Some(requests)))
 }
 

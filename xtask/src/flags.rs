@@ -130,6 +130,7 @@ pub enum SecretsAction {
 ///   cargo xtask plan staging --no-refresh       # the journal only, without looking
 ///   cargo xtask plan prod --format json > plan.json
 ///   cargo xtask plan prod --base origin/main --format markdown   # a PR comment
+///   cargo xtask plan prod --detailed-exitcode   # exit 0: no changes, 2: changes, 1: error
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct PlanCmd {
@@ -138,6 +139,9 @@ pub struct PlanCmd {
     /// Do not observe the target: compare with the journal only.
     #[arg(long)]
     pub no_refresh: bool,
+    /// Exit 0 when the plan has no changes, 2 when it has some, 1 on any error (for CI).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
@@ -231,6 +235,10 @@ pub struct DeployCmd {
     /// Do not observe the target before deploying: trust the journal (drift is not repaired).
     #[arg(long)]
     pub no_refresh: bool,
+    /// Drop the databases and roles of components that left the configuration (by default
+    /// they are retained, with their data).
+    #[arg(long)]
+    pub prune_databases: bool,
     /// Take over a target last deployed from another journal (its lineage is replaced by this
     /// journal's; without it such a deploy is refused, naming both).
     #[arg(long)]

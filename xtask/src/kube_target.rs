@@ -24,6 +24,7 @@ pub async fn driver(
     repo: &Repo,
     plan: &Plan,
     inputs: &Inputs,
+    prune_databases: bool,
 ) -> Result<(Arc<dyn Driver>, RequestCounter), Outcome> {
     let env_file = &inputs.environment.env;
     let Target::Kube { context, kubeconfig, .. } = &env_file.target else {
@@ -39,9 +40,10 @@ pub async fn driver(
     // The identities the secrets were decrypted with also read the key store.
     let identities = inputs.identities.clone().unwrap_or_default();
     // The admin credentials are needed only when the plan touches the database.
-    let needs_database = plan
-        .steps()
-        .any(|s| matches!(s.action, Action::ProvisionDatabase { .. } | Action::DatabasePreflight { .. }));
+    let needs_database = prune_databases
+        || plan
+            .steps()
+            .any(|s| matches!(s.action, Action::ProvisionDatabase { .. } | Action::DatabasePreflight { .. }));
     let database = if needs_database {
         match admin_password_of(&repo.root, &plan.environment, &inputs.secrets) {
             Ok(password) => Some(admin_options(env_file, password, "postgres")),
@@ -62,6 +64,7 @@ pub async fn driver(
         identities: Arc::new(identities),
         root: repo.root.clone(),
         lineage: Default::default(),
+        prune_databases,
     });
     Ok((driver, requests))
 }

@@ -42,15 +42,20 @@ pub enum Outcome {
     CouldNotStart,
     /// 130: interrupted by Ctrl-C.
     Interrupted,
+    /// 2 for `plan --detailed-exitcode`: the plan has changes (every error is then 1).
+    Changes,
 }
 
 fn main() -> ExitCode {
+    // `plan --detailed-exitcode` keeps 2 for "changes": every error exits 1 (as Terraform's).
+    let detailed = std::env::args_os().any(|arg| arg == "--detailed-exitcode");
+    let could_not_start = if detailed { 1 } else { 2 };
     let flags = match flags::Flags::try_parse() {
         Ok(flags) => flags,
         Err(e) => {
             // clap prints help and version to stdout with code 0, usage errors with code 2.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::from(if e.use_stderr() { could_not_start } else { 0 });
         }
     };
     let outcome = match repo::Repo::find(flags.root.as_deref()) {
@@ -80,7 +85,8 @@ fn main() -> ExitCode {
     ExitCode::from(match outcome {
         Outcome::Success => 0,
         Outcome::Failed => 1,
-        Outcome::CouldNotStart => 2,
+        Outcome::CouldNotStart => could_not_start,
         Outcome::Interrupted => 130,
+        Outcome::Changes => 2,
     })
 }

@@ -34,6 +34,9 @@ pub struct ClusterDriver {
     pub root: PathBuf,
     /// The journal's lineage, from `prepare`, for the inventory `clean_up` writes.
     pub lineage: std::sync::Mutex<Option<String>>,
+    /// Drop the databases and roles of components that left the configuration
+    /// (`deploy --prune-databases`) instead of retaining them.
+    pub prune_databases: bool,
 }
 
 /// How to reach the cluster.
@@ -336,6 +339,25 @@ fn helm_error(error: helm::HelmError) -> StepError {
     }
 }
 
+impl ClusterDriver {
+    async fn drop_database(&self, role: &str, database: &str) -> Result<(), String> {
+        let admin = self
+            .database
+            .clone()
+            .ok_or_else(|| "no database admin credentials (the plan has no database step left)".to_owned())?;
+        let role = Identifier::new("role", role).map_err(|e| e.to_string())?;
+        let database = Identifier::new("database", database).map_err(|e| e.to_string())?;
+        // sqlx's futures are not provably `Send` here either (see provisioning).
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(postgres::drop_provisioned(&admin, &role, &database))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| StepError::from_error(&e).rendered())
+    }
+}
+
 impl Driver for ClusterDriver {
     fn run<'a>(
         &'a self,
@@ -401,11 +423,13 @@ impl Driver for ClusterDriver {
             // Releases first (they may own the objects), in reverse of the inventory's order.
             for owned in stale.iter().rev() {
                 let item = owned.describe();
-                if let Some(reason) = owned.retained_because() {
+                let pruned = self.prune_databases && matches!(owned, kube::Owned::Database { .. });
+                if let Some(reason) = owned.retained_because().filter(|_| !pruned) {
                     cleanups.push(Cleanup::Retained { path: item, reason });
                     continue;
                 }
                 let result = match owned {
+                    kube::Owned::Database { database, role } => self.drop_database(role, database).await,
                     kube::Owned::HelmRelease { namespace, name, .. } => {
                         let context = self.helm.clone();
                         let release = Release { name: name.clone(), namespace: namespace.clone() };

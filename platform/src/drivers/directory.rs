@@ -322,7 +322,7 @@ impl Observer for DirectoryDriver {
             found.removed = self
                 .stale_files(whole)?
                 .into_iter()
-                .map(|relative| Removal { item: format!("file {relative}"), retained: None })
+                .map(|relative| Removal { item: format!("file {relative}"), retained: None, database: false })
                 .collect();
             Ok(found)
         })

@@ -376,6 +376,24 @@ pub async fn observe_provisioned(
     Ok(out)
 }
 
+/// Drops a database and its role (`deploy --prune-databases` for a component that left the
+/// configuration): the database first (its connections are terminated: `WITH (FORCE)`), then
+/// the role. Either already gone is not an error.
+pub async fn drop_provisioned(
+    admin: &AdminOptions,
+    role: &Identifier,
+    database: &Identifier,
+) -> Result<(), PostgresError> {
+    let host = admin.host.as_str();
+    let mut connection = connect(admin).await?;
+    let sql = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+    execute(&mut connection, host, &sql, format!("drop database `{}`", database.name())).await?;
+    let sql = format!("DROP ROLE IF EXISTS {role}");
+    execute(&mut connection, host, &sql, format!("drop role `{}`", role.name())).await?;
+    let _ = connection.close().await;
+    Ok(())
+}
+
 async fn execute(
     connection: &mut PgConnection,
     host: &str,

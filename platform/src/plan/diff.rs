@@ -57,14 +57,10 @@ pub struct KeyChange {
 }
 
 impl KeyChange {
-    /// `(sensitive)`, `(sensitive, changed)` or the value, for people.
+    /// `(sensitive)`, `(sensitive, changed)` or the values, for people: typed (`"1"` is a
+    /// string, `1` a number, `""` an empty string) and escaped (a newline shows as `\n`).
     pub fn describe(&self) -> String {
-        let show = |v: &Option<Json>| {
-            v.as_ref().map_or("(absent)".to_owned(), |v| match v {
-                Json::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-        };
+        let show = |v: &Option<Json>| v.as_ref().map_or("(absent)".to_owned(), Json::to_string);
         if self.sensitive {
             match (&self.before, &self.after) {
                 (None, Some(_)) => "(sensitive, added)".to_owned(),

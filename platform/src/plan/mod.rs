@@ -8,6 +8,7 @@ pub mod fingerprint;
 pub mod graph;
 pub mod observed;
 pub mod render;
+pub mod review;
 
 use std::collections::{BTreeMap, BTreeSet};
 

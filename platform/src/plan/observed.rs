@@ -32,6 +32,9 @@ pub struct Removal {
     /// Why the deploy keeps it, when it does (a database, a namespace), and how to remove it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retained: Option<String>,
+    /// A database: `deploy --prune-databases` drops it instead of retaining it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub database: bool,
 }
 
 /// How the live state was (or was not) observed.

@@ -72,7 +72,7 @@ impl Owned {
                 "deleting a namespace deletes everything in it, ours or not; remove it with `kubectl delete namespace {name}`"
             )),
             Owned::Database { database, role } => Some(format!(
-                "databases and roles keep their data; drop them with `DROP DATABASE {database}; DROP ROLE {role};` when they are no longer needed"
+                "databases and roles keep their data; `deploy --prune-databases` drops them (or `DROP DATABASE {database}; DROP ROLE {role};`)"
             )),
             Owned::HelmRelease { namespace, name, provides_crds: true } => Some(format!(
                 "it provides CustomResourceDefinitions, and uninstalling it would delete every object of them; remove it with `helm uninstall {name} -n {namespace}`"

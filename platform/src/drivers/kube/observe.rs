@@ -308,7 +308,11 @@ pub async fn observe_cluster(
             .items
             .into_iter()
             .filter(|item| !produced.contains(item))
-            .map(|owned| Removal { item: owned.describe(), retained: owned.retained_because() })
+            .map(|owned| Removal {
+                item: owned.describe(),
+                retained: owned.retained_because(),
+                database: matches!(owned, super::inventory::Owned::Database { .. }),
+            })
             .collect();
         found.lineage = inventory.lineage;
     }
