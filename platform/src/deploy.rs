@@ -227,6 +227,11 @@ impl Deployment {
         &self.journal
     }
 
+    /// Where the journal stands (what `plan --out` recorded, to compare with).
+    pub fn journal_state(&self) -> crate::plan_file::JournalState {
+        crate::plan_file::JournalState::of(&self.journal.header().lineage.to_string(), &self.latest)
+    }
+
     /// Observes the target (`refresh`) for the environment's whole plan, comparing it with the
     /// journal's last successes. Without an observer the live state is not observed, and says
     /// so; an observer's error stops the deploy (rerun with `--no-refresh` to go on without).

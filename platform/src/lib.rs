@@ -23,6 +23,7 @@ pub mod load;
 pub mod model;
 pub mod node;
 pub mod plan;
+pub mod plan_file;
 pub mod postgres;
 pub mod program;
 pub mod schema;

@@ -56,8 +56,19 @@ fn identities_of(
 /// env.toml is loaded, printing diagnostics: the plan and what it was compiled from, each
 /// input read once. `Err` carries the outcome.
 pub fn compile_with_keys(repo: &Repo, environment: &str, keys: Keys) -> Result<(Plan, Inputs), Outcome> {
+    compile_with_keys_in(repo, &repo.tree(), environment, keys)
+}
+
+/// [`compile_with_keys`] reading through `tree` (the working tree, or one recording what is
+/// read for a plan file).
+pub fn compile_with_keys_in(
+    repo: &Repo,
+    tree: &dyn SourceTree,
+    environment: &str,
+    keys: Keys,
+) -> Result<(Plan, Inputs), Outcome> {
     let catalog = components::catalog();
-    let compiled = compile_finding_keys(&repo.tree(), &catalog, environment, |env_file| {
+    let compiled = compile_finding_keys(tree, &catalog, environment, |env_file| {
         identities_of(repo, environment, env_file, keys)
     });
     match compiled {

@@ -9,7 +9,7 @@ use platform::exec::{Cleanup, Driver, Failpoint, Progress};
 use platform::plan::{Plan, TargetSpec};
 use platform::session::{self, JournalPlace};
 
-use crate::compile_env::{Keys, compile_with_keys};
+use crate::compile_env::Keys;
 use crate::flags::{DeployCmd, OutputFormat};
 use crate::progress::{JsonProgress, PlainProgress, TerminalProgress};
 use crate::repo::Repo;
@@ -25,7 +25,9 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
 }
 
 async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome> {
-    let (whole, inputs) = compile_with_keys(repo, &cmd.environment, Keys::Required)?;
+    let reviewed = cmd.plan.as_deref().map(crate::plan_file::read).transpose()?;
+    let (whole, inputs, digests) =
+        crate::plan_file::compile_recorded(repo, &cmd.environment, Keys::Required, reviewed.is_some())?;
     let selection = deploy::select(&whole, &cmd.only, &cmd.force_step).map_err(fail)?;
     let plan = selection.plan();
     let env_file = &inputs.environment.env;
@@ -36,6 +38,11 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
     .or_exit(Outcome::CouldNotStart)?;
     let options = OpenOptions { repair_journal: cmd.repair_journal };
     let deployment = Deployment::open(&cmd.environment, &place, &options).await.map_err(fail)?;
+    // A reviewed plan: the same inputs, the same plan, the journal where the plan saw it.
+    if let (Some(reviewed), Some(path)) = (&reviewed, &cmd.plan) {
+        crate::plan_file::verify(repo, path, reviewed, &whole, digests, &deployment.journal_state())?;
+        ui::status("Verified", &format!("`{}` is the plan in {}", cmd.environment, path.display()));
+    }
     if let Some(stale) = deployment.stale_lock_taken_over() {
         eprintln!(
             "note: took over a stale lock of {}@{} (pid {}, no longer running)",

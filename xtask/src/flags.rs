@@ -131,6 +131,7 @@ pub enum SecretsAction {
 ///   cargo xtask plan prod --format json > plan.json
 ///   cargo xtask plan prod --base origin/main --format markdown   # a PR comment
 ///   cargo xtask plan prod --detailed-exitcode   # exit 0: no changes, 2: changes, 1: error
+///   cargo xtask plan prod --out prod.plan.json  # then: cargo xtask deploy prod --plan prod.plan.json
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct PlanCmd {
@@ -142,6 +143,10 @@ pub struct PlanCmd {
     /// Exit 0 when the plan has no changes, 2 when it has some, 1 on any error (for CI).
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Also write the plan to FILE with a digest of every input it was compiled from (never a
+    /// secret), for `deploy ENV --plan FILE` to deploy exactly it.
+    #[arg(long, value_name = "FILE", conflicts_with = "base")]
+    pub out: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
@@ -214,6 +219,7 @@ pub struct SchemaCmd {
 ///   cargo xtask deploy prod --yes --jobs 8 --output json
 ///   cargo xtask deploy staging --force-step opus/oob-consent/release
 ///   cargo xtask deploy staging --force                  # rerun every step
+///   cargo xtask deploy prod --plan prod.plan.json       # exactly the reviewed plan
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct DeployCmd {
@@ -235,6 +241,11 @@ pub struct DeployCmd {
     /// Do not observe the target before deploying: trust the journal (drift is not repaired).
     #[arg(long)]
     pub no_refresh: bool,
+    /// Deploy only if the environment still compiles to this reviewed plan (`plan --out`):
+    /// every input file unchanged and the journal where it stood; otherwise refuse, naming
+    /// what differs.
+    #[arg(long, value_name = "FILE", conflicts_with = "only")]
+    pub plan: Option<std::path::PathBuf>,
     /// Drop the databases and roles of components that left the configuration (by default
     /// they are retained, with their data).
     #[arg(long)]

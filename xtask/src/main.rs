@@ -12,6 +12,7 @@ mod journal_view;
 mod keys_cmd;
 mod kube_target;
 mod plan;
+mod plan_file;
 mod progress;
 mod repo;
 mod rotate_cmd;

@@ -7,7 +7,7 @@ use platform::plan::document::{PlanDiffDocument, PlanDocument};
 use platform::plan::observed::Observation;
 use platform::plan::{render, review};
 
-use crate::compile_env::{Keys, compile, compile_with_keys};
+use crate::compile_env::{Keys, compile};
 use crate::flags::{PlanCmd, PlanFormat};
 use crate::repo::Repo;
 use crate::{Outcome, ui};
@@ -23,7 +23,8 @@ pub fn run(repo: &Repo, cmd: &PlanCmd) -> Outcome {
 
 /// Prints the plan; `Ok(true)` when it has changes.
 fn plan(repo: &Repo, cmd: &PlanCmd) -> Result<bool, Outcome> {
-    let (plan, inputs) = compile_with_keys(repo, &cmd.environment, Keys::IfAvailable)?;
+    let (plan, inputs, digests) =
+        crate::plan_file::compile_recorded(repo, &cmd.environment, Keys::IfAvailable, cmd.out.is_some())?;
     let identities = inputs.identities.as_ref();
     if let Some(base) = &cmd.base {
         let tree = GitTree::open(&repo.root, base).map_err(|e| {
@@ -45,7 +46,23 @@ fn plan(repo: &Repo, cmd: &PlanCmd) -> Result<bool, Outcome> {
         ui::stdout(&out);
         return Ok(!diff.is_empty());
     }
-    let latest = crate::journal_view::latest_records(repo, &inputs);
+    let (latest, journal) = crate::journal_view::journal_state(repo, &inputs);
+    if let Some(path) = &cmd.out {
+        let file = platform::plan_file::PlanFile::new(
+            &cmd.environment,
+            digests,
+            journal,
+            crate::plan_file::document(&plan),
+        );
+        crate::plan_file::write(path, &file)?;
+        eprintln!(
+            "note: wrote the plan to {} ({} inputs digested); deploy exactly it with `cargo xtask deploy {} --plan {}`",
+            path.display(),
+            file.inputs.len(),
+            cmd.environment,
+            path.display()
+        );
+    }
     let previous = platform::session::successful_snapshots(&latest);
     let observation =
         crate::runtime::block_on(crate::target::observation(repo, &plan, &inputs, &latest, cmd.no_refresh));

@@ -138,8 +138,15 @@ fn is_note(name: &str) -> bool {
     name.ends_with(".md")
 }
 
-/// The tool's own state in an environment directory (journal, rotation journal).
-const STATE_DIR: &str = ".opus";
+/// The tool's own state in an environment directory (journal, lock, rotation journal): not
+/// configuration, and not an input of a plan file.
+pub const STATE_DIR: &str = ".opus";
+
+/// Whether a directory entry is something the loader passes over without reading (the
+/// tool's state, notes, age key files): not an input of a plan file.
+pub fn is_not_configuration(name: &str) -> bool {
+    name == STATE_DIR || is_note(name) || name.ends_with(".agekey")
+}
 
 impl Loader<'_> {
     fn load(&mut self, name: &str) -> Option<Environment> {

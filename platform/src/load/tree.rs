@@ -405,6 +405,77 @@ impl SourceTree for GitTree {
     }
 }
 
+/// A tree that records a digest of everything read through it: each file's text (or that it
+/// is absent) and each directory listing. What a plan was compiled from, so a deploy of a
+/// reviewed plan can tell that nothing it read has changed (`plan --out`, `deploy --plan`).
+pub struct RecordingTree<'a> {
+    inner: &'a dyn SourceTree,
+    /// Names a listing's digest leaves out (what the loader passes over).
+    ignored: fn(&str) -> bool,
+    seen: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl<'a> RecordingTree<'a> {
+    /// Records what is read through `inner`; directory listings leave out the names `ignored`
+    /// accepts (for the loader: `load::environment::is_not_configuration`).
+    pub fn new(inner: &'a dyn SourceTree, ignored: fn(&str) -> bool) -> RecordingTree<'a> {
+        RecordingTree { inner, ignored, seen: std::sync::Mutex::new(std::collections::BTreeMap::new()) }
+    }
+
+    /// What was read: `path` → `sha256:<hex>` of a file, `absent` for a file that does not
+    /// exist, and `dir:<path>` → a digest of the listing.
+    pub fn digests(&self) -> std::collections::BTreeMap<String, String> {
+        self.seen.lock().expect("not poisoned").clone()
+    }
+
+    fn note(&self, key: String, value: String) {
+        self.seen.lock().expect("not poisoned").insert(key, value);
+    }
+}
+
+/// `sha256:<hex>` of bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl SourceTree for RecordingTree<'_> {
+    fn read(&self, path: &str) -> io::Result<Option<String>> {
+        let text = self.inner.read(path)?;
+        let digest = text.as_deref().map_or_else(|| "absent".to_owned(), |t| sha256_digest(t.as_bytes()));
+        self.note(path.to_owned(), digest);
+        Ok(text)
+    }
+    fn dirs(&self, path: &str) -> io::Result<Vec<String>> {
+        let dirs = self.inner.dirs(path)?;
+        let listed: Vec<&str> = dirs.iter().map(String::as_str).filter(|d| !(self.ignored)(d)).collect();
+        self.note(format!("dirs:{path}"), sha256_digest(listed.join("\n").as_bytes()));
+        Ok(dirs)
+    }
+    fn entries(&self, path: &str) -> io::Result<Vec<DirEntry>> {
+        let entries = self.inner.entries(path)?;
+        // What the loader passes over (its state, notes, key files) is not an input.
+        let listing: Vec<String> = entries
+            .iter()
+            .filter(|e| !(self.ignored)(&e.name))
+            .map(|e| format!("{:?} {}", e.kind, e.name))
+            .collect();
+        self.note(format!("dir:{path}"), sha256_digest(listing.join("\n").as_bytes()));
+        Ok(entries)
+    }
+    fn exists(&self, path: &str) -> io::Result<bool> {
+        let exists = self.inner.exists(path)?;
+        let mut seen = self.seen.lock().expect("not poisoned");
+        // A read of the same file records more than its existence.
+        seen.entry(path.to_owned())
+            .or_insert_with(|| if exists { "exists".to_owned() } else { "absent".to_owned() });
+        Ok(exists)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::symlink;
