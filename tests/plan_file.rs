@@ -140,3 +140,60 @@ fn a_plan_made_without_keys_deploys_with_them() {
     run.assert_code(0);
     assert!(run.stderr.contains("is the plan in"), "{}", run.stderr);
 }
+
+#[test]
+fn every_deploy_records_who_deployed_which_commit_plan_and_ticket_and_status_shows_it() {
+    let repo = Repo::shipped();
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .current_dir(repo.root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "configuration"]);
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(repo.root())
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap().trim().to_owned();
+
+    plan_out(&repo);
+    let path = repo.root().join(PLAN);
+    let digest = platform::load::tree::sha256_digest(&std::fs::read(&path).unwrap());
+    repo.xtask(&["deploy", "example", "--plan", path.to_str().unwrap(), "--change-ref", "CHG-1234"])
+        .assert_code(0);
+    let status = repo.xtask(&["status", "example", "--format", "json"]);
+    status.assert_code(0);
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let last = &report["last_deploy"];
+    assert_eq!(last["commit"], serde_json::json!(head), "{last}");
+    assert_eq!(last["change_ref"], "CHG-1234", "{last}");
+    assert_eq!(last["plan_file"], serde_json::json!(digest), "{last}");
+    assert!(last["operator"].as_str().unwrap().contains('@'), "{last}");
+    assert_eq!(last["steps"]["succeeded"], 38, "{last}");
+    let text = repo.xtask(&["status", "example"]);
+    assert!(text.stdout.contains("last deploy: by "), "{}", text.stdout);
+    assert!(
+        text.stdout.contains(&format!("commit {head}, change CHG-1234, plan file {digest}")),
+        "{}",
+        text.stdout
+    );
+
+    // An uncommitted change of the configuration is named as such; a no-op deploy is recorded.
+    repo.write("environments/example/opus/oob-consent/NOTES.md", "why we changed it\n");
+    repo.xtask(&["deploy", "example"]).assert_code(0);
+    let report: serde_json::Value =
+        serde_json::from_str(&repo.xtask(&["status", "example", "--format", "json"]).stdout).unwrap();
+    assert_eq!(report["last_deploy"]["commit"], serde_json::json!(format!("{head}+dirty")));
+    assert_eq!(report["last_deploy"]["change_ref"], serde_json::Value::Null);
+    assert_eq!(report["last_deploy"]["steps"]["unchanged"], 38);
+
+    // A ticket is one printable line.
+    repo.xtask(&["deploy", "example", "--change-ref", "CHG-1\nrm -rf /"]).assert_code(2);
+}

@@ -167,6 +167,37 @@ pub struct ChangeCounts {
     pub retained: usize,
 }
 
+/// The journal's record of who deployed what: one per deploy, under a step id no plan step
+/// can have, so every journal backend keeps it beside the steps' records and `status` shows
+/// the last one.
+pub const DEPLOY_RECORD_ID: &str = "@deploy";
+
+/// Who deployed what (no secret: names, a commit, a digest, a ticket).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeployInfo {
+    /// `user@host`.
+    pub operator: String,
+    /// The configuration's git commit (`+dirty` when environments/ has uncommitted changes);
+    /// `None` outside git.
+    pub commit: Option<String>,
+    /// The digest of the plan file deployed with `--plan`.
+    pub plan_file: Option<String>,
+    /// `--change-ref`: the change ticket.
+    pub change_ref: Option<String>,
+    /// What the run did: succeeded, failed, skipped, unchanged steps.
+    #[serde(default)]
+    pub steps: BTreeMap<String, usize>,
+}
+
+impl DeployInfo {
+    /// The last deploy the journal records.
+    pub fn last(latest: &BTreeMap<String, StepRecord>) -> Option<(DeployInfo, time::OffsetDateTime)> {
+        let record = latest.get(DEPLOY_RECORD_ID)?;
+        let info = serde_json::from_value(record.outputs.clone()).ok()?;
+        Some((info, record.finished_at))
+    }
+}
+
 /// How a run is done.
 pub struct RunOptions {
     /// Steps run at once.
@@ -178,6 +209,8 @@ pub struct RunOptions {
     /// Set to `true` to start no new step.
     pub cancel: tokio::sync::watch::Receiver<bool>,
     pub failpoint: Option<Failpoint>,
+    /// Who deploys what, journaled after the run.
+    pub info: Option<DeployInfo>,
 }
 
 /// What a run did.
@@ -188,6 +221,8 @@ pub struct Report {
     pub cleanup: Vec<Cleanup>,
     /// The lock could not be released cleanly (the next deploy takes it over).
     pub lock_error: Option<LockError>,
+    /// The record of who deployed could not be journaled (the steps' records were).
+    pub journal_error: Option<JournalError>,
 }
 
 impl Deployment {
@@ -310,13 +345,37 @@ impl Deployment {
             failpoint: options.failpoint,
         };
         let plan = selection.plan();
+        let started_at = time::OffsetDateTime::now_utc();
         let summary = execute(plan, driver.clone(), &mut self.journal, progress, exec).await;
+        let mut journal_error = None;
+        if let Some(mut info) = options.info.filter(|_| summary.journal_error.is_none()) {
+            info.steps = BTreeMap::from([
+                ("succeeded".to_owned(), summary.succeeded.len()),
+                ("failed".to_owned(), summary.failed.len()),
+                ("skipped".to_owned(), summary.skipped.len()),
+                ("unchanged".to_owned(), summary.unchanged.len()),
+            ]);
+            let record = StepRecord {
+                step_id: DEPLOY_RECORD_ID.to_owned(),
+                fingerprint: String::new(),
+                outcome: if summary.is_success() {
+                    crate::journal::StepOutcome::Succeeded
+                } else {
+                    crate::journal::StepOutcome::Failed { message: "the deploy did not complete".to_owned() }
+                },
+                started_at,
+                finished_at: time::OffsetDateTime::now_utc(),
+                outputs: serde_json::to_value(&info).expect("deploy info serializes"),
+                snapshot: serde_json::Value::Null,
+            };
+            journal_error = self.journal.append(&record).await.err();
+        }
         let cleanup = if summary.is_success() && selection.is_whole() {
             driver.clean_up(plan).await
         } else {
             Vec::new()
         };
         let lock_error = self.lock.release().await.err();
-        Ok(Report { summary, cleanup, lock_error })
+        Ok(Report { summary, cleanup, lock_error, journal_error })
     }
 }

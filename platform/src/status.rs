@@ -28,6 +28,17 @@ pub struct StatusReport {
     pub refresh: Refresh,
     /// What the target's inventory lists and the configuration no longer has.
     pub removed: Vec<Removal>,
+    /// The last deploy the journal records: who, which commit, which plan file, which ticket.
+    pub last_deploy: Option<LastDeploy>,
+}
+
+/// The last deploy, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastDeploy {
+    #[serde(flatten)]
+    pub info: crate::deploy::DeployInfo,
+    /// When it finished (RFC 3339).
+    pub at: Option<String>,
 }
 
 /// One step's state.
@@ -110,6 +121,8 @@ pub fn report(
         steps,
         refresh: observation.refresh.clone(),
         removed: observation.removed.clone(),
+        last_deploy: crate::deploy::DeployInfo::last(latest)
+            .map(|(info, at)| LastDeploy { info, at: at.format(&Rfc3339).ok() }),
     }
 }
 
@@ -125,6 +138,21 @@ impl StatusReport {
                 let _ =
                     writeln!(out, "journal: none yet (`{}` was never deployed from here)", self.environment);
             }
+        }
+        if let Some(last) = &self.last_deploy {
+            let info = &last.info;
+            let mut line = format!("last deploy: by {}", info.operator);
+            if let Some(at) = &last.at {
+                line.push_str(&format!(" at {at}"));
+            }
+            line.push_str(&format!(", commit {}", info.commit.as_deref().unwrap_or("(not in git)")));
+            if let Some(change) = &info.change_ref {
+                line.push_str(&format!(", change {change}"));
+            }
+            if let Some(plan) = &info.plan_file {
+                line.push_str(&format!(", plan file {plan}"));
+            }
+            let _ = writeln!(out, "{line}");
         }
         for step in &self.steps {
             let last = step.last.map_or("never run", LastOutcome::as_str);

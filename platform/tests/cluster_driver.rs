@@ -436,6 +436,7 @@ async fn wait_ready_succeeds_when_the_selector_matches_no_workload() {
     for (path, kind) in [
         ("/apis/apps/v1/namespaces/opus/deployments", "DeploymentList"),
         ("/apis/apps/v1/namespaces/opus/statefulsets", "StatefulSetList"),
+        ("/apis/apps/v1/namespaces/opus/daemonsets", "DaemonSetList"),
         ("/apis/autoscaling/v2/namespaces/opus/horizontalpodautoscalers", "HorizontalPodAutoscalerList"),
     ] {
         let list = server.expect("GET", path).await;

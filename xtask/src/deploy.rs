@@ -134,6 +134,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
         jobs: usize::from(cmd.jobs),
         force_steps: cmd.force_step.iter().cloned().collect(),
         force_all: cmd.force,
+        info: Some(deploy_info(repo, cmd)),
         cancel: cancel_on_ctrl_c(),
         failpoint: Failpoint::from_env(),
     };
@@ -151,6 +152,9 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
                 eprintln!("    Retained {place}{path}, no longer managed: {reason}")
             }
         }
+    }
+    if let Some(e) = &report.journal_error {
+        eprintln!("warning: the record of this deploy (who, which commit) could not be journaled: {e}");
     }
     if let Some(e) = &report.lock_error {
         eprintln!("warning: {e}");
@@ -173,6 +177,42 @@ async fn driver_for(
     }
     let (driver, requests) = crate::kube_target::driver(repo, plan, inputs, prune_databases).await?;
     Ok((driver, Some(requests)))
+}
+
+/// Who deploys what: the operator, the configuration's commit, the plan file, the ticket.
+fn deploy_info(repo: &Repo, cmd: &DeployCmd) -> platform::deploy::DeployInfo {
+    let holder = platform::journal::LockHolder::current(&cmd.environment);
+    let plan_file = cmd
+        .plan
+        .as_deref()
+        .and_then(|path| std::fs::read(path).ok())
+        .map(|bytes| platform::load::tree::sha256_digest(&bytes));
+    platform::deploy::DeployInfo {
+        operator: format!("{}@{}", holder.user, holder.host),
+        commit: git_commit(&repo.root),
+        plan_file,
+        change_ref: cmd.change_ref.clone(),
+        steps: Default::default(),
+    }
+}
+
+/// `git rev-parse HEAD` of the configuration, `+dirty` when environments/ has changes.
+fn git_commit(root: &std::path::Path) -> Option<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "HEAD"])?;
+    // The tool's own state (environments/<env>/.opus/) is not the configuration.
+    let dirty = git(&["status", "--porcelain", "--untracked-files=all", "--", "environments"])
+        .is_some_and(|s| s.lines().any(|line| !line.contains("/.opus/")));
+    Some(if dirty { format!("{commit}+dirty") } else { commit })
 }
 
 /// Prints why a deploy did not run, and the outcome to exit with.

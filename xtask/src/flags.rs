@@ -219,7 +219,7 @@ pub struct SchemaCmd {
 ///   cargo xtask deploy prod --yes --jobs 8 --output json
 ///   cargo xtask deploy staging --force-step opus/oob-consent/release
 ///   cargo xtask deploy staging --force                  # rerun every step
-///   cargo xtask deploy prod --plan prod.plan.json       # exactly the reviewed plan
+///   cargo xtask deploy prod --plan prod.plan.json --change-ref CHG-1234
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct DeployCmd {
@@ -246,6 +246,9 @@ pub struct DeployCmd {
     /// what differs.
     #[arg(long, value_name = "FILE", conflicts_with = "only")]
     pub plan: Option<std::path::PathBuf>,
+    /// The change ticket this deploy belongs to (recorded in the journal; `status` shows it).
+    #[arg(long, value_name = "TICKET", value_parser = parse_change_ref)]
+    pub change_ref: Option<String>,
     /// Drop the databases and roles of components that left the configuration (by default
     /// they are retained, with their data).
     #[arg(long)]
@@ -265,6 +268,16 @@ pub struct DeployCmd {
     /// Drop a torn last record from the journal (left by a crash while writing it) and go on.
     #[arg(long)]
     pub repair_journal: bool,
+}
+
+/// A change ticket: one line of printable text, at most 200 characters.
+fn parse_change_ref(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().count() > 200 || text.chars().any(char::is_control) {
+        return Err(
+            "a change reference is one line of 1 to 200 printable characters (e.g. CHG-1234)".to_owned()
+        );
+    }
+    Ok(text.to_owned())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

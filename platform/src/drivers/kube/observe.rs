@@ -778,6 +778,10 @@ mod tests {
             .await
             .respond(json_response(200, list_of("StatefulSet", vec![])));
         server
+            .expect("GET", "/apis/apps/v1/namespaces/opus/daemonsets")
+            .await
+            .respond(json_response(200, list_of("DaemonSet", vec![])));
+        server
             .expect("GET", "/apis/autoscaling/v2/namespaces/opus/horizontalpodautoscalers")
             .await
             .respond(json_response(200, list_of("HorizontalPodAutoscaler", hpas)));

@@ -1,5 +1,5 @@
-//! What the workloads of a release look like, for the refresh: the Deployments and StatefulSets
-//! a readiness wait selects, each as a digest of its `spec.template` and, when the release
+//! What the workloads of a release look like, for the refresh: the Deployments, StatefulSets
+//! and DaemonSets a readiness wait's selector matches, each as a digest of its `spec.template` and, when the release
 //! sets the replica count and no HorizontalPodAutoscaler scales it, its replica count. The wait
 //! records them once the workloads are ready; the refresh compares them, so `kubectl edit` of
 //! a pod template or `kubectl scale` drifts the release, while an autoscaler scaling does not.
@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::Client;
 use kube::api::{Api, ListParams, ObjectMeta};
@@ -69,7 +69,8 @@ fn digest(value: &Value) -> String {
 }
 
 impl Workloads {
-    /// Lists the namespace's Deployments, StatefulSets and autoscalers (one list of each).
+    /// Lists the namespace's Deployments, StatefulSets, DaemonSets and autoscalers (one list of
+    /// each).
     pub async fn list(client: &Client, namespace: &str) -> Result<Workloads, KubeError> {
         let params = ListParams::default();
         let list_error = |what: &str| {
@@ -84,6 +85,10 @@ impl Workloads {
             .list(&params)
             .await
             .map_err(list_error("statefulsets"))?;
+        let daemon_sets = Api::<DaemonSet>::namespaced(client.clone(), namespace)
+            .list(&params)
+            .await
+            .map_err(list_error("daemonsets"))?;
         let autoscalers = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace)
             .list(&params)
             .await
@@ -118,6 +123,11 @@ impl Workloads {
             let template =
                 spec.map(|s| serde_json::to_value(&s.template).expect("JSON")).unwrap_or(Value::Null);
             add("StatefulSet", &stateful_set.metadata, template, spec.and_then(|s| s.replicas));
+        }
+        for daemon_set in &daemon_sets.items {
+            // One pod per node: no replica count.
+            let template = daemon_set.spec.as_ref().map(|s| serde_json::to_value(&s.template).expect("JSON"));
+            add("DaemonSet", &daemon_set.metadata, template.unwrap_or(Value::Null), None);
         }
         Ok(Workloads { items })
     }
