@@ -196,3 +196,24 @@ fn the_deploy_after_a_rotation_re_encrypts_every_bundle_secret_for_the_new_key()
     again.assert_code(Some(0));
     assert!(again.stderr.contains(" 0 succeeded"), "{}", again.stderr);
 }
+
+#[test]
+fn an_interrupted_rotation_is_named_by_check_and_deploy_until_it_is_finished() {
+    let repo = KeysRepo::new();
+    let key_file = repo.home().join("keys.txt");
+    let key_file_var = ("SOPS_AGE_KEY_FILE", key_file.to_str().unwrap());
+    let run =
+        repo.xtask(&[key_file_var, ("OPUS_FAILPOINT", "kill-after-file:1")], &["rotate-keys", "example"]);
+    run.assert_code(None);
+    let named = "a rotation of `example` is in progress: run `cargo xtask rotate-keys example` to finish it";
+    let check = repo.xtask(&[key_file_var], &["check", "example"]);
+    assert_eq!(check.code, Some(1), "{}", check.stderr);
+    assert!(check.stderr.contains(named), "{}", check.stderr);
+    let deploy = repo.xtask(&[key_file_var], &["deploy", "example"]);
+    assert_eq!(deploy.code, Some(2), "{}", deploy.stderr);
+    assert!(deploy.stderr.contains(named), "{}", deploy.stderr);
+    // Finished, both are quiet about it again.
+    repo.xtask(&[key_file_var], &["rotate-keys", "example"]).assert_code(Some(0));
+    let check = repo.xtask(&[key_file_var], &["check", "example"]);
+    assert!(!check.stderr.contains("rotation of `example` is in progress"), "{}", check.stderr);
+}

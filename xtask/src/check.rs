@@ -44,6 +44,12 @@ pub fn run(repo: &Repo, cmd: &CheckCmd) -> Outcome {
         cmd.environments.clone()
     };
     for name in &names {
+        // A rotation cut short leaves files for the old and the new key: say that, not only
+        // what it causes.
+        if let Some(message) = crate::deploy::rotation_in_progress(repo, name) {
+            ui::error(&message);
+            outcome = worst(outcome, Outcome::Failed);
+        }
         // Compiling (with or without keys) also renders every template in strict mode. With a
         // key of the environment, the secrets files are decrypted too: their MACs are verified.
         let keys = |env: &EnvFile| {

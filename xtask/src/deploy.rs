@@ -25,6 +25,10 @@ async fn deploy(repo: &Repo, cmd: &DeployCmd) -> Outcome {
 }
 
 async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome> {
+    if let Some(message) = rotation_in_progress(repo, &cmd.environment) {
+        ui::error(&message);
+        return Err(Outcome::CouldNotStart);
+    }
     let reviewed = cmd.plan.as_deref().map(crate::plan_file::read).transpose()?;
     let (whole, inputs, digests) =
         crate::plan_file::compile_recorded(repo, &cmd.environment, Keys::Required, reviewed.is_some())?;
@@ -177,6 +181,16 @@ async fn driver_for(
     }
     let (driver, requests) = crate::kube_target::driver(repo, plan, inputs, prune_databases).await?;
     Ok((driver, Some(requests)))
+}
+
+/// The sentence for an environment whose key rotation was interrupted (its journal is still
+/// there), if it was.
+pub fn rotation_in_progress(repo: &Repo, environment: &str) -> Option<String> {
+    platform::keys::rotation::rotation_journal_path(&repo.root, environment).is_file().then(|| {
+        format!(
+            "a rotation of `{environment}` is in progress: run `cargo xtask rotate-keys {environment}` to finish it"
+        )
+    })
 }
 
 /// Who deploys what: the operator, the configuration's commit, the plan file, the ticket.

@@ -53,7 +53,7 @@ pub fn escape_text(text: &str) -> String {
 }
 
 /// One changed key for a reviewer: `` `path`: `before` → `after` `` or `(sensitive, changed)`.
-fn key_line(key: &KeyChange) -> String {
+pub fn key_line(key: &KeyChange) -> String {
     let path = inline_code(&key.path);
     if key.sensitive {
         return format!("{path}: {}", key.describe());
