@@ -6,6 +6,7 @@ pub mod diff;
 pub mod document;
 pub mod fingerprint;
 pub mod graph;
+pub mod markdown;
 pub mod observed;
 pub mod render;
 pub mod review;

@@ -164,7 +164,7 @@ pub fn markdown(plan: &Plan, previous: &BTreeMap<String, Snapshot>, observation:
             "| `{}` | {} | {} |",
             step.id,
             json!(kind).as_str().unwrap_or_default(),
-            super::review::escape_text(&describe(step))
+            super::markdown::escape_text(&describe(step))
         );
     }
     for removal in &observation.removed {
@@ -173,8 +173,8 @@ pub fn markdown(plan: &Plan, previous: &BTreeMap<String, Snapshot>, observation:
         let _ = writeln!(
             out,
             "| {} | {change} | {} |",
-            super::review::escape_text(&removal.item),
-            super::review::escape_text(what)
+            super::markdown::escape_text(&removal.item),
+            super::markdown::escape_text(what)
         );
     }
     let mut by_component: BTreeMap<String, Vec<(&Step, &Vec<KeyChange>)>> = BTreeMap::new();
@@ -188,12 +188,12 @@ pub fn markdown(plan: &Plan, previous: &BTreeMap<String, Snapshot>, observation:
     for (component, steps) in by_component {
         let _ = writeln!(out, "\n<details><summary><code>{component}</code></summary>\n");
         for (step, keys) in steps {
-            let _ = writeln!(out, "- `{}`: {}", step.id, super::review::escape_text(&describe(step)));
+            let _ = writeln!(out, "- `{}`: {}", step.id, super::markdown::escape_text(&describe(step)));
             if let Some(reason) = observation.drift_of(&step.id) {
-                let _ = writeln!(out, "  - drifted: {}", super::review::escape_text(reason));
+                let _ = writeln!(out, "  - drifted: {}", super::markdown::escape_text(reason));
             }
             for key in keys {
-                let _ = writeln!(out, "  - {}", super::review::key_line(key));
+                let _ = writeln!(out, "  - {}", super::markdown::key_line(key));
             }
         }
         let _ = writeln!(out, "\n</details>");
