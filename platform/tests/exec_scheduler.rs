@@ -406,3 +406,42 @@ async fn independent_branch_finishes_while_a_failed_branch_stops() {
     assert_eq!(summary.failed.len(), 1);
     assert_eq!(summary.skipped.len(), 3);
 }
+
+#[tokio::test]
+async fn a_readiness_wait_runs_again_whenever_its_release_ran_and_not_otherwise() {
+    let release = step("svc", "release", "v1", &[]);
+    let wait_action = Action::WaitReady {
+        namespace: "ns".to_owned(),
+        selector: "app.kubernetes.io/instance=svc".to_owned(),
+        timeout_seconds: 60,
+    };
+    let wait = Step {
+        id: "ns/svc/ready".to_owned(),
+        component: Some("ns/svc".to_owned()),
+        fingerprint: fingerprint(&target(), &wait_action),
+        action: wait_action,
+        depends_on: vec!["ns/svc/release".to_owned()],
+    };
+    let other = step("other", "release", "v1", &[]);
+    let plan = plan(vec![release, wait, other]);
+    let (driver, _started) = TestDriver::new(Script::default());
+    let mut journal = MemoryJournal::default();
+    let (first, _cancel) = options(4);
+    assert!(run(&plan, driver, &mut journal, first).await.is_success());
+
+    // Nothing ran: the wait does not either.
+    let (driver, _started) = TestDriver::new(Script::default());
+    let (mut unchanged, _cancel) = options(4);
+    unchanged.previous_successes = journal.successes();
+    run(&plan, driver.clone(), &mut journal, unchanged).await;
+    assert_eq!(driver.ran(), BTreeSet::new());
+
+    // The release runs (forced here; changed or drifted alike): its wait runs after it.
+    let (driver, _started) = TestDriver::new(Script::default());
+    let (mut forced, _cancel) = options(4);
+    forced.previous_successes = journal.successes();
+    forced.force_steps = set(&["ns/svc/release"]);
+    let summary = run(&plan, driver.clone(), &mut journal, forced).await;
+    assert_eq!(driver.ran(), set(&["ns/svc/release", "ns/svc/ready"]));
+    assert_eq!(summary.unchanged, vec!["ns/other/release".to_owned()]);
+}

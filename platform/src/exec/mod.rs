@@ -108,6 +108,8 @@ pub async fn execute<J: JournalSink>(
         .map(|s| (order[s.id.as_str()], s.id.clone()))
         .collect();
     let mut done: BTreeSet<String> = BTreeSet::new();
+    // The steps that ran (not skipped as unchanged) and succeeded in this run.
+    let mut ran: BTreeSet<String> = BTreeSet::new();
     let mut summary = Summary::default();
     let mut running: JoinSet<(String, Instant, OffsetDateTime, Result<StepOutput, StepError>)> =
         JoinSet::new();
@@ -137,7 +139,16 @@ pub async fn execute<J: JournalSink>(
             let step = plan.step(&id).expect("a step of the plan").clone();
             let recorded = options.previous_successes.get(&id);
             let drift = options.drifted.get(&id);
-            let forced = options.force_all || options.force_steps.contains(&id) || drift.is_some();
+            // A readiness wait follows its release: when the release ran, so does the wait.
+            let followed = step
+                .action
+                .follows_its_dependencies()
+                .then(|| step.depends_on.iter().find(|dep| ran.contains(*dep)))
+                .flatten();
+            let forced = options.force_all
+                || options.force_steps.contains(&id)
+                || drift.is_some()
+                || followed.is_some();
             // A success recorded under an older fingerprint format with the same inputs is
             // re-recorded in the current format, without running, while its effect holds.
             let migrates = !forced
@@ -192,7 +203,9 @@ pub async fn execute<J: JournalSink>(
             progress.step(&StepEvent {
                 step: id.clone(),
                 status: StepStatus::Started,
-                message: drift.map(|reason| format!("drifted: {reason}")),
+                message: drift
+                    .map(|reason| format!("drifted: {reason}"))
+                    .or_else(|| followed.map(|dep| format!("{dep} ran"))),
                 output: None,
                 duration_ms: None,
             });
@@ -267,6 +280,7 @@ pub async fn execute<J: JournalSink>(
                     duration_ms,
                 });
                 summary.succeeded.push(id.clone());
+                ran.insert(id.clone());
                 release(&id, &mut ready, &mut waiting_on);
             }
             Err(error) => {

@@ -63,19 +63,8 @@ pub async fn observe(
     let found = observer.observe(plan, &steps, latest).await?;
     // An observer reports only steps it was given.
     let given: std::collections::BTreeSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
-    let mut drifted: BTreeMap<String, String> =
+    let drifted: BTreeMap<String, String> =
         found.drifted.into_iter().filter(|(id, _)| given.contains(id.as_str())).collect();
-    // Waiting for readiness is part of what a release step does: a release that runs again is
-    // waited for again (its workloads were recreated).
-    for step in &steps {
-        if let crate::plan::Action::WaitReady { .. } = step.action
-            && !drifted.contains_key(&step.id)
-            && let Some(release) = step.depends_on.iter().find(|dep| drifted.contains_key(*dep))
-        {
-            let reason = format!("{release} runs again");
-            drifted.insert(step.id.clone(), reason);
-        }
-    }
     Ok(Observation {
         refresh: Refresh::Observed { steps: steps.len() },
         drifted,

@@ -83,6 +83,13 @@ pub enum Action {
 }
 
 impl Action {
+    /// Whether the step checks the effect of the steps it depends on (the readiness wait of a
+    /// release), so it runs whenever one of them ran, whatever the journal says: a release
+    /// upgraded or repaired is waited for again, and its workloads are recorded anew.
+    pub fn follows_its_dependencies(&self) -> bool {
+        matches!(self, Action::WaitReady { .. })
+    }
+
     /// The short name used in step ids.
     pub fn verb(&self) -> &'static str {
         match self {
