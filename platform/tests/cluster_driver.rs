@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use mock::{MockServer, json_response, status_response};
 use platform::drivers::cluster::ClusterDriver;
 use platform::drivers::helm::HelmContext;
-use platform::exec::{Driver, PhaseReporter, StepError, StepOutput};
+use platform::exec::{Driver, Found, PhaseReporter, StepError, StepOutput};
 use platform::plan::{Action, ChartSpec, Step};
 use platform::postgres::AdminOptions;
 use platform::secrets::Identities;
@@ -79,7 +79,7 @@ fn driver(client: kube::Client, setup: Setup) -> Arc<ClusterDriver> {
         database: setup.database,
         identities: Arc::new(setup.identities),
         root: setup.root,
-        lineage: Default::default(),
+        run: Default::default(),
         prune_databases: false,
     })
 }
@@ -741,12 +741,49 @@ async fn database_preflight_and_provisioning_run_against_postgresql_and_are_idem
     assert_ne!(first["changes"], json!("ProvisionOutcome { changes: [] }"));
     assert_eq!(first["connection_limit_changed"], json!(true), "the limit of 100 is applied");
     assert!(!first.to_string().contains(CANARY));
-    let second = run(driver.clone(), provision).await.unwrap().unwrap();
+    let second = run(driver.clone(), provision.clone()).await.unwrap().unwrap();
     assert_eq!(
         second,
         json!({"changes": "ProvisionOutcome { changes: [] }", "connection_limit_changed": false})
     );
+
+    // The deploy's refresh compares the provisioned database with the server (no API request:
+    // the plan has no key store and no object).
+    let plan = platform::plan::Plan::compiled(
+        "e2e".to_owned(),
+        false,
+        platform::plan::TargetSpec::Kube { context: "e2e".to_owned(), kubeconfig: None },
+        true,
+        vec![provision],
+    )
+    .unwrap();
+    let observe = |driver: Arc<ClusterDriver>, plan: platform::plan::Plan| async move {
+        let steps: Vec<&Step> = plan.steps().collect();
+        let observer = driver.observer().expect("the cluster driver observes");
+        observer.observe(&plan, &steps, &BTreeMap::new()).await.unwrap()
+    };
+    assert_eq!(observe(driver.clone(), plan.clone()).await, Found::default());
+    let mut connection =
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(&admin_connect(&admin)).await.unwrap();
+    sqlx::raw_sql("DROP DATABASE oof_pcm_service").execute(&mut connection).await.unwrap();
+    let found = observe(driver.clone(), plan).await;
+    assert_eq!(
+        found.drifted,
+        BTreeMap::from([(
+            "opus/oof-pcm-service/database".to_owned(),
+            "database oof_pcm_service not found".to_owned()
+        )])
+    );
     assert!(!server.log_contents().contains(CANARY), "the password reached the server's statement log");
+}
+
+fn admin_connect(admin: &AdminOptions) -> sqlx::postgres::PgConnectOptions {
+    sqlx::postgres::PgConnectOptions::new()
+        .host(&admin.host)
+        .port(admin.port)
+        .username(&admin.user)
+        .password(admin.password.expose())
+        .database("postgres")
 }
 
 /// A plan with the key store and one release: what the environment still has.

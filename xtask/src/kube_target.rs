@@ -63,7 +63,7 @@ pub async fn driver(
         database,
         identities: Arc::new(identities),
         root: repo.root.clone(),
-        lineage: Default::default(),
+        run: Default::default(),
         prune_databases,
     });
     Ok((driver, requests))

@@ -32,11 +32,23 @@ pub struct ClusterDriver {
     pub identities: Arc<Identities>,
     /// The repository root, for local charts.
     pub root: PathBuf,
-    /// The journal's lineage, from `prepare`, for the inventory `clean_up` writes.
-    pub lineage: std::sync::Mutex<Option<String>>,
+    /// What one deploy learns as it goes (the journal's lineage, the inventory as last read or
+    /// written): the deploy holds the lock, so nothing else changes the inventory meanwhile
+    /// and it is read once.
+    pub run: std::sync::Mutex<RunState>,
     /// Drop the databases and roles of components that left the configuration
     /// (`deploy --prune-databases`) instead of retaining them.
     pub prune_databases: bool,
+}
+
+/// See [`ClusterDriver::run`].
+#[derive(Debug, Default)]
+pub struct RunState {
+    /// The journal's lineage, from `prepare`, for the inventory `clean_up` writes.
+    pub lineage: Option<String>,
+    /// The inventory as the refresh or `prepare` read it, or as `prepare` wrote it (`Some(None)`:
+    /// read, and there is none).
+    pub inventory: Option<Option<kube::Inventory>>,
 }
 
 /// How to reach the cluster.
@@ -340,6 +352,48 @@ fn helm_error(error: helm::HelmError) -> StepError {
 }
 
 impl ClusterDriver {
+    /// The inventory: as this deploy last read or wrote it, else read now.
+    async fn inventory(&self, namespace: &str) -> Result<Option<kube::Inventory>, kube::KubeError> {
+        if let Some(known) = self.run.lock().expect("not poisoned").inventory.clone() {
+            return Ok(known);
+        }
+        let read = kube::read_inventory(&self.client, namespace).await?;
+        self.run.lock().expect("not poisoned").inventory = Some(read.clone());
+        Ok(read)
+    }
+
+    /// The databases the recorded `steps` provisioned, compared with the server in one query
+    /// (a deploy has the admin credentials; `plan` and `status` do not look at databases).
+    async fn observe_databases(&self, steps: &[&Step]) -> Result<Vec<(String, String)>, StepError> {
+        let provisioned: Vec<(String, postgres::Provisioned)> = steps
+            .iter()
+            .filter_map(|step| match &step.action {
+                Action::ProvisionDatabase { role, database, connection_limit, .. } => Some((
+                    step.id.clone(),
+                    postgres::Provisioned {
+                        role: role.clone(),
+                        database: database.clone(),
+                        connection_limit: *connection_limit,
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        let Some(admin) = self.database.clone().filter(|_| !provisioned.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let wanted: Vec<postgres::Provisioned> = provisioned.iter().map(|(_, p)| p.clone()).collect();
+        // sqlx's futures are not provably `Send` here either (see provisioning).
+        let handle = tokio::runtime::Handle::current();
+        let drifted = tokio::task::spawn_blocking(move || {
+            handle.block_on(postgres::observe_provisioned(&admin, &wanted))
+        })
+        .await
+        .map_err(fail)?
+        .map_err(fail)?;
+        Ok(drifted.into_iter().map(|(index, reason)| (provisioned[index].0.clone(), reason)).collect())
+    }
+
     async fn drop_database(&self, role: &str, database: &str) -> Result<(), String> {
         let admin = self
             .database
@@ -379,9 +433,9 @@ impl Driver for ClusterDriver {
         lineage: &'a str,
     ) -> BoxFuture<'a, Result<(), StepError>> {
         Box::pin(async move {
-            *self.lineage.lock().expect("not poisoned") = Some(lineage.to_owned());
+            self.run.lock().expect("not poisoned").lineage = Some(lineage.to_owned());
             let Some(namespace) = kube::inventory_namespace(whole) else { return Ok(()) };
-            let stored = kube::read_inventory(&self.client, namespace).await.map_err(fail)?;
+            let stored = self.inventory(namespace).await.map_err(fail)?;
             let mut items = stored.as_ref().map(|i| i.items.clone()).unwrap_or_default();
             items.extend(kube::owned_by(whole));
             let inventory = kube::Inventory::new(&whole.environment, Some(lineage.to_owned()), items);
@@ -389,7 +443,7 @@ impl Driver for ClusterDriver {
                 // The key store's namespace may not exist yet on a first deploy: the inventory
                 // is written once the run has created it (clean_up).
                 match kube::write_inventory(&self.client, namespace, &inventory).await {
-                    Ok(()) => {}
+                    Ok(()) => self.run.lock().expect("not poisoned").inventory = Some(Some(inventory)),
                     Err(kube::KubeError::Api { code: 404, .. }) if stored.is_none() => {}
                     Err(error) => return Err(fail(error)),
                 }
@@ -404,7 +458,7 @@ impl Driver for ClusterDriver {
     fn clean_up<'a>(&'a self, plan: &'a crate::plan::Plan) -> BoxFuture<'a, Vec<Cleanup>> {
         Box::pin(async move {
             let Some(namespace) = kube::inventory_namespace(plan) else { return Vec::new() };
-            let stored = match kube::read_inventory(&self.client, namespace).await {
+            let stored = match self.inventory(namespace).await {
                 Ok(stored) => stored,
                 Err(error) => {
                     let path = format!("secret {namespace}/{}", kube::INVENTORY_SECRET);
@@ -450,7 +504,7 @@ impl Driver for ClusterDriver {
                     }
                 }
             }
-            let lineage = self.lineage.lock().expect("not poisoned").clone();
+            let lineage = self.run.lock().expect("not poisoned").lineage.clone();
             let inventory = kube::Inventory::new(&plan.environment, lineage, kept);
             if stored.as_ref() != Some(&inventory)
                 && let Err(error) = kube::write_inventory(&self.client, namespace, &inventory).await
@@ -470,8 +524,16 @@ impl Observer for ClusterDriver {
         steps: &'a [&'a Step],
         recorded: &'a std::collections::BTreeMap<String, StepRecord>,
     ) -> BoxFuture<'a, Result<Found, StepError>> {
-        Box::pin(
-            async move { kube::observe_cluster(&self.client, whole, steps, recorded).await.map_err(fail) },
-        )
+        Box::pin(async move {
+            let inventory = kube::read_environment_inventory(&self.client, whole).await.map_err(fail)?;
+            let mut found = kube::observe_cluster(&self.client, whole, steps, recorded, inventory.as_ref())
+                .await
+                .map_err(fail)?;
+            self.run.lock().expect("not poisoned").inventory = Some(inventory);
+            for (step, reason) in self.observe_databases(steps).await? {
+                found.drifted.entry(step).or_insert(reason);
+            }
+            Ok(found)
+        })
     }
 }

@@ -40,7 +40,7 @@ pub use keystore::{
     KeyStoreLocation, NewKey, StoredKey, StoredKeys, read_keys, retire_previous_key, store_current_key,
 };
 pub(crate) use observe::revision_in_helm_output;
-pub use observe::{ClusterObserver, observe_cluster};
+pub use observe::{ClusterObserver, observe_cluster, read_environment_inventory};
 pub use preflight::{
     ClusterVersion, StorageClassFound, check_cluster_version, check_crds_installed, check_storage_class,
 };

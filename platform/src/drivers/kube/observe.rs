@@ -24,7 +24,7 @@ use kube::core::{ApiResource, ObjectMeta};
 use serde_json::{Value, json};
 
 use super::apply::{Target, known_kind};
-use super::inventory::{inventory_namespace, owned_by, read_inventory};
+use super::inventory::{Inventory, Owned, inventory_namespace, owned_by, read_inventory};
 use super::{FIELD_MANAGER, KubeError, client_error};
 use crate::exec::{Found, Observer, StepError, StepRecord};
 use crate::plan::observed::Removal;
@@ -289,34 +289,44 @@ fn list_key(resource: &ApiResource, namespace: Option<&str>) -> ListKey {
 }
 
 /// Compares `steps` (recorded as done, `recorded` their records) with the cluster, and lists
-/// what the environment's inventory holds that `whole` no longer produces.
+/// what the environment's `inventory` (as [`read_environment_inventory`] read it) holds that
+/// `whole` no longer produces.
 pub async fn observe_cluster(
     client: &Client,
     whole: &Plan,
     steps: &[&Step],
     recorded: &BTreeMap<String, StepRecord>,
+    inventory: Option<&Inventory>,
 ) -> Result<Found, KubeError> {
     let observer = ClusterObserver { client: client.clone() };
     let mut found = observer.observe_steps(steps, recorded).await?;
-    let inventory = match inventory_namespace(whole) {
-        Some(namespace) => read_inventory(client, namespace).await?,
-        None => None,
-    };
     if let Some(inventory) = inventory {
         let produced = owned_by(whole);
         found.removed = inventory
             .items
-            .into_iter()
-            .filter(|item| !produced.contains(item))
+            .iter()
+            .filter(|item| !produced.contains(*item))
             .map(|owned| Removal {
                 item: owned.describe(),
                 retained: owned.retained_because(),
-                database: matches!(owned, super::inventory::Owned::Database { .. }),
+                database: matches!(owned, Owned::Database { .. }),
             })
             .collect();
-        found.lineage = inventory.lineage;
+        found.lineage = inventory.lineage.clone();
     }
     Ok(found)
+}
+
+/// The inventory of the environment `whole` deploys (`None`: no key store step, or none kept
+/// yet).
+pub async fn read_environment_inventory(
+    client: &Client,
+    whole: &Plan,
+) -> Result<Option<Inventory>, KubeError> {
+    match inventory_namespace(whole) {
+        Some(namespace) => read_inventory(client, namespace).await,
+        None => Ok(None),
+    }
 }
 
 impl ClusterObserver {
@@ -447,9 +457,11 @@ impl Observer for ClusterObserver {
         recorded: &'a BTreeMap<String, StepRecord>,
     ) -> BoxFuture<'a, Result<Found, StepError>> {
         Box::pin(async move {
-            observe_cluster(&self.client, whole, steps, recorded)
-                .await
-                .map_err(|error| StepError::from_error(&error))
+            let observe = async {
+                let inventory = read_environment_inventory(&self.client, whole).await?;
+                observe_cluster(&self.client, whole, steps, recorded, inventory.as_ref()).await
+            };
+            observe.await.map_err(|error| StepError::from_error(&error))
         })
     }
 }
