@@ -43,7 +43,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
     let options = OpenOptions { repair_journal: cmd.repair_journal };
     let deployment = Deployment::open(&cmd.environment, &place, &options).await.map_err(fail)?;
     // A reviewed plan: the same inputs, the same plan, the journal where the plan saw it.
-    if let (Some(reviewed), Some(path)) = (&reviewed, &cmd.plan) {
+    if let (Some((reviewed, _)), Some(path)) = (&reviewed, &cmd.plan) {
         crate::plan_file::verify(repo, path, reviewed, &whole, digests, &deployment.journal_state())?;
         ui::status("Verified", &format!("`{}` is the plan in {}", cmd.environment, path.display()));
     }
@@ -138,7 +138,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
         jobs: usize::from(cmd.jobs),
         force_steps: cmd.force_step.iter().cloned().collect(),
         force_all: cmd.force,
-        info: Some(deploy_info(repo, cmd)),
+        info: Some(deploy_info(repo, cmd, reviewed.as_ref().map(|(_, digest)| digest.clone()))),
         cancel: cancel_on_ctrl_c(),
         failpoint: Failpoint::from_env(),
     };
@@ -194,13 +194,8 @@ pub fn rotation_in_progress(repo: &Repo, environment: &str) -> Option<String> {
 }
 
 /// Who deploys what: the operator, the configuration's commit, the plan file, the ticket.
-fn deploy_info(repo: &Repo, cmd: &DeployCmd) -> platform::deploy::DeployInfo {
+fn deploy_info(repo: &Repo, cmd: &DeployCmd, plan_file: Option<String>) -> platform::deploy::DeployInfo {
     let holder = platform::journal::LockHolder::current(&cmd.environment);
-    let plan_file = cmd
-        .plan
-        .as_deref()
-        .and_then(|path| std::fs::read(path).ok())
-        .map(|bytes| platform::load::tree::sha256_digest(&bytes));
     platform::deploy::DeployInfo {
         operator: format!("{}@{}", holder.user, holder.host),
         commit: git_commit(&repo.root),

@@ -78,16 +78,18 @@ pub fn write(path: &Path, file: &PlanFile) -> Result<(), Outcome> {
     })
 }
 
-/// Reads a plan file given to `deploy --plan`.
-pub fn read(path: &Path) -> Result<PlanFile, Outcome> {
+/// Reads a plan file given to `deploy --plan`, with the digest of its bytes (which the
+/// deploy's record names).
+pub fn read(path: &Path) -> Result<(PlanFile, String), Outcome> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ui::error(&format!("cannot read the plan {}: {e}", path.display()));
         Outcome::CouldNotStart
     })?;
-    PlanFile::parse(&text).map_err(|e| {
+    let file = PlanFile::parse(&text).map_err(|e| {
         ui::error(&format!("{}: {e}", path.display()));
         Outcome::CouldNotStart
-    })
+    })?;
+    Ok((file, sha256_digest(text.as_bytes())))
 }
 
 /// Checks that the plan about to be deployed is the reviewed one: the same inputs, the same

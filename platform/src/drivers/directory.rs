@@ -318,9 +318,12 @@ impl Observer for DirectoryDriver {
                     }
                 }
             }
-            found.lineage = self.index_lineage()?;
-            found.removed = self
-                .stale_files(whole)?
+            // One read of the index: its lineage and its inventory.
+            let index = self.read_index()?;
+            found.lineage =
+                index.as_ref().and_then(|i| i.get("lineage")).and_then(Json::as_str).map(str::to_owned);
+            let inventory = index.as_ref().map(inventory_of).unwrap_or_default();
+            found.removed = stale_in(&inventory, whole)
                 .into_iter()
                 .map(|relative| Removal { item: format!("file {relative}"), retained: None, database: false })
                 .collect();
@@ -330,56 +333,59 @@ impl Observer for DirectoryDriver {
 }
 
 impl DirectoryDriver {
-    /// The inventory of the bundle's current index: its `inventory`, or for an index written
-    /// before inventories the files of its steps; empty without an index.
-    fn inventory(&self) -> Result<BTreeSet<String>, StepError> {
+    /// The bundle's current `index.json`, parsed; `None` without one.
+    fn read_index(&self) -> Result<Option<Json>, StepError> {
         let path = self.bundle.join("index.json");
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StepError::new(format!("cannot read {}: {e}", path.display()))),
         };
-        let index: Json = serde_json::from_str(&text)
-            .map_err(|e| StepError::new(format!("{} is not the bundle's index: {e}", path.display())))?;
-        let strings = |list: Option<&Json>| -> Vec<String> {
-            list.and_then(Json::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Json::as_str)
-                .map(str::to_owned)
-                .collect()
-        };
-        let listed: Vec<String> = match index.get("inventory") {
-            Some(inventory) => strings(Some(inventory)),
-            None => index
-                .get("steps")
-                .and_then(Json::as_array)
-                .into_iter()
-                .flatten()
-                .flat_map(|step| strings(step.get("files")))
-                .collect(),
-        };
-        // Only plain relative paths inside the bundle: an edited index cannot aim elsewhere.
-        Ok(listed.into_iter().filter(|p| is_plain_relative(p)).collect())
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StepError::new(format!("{} is not the bundle's index: {e}", path.display())))
     }
 
-    /// The journal lineage the bundle's index records.
-    fn index_lineage(&self) -> Result<Option<String>, StepError> {
-        let path = self.bundle.join("index.json");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(serde_json::from_str::<Json>(&text)
-                .ok()
-                .and_then(|index| index.get("lineage").and_then(Json::as_str).map(str::to_owned))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StepError::new(format!("cannot read {}: {e}", path.display()))),
-        }
+    /// The inventory of the bundle's current index.
+    fn inventory(&self) -> Result<BTreeSet<String>, StepError> {
+        Ok(self.read_index()?.as_ref().map(inventory_of).unwrap_or_default())
     }
 
     /// What the inventory lists and no step of `plan` writes, sorted.
     fn stale_files(&self, plan: &Plan) -> Result<Vec<String>, StepError> {
-        let expected: BTreeSet<String> = plan.steps().flat_map(files_of).collect();
-        Ok(self.inventory()?.into_iter().filter(|file| !expected.contains(file)).collect())
+        Ok(stale_in(&self.inventory()?, plan))
     }
+}
+
+/// An index's inventory: its `inventory`, or for an index written before inventories the
+/// files of its steps.
+fn inventory_of(index: &Json) -> BTreeSet<String> {
+    let strings = |list: Option<&Json>| -> Vec<String> {
+        list.and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Json::as_str)
+            .map(str::to_owned)
+            .collect()
+    };
+    let listed: Vec<String> = match index.get("inventory") {
+        Some(inventory) => strings(Some(inventory)),
+        None => index
+            .get("steps")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|step| strings(step.get("files")))
+            .collect(),
+    };
+    // Only plain relative paths inside the bundle: an edited index cannot aim elsewhere.
+    listed.into_iter().filter(|p| is_plain_relative(p)).collect()
+}
+
+/// Of `inventory`, what no step of `plan` writes, sorted.
+fn stale_in(inventory: &BTreeSet<String>, plan: &Plan) -> Vec<String> {
+    let expected: BTreeSet<String> = plan.steps().flat_map(files_of).collect();
+    inventory.iter().filter(|file| !expected.contains(*file)).cloned().collect()
 }
 
 /// `releases/opus/x/values.yaml`, not `/etc/passwd`, `../x` or `a/./b`.
