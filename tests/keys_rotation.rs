@@ -181,8 +181,26 @@ fn the_deploy_after_a_rotation_re_encrypts_every_bundle_secret_for_the_new_key()
     let new = repo.identities(&key_file);
     let deploy = repo.xtask(&vars, &["deploy", "example"]);
     deploy.assert_code(Some(0)).assert_no_private_key(false);
-    // The steps that encrypt ran, and the key store's recipients file; nothing else.
-    let expected = secrets.len() + 1;
+    // The steps that encrypt ran, the key store's recipients file, and the readiness wait of
+    // each release that ran (a wait follows its release); nothing else.
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("index.json")).unwrap()).unwrap();
+    let step_ids: Vec<&str> =
+        index["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let waits = secrets
+        .iter()
+        .filter_map(|path| {
+            path.strip_prefix(&bundle)
+                .ok()?
+                .to_str()?
+                .strip_prefix("releases/")?
+                .strip_suffix("/values.secrets.enc.yaml")
+                .map(str::to_owned)
+        })
+        .filter(|release| step_ids.contains(&format!("{release}/ready").as_str()))
+        .count();
+    assert!(waits > 0, "releases with secret values have readiness waits: {secrets:?}");
+    let expected = secrets.len() + 1 + waits;
     assert!(deploy.stderr.contains(&format!(": {expected} succeeded, 0 failed")), "{}", deploy.stderr);
     for path in bundle_secrets(&bundle) {
         assert!(decrypt_file(&path, &new).is_ok(), "{} does not open with the new key", path.display());

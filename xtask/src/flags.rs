@@ -209,8 +209,9 @@ pub struct SchemaCmd {
 /// the summary, asks for confirmation on a protected environment, then runs every step in
 /// dependency order with a journal. Steps whose fingerprint equals a recorded success are
 /// skipped unless the target no longer holds what they did (drifted: a release uninstalled,
-/// a file edited), so a rerun after a failure or a crash resumes where it stopped, a drifted
-/// target is repaired, and an unchanged deploy does nothing. After a complete run, what the
+/// a file edited); a release's readiness wait runs whenever the release ran. So a rerun
+/// after a failure or a crash resumes where it stopped, a drifted target is repaired, and an
+/// unchanged deploy does nothing. After a complete run, what the
 /// target's inventory lists and the configuration no longer has is removed.
 ///
 /// Examples:
