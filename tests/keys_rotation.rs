@@ -1,6 +1,6 @@
 //! `cargo xtask rotate-keys` end to end on a copy of the `example` environment (directory
-//! target, its key store file `demo.agekey`), killed with SIGKILL at every file boundary and
-//! resumed: no file is ever unreadable, the rerun completes the same rotation, content is
+//! target, its key store file `demo.agekey`), killed with SIGKILL at every phase boundary and
+//! inside each batch of file writes, and resumed: no file is ever unreadable, the rerun completes the same rotation, content is
 //! unchanged, the old key opens nothing, and `--commit` commits exactly the changed files.
 
 mod keys_support;
@@ -24,8 +24,25 @@ fn add_secrets_files(repo: &KeysRepo, count: usize) {
     git(&repo.root(), &["commit", "-qm", "more secrets files"]);
 }
 
+/// A point inside a batch of `size` files, picked by `seed`: `written:k`, `flushed`,
+/// `renamed:k` or `done`.
+fn batch_point(seed: &mut u64, size: usize) -> String {
+    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let choice = (*seed >> 33) as usize % (2 * size + 2);
+    match choice {
+        k if k < size => format!("written:{}", k + 1),
+        k if k == size => "flushed".to_owned(),
+        k if k <= 2 * size => format!("renamed:{}", k - size),
+        _ => "done".to_owned(),
+    }
+}
+
+fn seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
 #[test]
-fn rotation_killed_at_every_file_boundary_resumes_and_completes_the_same_rotation() {
+fn rotation_killed_at_every_phase_boundary_and_inside_each_batch_resumes_and_completes() {
     let repo = KeysRepo::new();
     add_secrets_files(&repo, 7);
     let root = repo.root();
@@ -36,19 +53,32 @@ fn rotation_killed_at_every_file_boundary_resumes_and_completes_the_same_rotatio
     let key_file = repo.home().join("keys.txt");
     let key_file_var = ("SOPS_AGE_KEY_FILE", key_file.to_str().unwrap());
 
+    // Batches of 5: 5, 5 and 2 files. Every point of the first batch; a random point inside
+    // each later one (the batch numbers count the batches still to do in that run, so
+    // `kill-batch:2:` finishes one batch and dies inside the next).
+    let mut seed = seed();
+    let mut kills: Vec<String> = ["generated", "key-stored"].iter().map(|p| format!("kill-at:{p}")).collect();
+    for point in ["written:1", "written:5", "flushed", "renamed:1", "renamed:4", "renamed:5", "done"] {
+        kills.push(format!("kill-batch:1:{point}"));
+    }
+    kills.push(format!("kill-batch:2:{}", batch_point(&mut seed, 5)));
+    kills.push(format!("kill-batch:2:{}", batch_point(&mut seed, 2)));
+    for point in ["files-reencrypted", "recipients-updated", "verified", "retired"] {
+        kills.push(format!("kill-at:{point}"));
+    }
+
     let mut new_recipient: Option<String> = None;
-    for k in 1..total {
-        let failpoint = format!("kill-after-file:{k}");
+    for kill in &kills {
+        let failpoint = format!("batch-size:5,{kill}");
         let run = repo.xtask(&[key_file_var, ("OPUS_FAILPOINT", &failpoint)], &["rotate-keys", "example"]);
         run.assert_code(None).assert_no_private_key(false);
-        if k > 1 {
-            run.assert_stderr_contains_resuming();
-        }
-        // The same new key all along: the local key file holds exactly one.
         let new = repo.identities(&key_file);
-        assert_eq!(new.len(), 1, "after kill {k}");
-        let recipient = new.recipients()[0].clone();
-        assert_eq!(new_recipient.get_or_insert(recipient.clone()), &recipient);
+        if kill != "kill-at:generated" {
+            // Durable from `key-stored` on: the same new key all along, once in the key file.
+            assert_eq!(new.len(), 1, "after {kill}");
+            let recipient = new.recipients()[0].clone();
+            assert_eq!(new_recipient.get_or_insert(recipient.clone()), &recipient, "after {kill}");
+        }
         for path in secrets_files(&root, "example").unwrap() {
             let full = root.join(&path);
             assert!(std::fs::metadata(&full).unwrap().len() > 0, "{} is empty", path.display());
@@ -56,46 +86,33 @@ fn rotation_killed_at_every_file_boundary_resumes_and_completes_the_same_rotatio
             let with_new = decrypt_file(&full, &new).is_ok();
             assert!(
                 with_old ^ with_new,
-                "after kill {k}: {} opens with old={with_old} new={with_new}",
+                "after {kill}: {} opens with old={with_old} new={with_new}",
                 path.display()
             );
         }
-        let reencrypted = secrets_files(&root, "example")
-            .unwrap()
-            .iter()
-            .filter(|path| decrypt_file(&root.join(path), &new).is_ok())
-            .count();
-        assert_eq!(reencrypted, k, "after kill {k}");
     }
 
     let run = repo.xtask(&[key_file_var], &["rotate-keys", "example"]);
     run.assert_code(Some(0)).assert_no_private_key(false);
+    assert!(run.stderr.contains("Resuming"), "the rotation after `retired` resumes:\n{}", run.stderr);
     assert!(run.stderr.contains("cargo xtask keys get example"), "no backup reminder:\n{}", run.stderr);
     let new = repo.identities(&key_file);
     assert_eq!(new.recipients(), [new_recipient.clone().unwrap()]);
-    assert_eq!(repo.decrypted(&new), before, "content changed");
+    assert_eq!(repo.decrypted(&new), before, "content changed (kills: {kills:?})");
     for path in before.keys() {
         assert!(
             decrypt_file(&root.join(path), &old).is_err(),
             "{} still opens with the old key",
             path.display()
         );
+        let leftover = platform::secrets::batch::batch_temp_path(&root.join(path));
+        assert!(!leftover.exists(), "{} is left", leftover.display());
     }
     let demo = repo.identities(&root.join(DEMO_KEY));
     assert_eq!(demo.recipients(), new.recipients(), "the key store holds only the new key");
     let env_toml = std::fs::read_to_string(root.join("environments/example/env.toml")).unwrap();
     assert!(env_toml.contains(&format!("age_recipients = [\"{}\"]", new_recipient.unwrap())), "{env_toml}");
     assert!(!root.join("environments/example/.opus/rotation.json").exists());
-}
-
-trait RunExt {
-    fn assert_stderr_contains_resuming(&self);
-}
-
-impl RunExt for keys_support::Run {
-    fn assert_stderr_contains_resuming(&self) {
-        assert!(self.stderr.contains("Resuming"), "not a resumed rotation:\n{}", self.stderr);
-    }
 }
 
 #[test]
@@ -220,8 +237,8 @@ fn an_interrupted_rotation_is_named_by_check_and_deploy_until_it_is_finished() {
     let repo = KeysRepo::new();
     let key_file = repo.home().join("keys.txt");
     let key_file_var = ("SOPS_AGE_KEY_FILE", key_file.to_str().unwrap());
-    let run =
-        repo.xtask(&[key_file_var, ("OPUS_FAILPOINT", "kill-after-file:1")], &["rotate-keys", "example"]);
+    let run = repo
+        .xtask(&[key_file_var, ("OPUS_FAILPOINT", "kill-batch:1:renamed:1")], &["rotate-keys", "example"]);
     run.assert_code(None);
     let named = "a rotation of `example` is in progress: run `cargo xtask rotate-keys example` to finish it";
     let check = repo.xtask(&[key_file_var], &["check", "example"]);

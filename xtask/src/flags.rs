@@ -48,6 +48,8 @@ pub enum Command {
 ///
 /// Checks every file against its schema, every component against the catalog, dependencies,
 /// cycles, the platform's rules and the secrets files' structure, and renders every template.
+/// Every secrets file must be encrypted for exactly the recipients env.toml lists: after you
+/// add or remove one, `cargo xtask secrets updatekeys ENV` re-encrypts the files for them.
 /// Needs no network, except to fetch once the core of an environment pinned to a version that
 /// is not cached yet (`cargo xtask core fetch` does that ahead of time).
 ///
@@ -104,6 +106,26 @@ pub enum SecretsAction {
         /// The value; `-` reads it from stdin, which keeps it out of shell history and process
         /// lists (prefer it).
         value: String,
+    },
+    /// Encrypt every secrets file of an environment (and its directory bundle's encrypted
+    /// files) for exactly the recipients env.toml lists, after you added one (a second
+    /// operator, a break-glass key) or removed one. Adding keeps each file's data key (only
+    /// stanzas are added: a small diff); removing gives the file a fresh data key. Each file is
+    /// verified in memory with every listed recipient whose key you hold, then written in
+    /// crash-safe batches; a rerun after a crash finishes the work. Files no key of yours opens
+    /// are named (exit 1) and the others still updated. Takes the deploy lock.
+    ///
+    /// Examples:
+    ///   # add a break-glass key: list it in age_recipients, then
+    ///   cargo xtask secrets updatekeys prod
+    ///   git add -A environments/prod && git commit -m "prod: add the break-glass key"
+    #[command(verbatim_doc_comment)]
+    Updatekeys {
+        /// The environment.
+        environment: String,
+        /// Do not ask for confirmation on a protected environment (required without a terminal).
+        #[arg(long)]
+        yes: bool,
     },
     /// Create a secrets file for a component (or the environment) with every key its template
     /// requires, each set to a freshly generated random value; replace the ones that must match
@@ -383,6 +405,32 @@ pub struct KeysCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
+    /// Create a new environment's first key pair: the private key goes into your local key
+    /// file (created 0600) and, for a `directory` target with a `key_store`, into that file;
+    /// the public key becomes `age_recipients` in env.toml (the only line changed). Refuses an
+    /// environment that already has recipients (`rotate-keys` replaces a key; add a recipient
+    /// to `age_recipients` and run `secrets updatekeys` to add one). A `kube` target's deploy
+    /// stores the key in the cluster. Back the key up afterwards with `keys get`.
+    ///
+    /// Examples:
+    ///   cargo xtask keys new staging
+    #[command(verbatim_doc_comment)]
+    New {
+        /// The environment.
+        environment: String,
+    },
+    /// Restore a key from a backup that `keys get` printed, read from stdin: into your local
+    /// key file and the environment's key store. Refuses a key that does not decrypt every
+    /// secrets file of the environment, one env.toml does not list, and a key store that holds
+    /// another key.
+    ///
+    /// Examples:
+    ///   cargo xtask keys restore prod < /secure/backup/prod-age-key.json
+    #[command(verbatim_doc_comment)]
+    Restore {
+        /// The environment.
+        environment: String,
+    },
     /// Add the environment's private key to the local key file (created with mode 0600; the
     /// keys already there are kept as they are; a key already there is not added again).
     Save {
@@ -453,7 +501,12 @@ impl Command {
                 Subject::Environment(environment.clone())
             }
             Command::Keys(cmd) => Subject::Environment(cmd.action.environment().to_owned()),
-            Command::Secrets(cmd) => Subject::SecretsFile(cmd.action.path().to_owned()),
+            Command::Secrets(SecretsCmd { action: SecretsAction::Updatekeys { environment, .. } }) => {
+                Subject::Environment(environment.clone())
+            }
+            Command::Secrets(cmd) => {
+                Subject::SecretsFile(cmd.action.path().unwrap_or(std::path::Path::new("")).to_owned())
+            }
             Command::Core(_) | Command::Schema(_) => Subject::Repository,
         }
     }
@@ -480,13 +533,14 @@ impl CheckCmd {
 }
 
 impl SecretsAction {
-    /// The secrets file the action works on.
-    pub fn path(&self) -> &std::path::Path {
+    /// The secrets file the action works on (`updatekeys` works on an environment).
+    pub fn path(&self) -> Option<&std::path::Path> {
         match self {
             SecretsAction::Edit { path }
             | SecretsAction::Show { path }
             | SecretsAction::Set { path, .. }
-            | SecretsAction::New { path } => path,
+            | SecretsAction::New { path } => Some(path),
+            SecretsAction::Updatekeys { .. } => None,
         }
     }
 }
@@ -495,7 +549,10 @@ impl KeysAction {
     /// The environment whose key the action handles.
     pub fn environment(&self) -> &str {
         match self {
-            KeysAction::Save { environment } | KeysAction::Get { environment, .. } => environment,
+            KeysAction::Save { environment }
+            | KeysAction::Get { environment, .. }
+            | KeysAction::New { environment }
+            | KeysAction::Restore { environment } => environment,
         }
     }
 }

@@ -70,9 +70,18 @@ pub fn run(repo: &Repo, cmd: &KeysCmd) -> Outcome {
 }
 
 async fn run_async(repo: &Repo, cmd: &KeysCmd) -> Outcome {
-    let environment = match &cmd.action {
-        KeysAction::Save { environment } | KeysAction::Get { environment, .. } => environment,
-    };
+    let environment = cmd.action.environment();
+    if let KeysAction::New { .. } = &cmd.action {
+        return new_key(repo, environment).await.unwrap_or_else(|outcome| outcome);
+    }
+    if let KeysAction::Restore { .. } = &cmd.action
+        && std::io::stdin().is_terminal()
+    {
+        ui::error(&format!(
+            "`keys restore` reads the backup from stdin, and a key pasted in a terminal lands in its scrollback: `cargo xtask keys restore {environment} < backup.json`"
+        ));
+        return Outcome::CouldNotStart;
+    }
     if let KeysAction::Get { force, .. } = &cmd.action
         && !may_print_private_key(std::io::stdout().is_terminal(), *force)
     {
@@ -119,6 +128,55 @@ async fn run_async(repo: &Repo, cmd: &KeysCmd) -> Outcome {
                 }
             }
         }
+        KeysAction::Restore { .. } => {
+            let key_file = match local_key_file(&IdentitySources::from_env()) {
+                Ok(path) => path,
+                Err(e) => {
+                    ui::error(&e);
+                    return Outcome::CouldNotStart;
+                }
+            };
+            let mut text = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                ui::error(&format!("cannot read the backup from stdin: {e}"));
+                return Outcome::CouldNotStart;
+            }
+            let backup = platform::sensitive::SecretString::new(text);
+            match keys::restore_key(
+                &repo.root,
+                environment,
+                &env_file.secrets.age_recipients,
+                &backup,
+                &key_file,
+                opened.store.as_ref(),
+            )
+            .await
+            {
+                Ok(report) => {
+                    ui::status(
+                        "Restored",
+                        &format!(
+                            "key {} of `{environment}` (it decrypts all {} secrets files): {} {}, {} {}",
+                            report.recipient,
+                            report.files,
+                            key_file.display(),
+                            match report.key_file {
+                                AppendOutcome::Added => "has it now",
+                                AppendOutcome::AlreadyPresent => "had it already",
+                            },
+                            opened.store.describe(),
+                            if report.store_had_it { "had it already" } else { "has it now" },
+                        ),
+                    );
+                    Outcome::Success
+                }
+                Err(e) => {
+                    ui::error_chain(&e);
+                    Outcome::CouldNotStart
+                }
+            }
+        }
+        KeysAction::New { .. } => unreachable!("handled above"),
         KeysAction::Get { .. } => {
             match keys::backup_document(opened.store.as_ref(), environment, &opened.cluster).await {
                 Ok(document) => {
@@ -144,4 +202,54 @@ mod tests {
         assert!(may_print_private_key(true, true));
         assert!(may_print_private_key(false, false));
     }
+}
+
+async fn new_key(repo: &Repo, environment: &str) -> Result<Outcome, Outcome> {
+    let path = repo.root.join("environments").join(environment).join("env.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ui::error(&format!("cannot read {}: {e}", path.display()));
+        Outcome::CouldNotStart
+    })?;
+    // The environment is not valid before it lists a recipient: read only its target.
+    let target = toml::from_str::<toml::Table>(&text)
+        .map_err(|e| e.message().to_owned())
+        .and_then(|table| table.get("target").cloned().ok_or_else(|| "it has no [target] table".to_owned()))
+        .and_then(|target| target.try_into::<Target>().map_err(|e| e.message().to_owned()))
+        .map_err(|reason| {
+            ui::error(&format!(
+                "{}: {reason} (`cargo xtask check {environment}` shows where)",
+                path.display()
+            ));
+            Outcome::CouldNotStart
+        })?;
+    let key_file = local_key_file(&IdentitySources::from_env()).map_err(|e| {
+        ui::error(&e);
+        Outcome::CouldNotStart
+    })?;
+    let store = match &target {
+        Target::Directory { key_store: Some(key_store), .. } => {
+            Some(FileKeyStore::new(repo.root.join(key_store)))
+        }
+        _ => None,
+    };
+    let report =
+        keys::new_key(&repo.root, environment, &key_file, store.as_ref().map(|s| s as &dyn KeyStore))
+            .await
+            .map_err(|e| {
+            ui::error_chain(&e);
+            Outcome::CouldNotStart
+        })?;
+    ui::status("Generated", &format!("key {} for `{environment}`", report.recipient));
+    ui::status("Saved", &format!("its private key in {} (mode 0600)", report.key_file.display()));
+    if let Some(store) = &report.key_store {
+        ui::status("Stored", &format!("it in the key store {}", store.display()));
+    }
+    ui::status("Updated", &format!("age_recipients in {}", report.env_toml.display()));
+    if matches!(target, Target::Kube { .. }) {
+        eprintln!("note: the first deploy stores the key in the cluster's key store");
+    }
+    eprintln!(
+        "note: back the key up now, outside the repository: (umask 077; cargo xtask keys get {environment} > ~/opus-{environment}-age-key.json) once it is in the key store; next: cargo xtask secrets new environments/{environment}/secrets.enc.yaml"
+    );
+    Ok(Outcome::Success)
 }

@@ -22,6 +22,7 @@ mod secrets_cmd;
 mod status;
 mod target;
 mod ui;
+mod updatekeys_cmd;
 
 use std::process::ExitCode;
 

@@ -13,12 +13,6 @@ use crate::repo::Repo;
 use crate::ui::OrExit;
 use crate::{Outcome, ui};
 
-/// `OPUS_FAILPOINT=kill-after-file:<k>` kills the process once k files are re-encrypted and
-/// journaled. For the crash tests only (builds with platform's `failpoints` feature).
-fn kill_after_file() -> Option<usize> {
-    platform::failpoint::armed("kill-after-file:")?.parse().ok()
-}
-
 pub fn run(repo: &Repo, cmd: &RotateKeysCmd) -> Outcome {
     crate::runtime::block_on(rotate(repo, cmd))
 }
@@ -66,8 +60,10 @@ async fn rotate_or_exit(repo: &Repo, cmd: &RotateKeysCmd) -> Result<Outcome, Out
         root: repo.root.clone(),
         environment: environment.clone(),
         local_key_file: local_key_file.clone(),
-        kill_after_file: kill_after_file(),
+        // The crash tests ask for small batches (`OPUS_FAILPOINT=batch-size:<n>`).
+        batch_size: platform::failpoint::batch_size(keys::rotation::BATCH_SIZE),
     };
+    let started = std::time::Instant::now();
     let report = match keys::rotate_keys(opened.store.as_ref(), &identities, &options, &mut show).await {
         Ok(report) => report,
         Err(e) => {
@@ -83,10 +79,12 @@ async fn rotate_or_exit(repo: &Repo, cmd: &RotateKeysCmd) -> Result<Outcome, Out
     ui::status(
         "Rotated",
         &format!(
-            "`{environment}`: {} secrets files now encrypted for {} (was {}); the new key is in {} and {}",
+            "`{environment}`: {} secrets files now encrypted for {} (was {}) in {:.2} s ({:.2} s of it making the files durable); the new key is in {} and {}",
             report.files.len(),
             report.new_recipient,
             report.old_recipients.join(", "),
+            started.elapsed().as_secs_f64(),
+            report.timings.durability.as_secs_f64(),
             opened.store.describe(),
             local_key_file.display()
         ),
@@ -128,8 +126,8 @@ fn show(event: &RotationEvent) {
         RotationEvent::KeyStored { store } => {
             ui::status("Stored", &format!("the new key in {store} (the previous one is kept until the end)"))
         }
-        RotationEvent::Reencrypted { path, index, total } => {
-            ui::status("Re-encrypted", &format!("[{index}/{total}] {}", path.display()))
+        RotationEvent::Reencrypted { done, total } => {
+            ui::status("Re-encrypted", &format!("{done} of {total} files (verified, durable, journaled)"))
         }
         RotationEvent::RecipientsUpdated { path } => {
             ui::status("Updated", &format!("age_recipients in {}", path.display()))

@@ -13,7 +13,9 @@ use crate::repo::Repo;
 use crate::{Outcome, ui};
 
 pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
-    let path = cmd.action.path().to_owned();
+    let Some(path) = cmd.action.path().map(ToOwned::to_owned) else {
+        return crate::updatekeys_cmd::run(repo, &cmd.action);
+    };
     let (environment, relative) = match environment_of(&repo.root, &path) {
         Ok(found) => found,
         Err(e) => {
@@ -91,7 +93,7 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                         Err(e) => Err(e),
                     }
                 }
-                SecretsAction::New { .. } => unreachable!("handled above"),
+                SecretsAction::New { .. } | SecretsAction::Updatekeys { .. } => unreachable!("handled above"),
             }
         }
     };

@@ -4,9 +4,11 @@
 //! (`keys save`), a backup document (`keys get`), and the crash-safe, resumable key rotation
 //! ([`rotation`]) with its git checks and commit ([`git`]).
 
+pub mod bootstrap;
 pub mod git;
 pub mod rotation;
 pub mod store;
+pub mod update;
 
 use std::path::{Path, PathBuf};
 
@@ -19,11 +21,13 @@ use crate::secrets::{
 };
 use crate::sensitive::SecretString;
 
+pub use bootstrap::{NewKeyReport, RestoreReport, new_key, restore_key};
 pub use rotation::{
     RotationEvent, RotationOptions, RotationReport, rotate_keys, rotation_journal_path,
     update_recipients_text,
 };
 pub use store::{FileKeyStore, KeyStore, KubeKeyStore};
+pub use update::{UpdateEvent, UpdateKind, UpdateOptions, UpdateReport, update_keys};
 
 /// Everything key handling can fail with. Messages name the file, the key store or the git
 /// command; they never contain a private key.
@@ -91,6 +95,22 @@ pub enum KeysError {
     StagedMismatch { expected: Vec<String>, staged: Vec<String> },
     #[error("`--commit` cannot commit exactly the rotated files: {detail}")]
     CommitBlocked { detail: String },
+    #[error(
+        "environment `{environment}` already has a key ({}); `cargo xtask rotate-keys {environment}` replaces it, and adding a recipient to `age_recipients` then `cargo xtask secrets updatekeys {environment}` adds one",
+        recipients.join(", ")
+    )]
+    HasRecipients { environment: String, recipients: Vec<String> },
+    #[error(
+        "environment `{environment}` lists no recipient but has secrets files ({}), encrypted for keys env.toml does not name: list their recipients in `age_recipients`, or remove the files",
+        files.join(", ")
+    )]
+    SecretsWithoutRecipients { environment: String, files: Vec<String> },
+    #[error("the backup read from stdin is unusable: {reason}")]
+    Backup { reason: String },
+    #[error(
+        "key store {store} holds another key ({held}); refusing to replace it with {restoring} (`cargo xtask rotate-keys` changes an environment's key)"
+    )]
+    StoreHoldsAnother { store: String, held: String, restoring: String },
 }
 
 /// The local key file that `keys save` and `rotate-keys` add keys to: `SOPS_AGE_KEY_FILE`,

@@ -7,11 +7,16 @@
 //! 1. the journal is written with the new public key (phase `generated`);
 //! 2. the new private key is made durable in the local key file AND the key store, which keeps
 //!    the old key as the previous one (phase `key-stored`);
-//! 3. files are re-encrypted one by one (atomic replace), each journaled once written, so
-//!    after a crash every file opens with the old or the new key, never neither;
+//! 3. files are re-encrypted in batches: each file is decrypted, re-encrypted and verified in
+//!    memory (it opens with the new key alone, to the same content, and not with an old one),
+//!    the batch is written with two file-system flushes ([`crate::secrets::batch`]: every
+//!    file replaced atomically) and journaled once, so after a crash every file opens with the
+//!    old or the new key, never neither, and a rerun re-encrypts the unjournaled batch again
+//!    (a file already re-encrypted opens with the new key, which the rerun holds);
 //! 4. env.toml's `age_recipients` is replaced by the new recipient (a textual edit of that
 //!    array only, verified by re-parsing), then every file is checked to decrypt with the new
-//!    key alone (MAC included) and to be encrypted for nobody else;
+//!    key alone (MAC included) and to be encrypted for nobody else (a file this run verified
+//!    in memory is compared by digest with what was verified);
 //! 5. the previous key is retired from the key store and the journal removed.
 //!
 //! A rerun with a journal present resumes that same rotation from its phase; a journal whose
@@ -27,11 +32,17 @@ use super::{KeyStore, KeysError, git, secrets_files};
 use crate::drivers::kube::{NewKey, StoredKey};
 use crate::load::environment::ENVIRONMENTS_DIR;
 use crate::model::EnvFile;
+use crate::secrets::batch::{BatchFile, BatchTimings, remove_leftover, write_batch};
+use crate::secrets::ops::reencrypt_document;
 use crate::secrets::{
-    AtomicWriteOptions, Identities, Recipient, append_identity_to_key_file, decrypt_file, generate_identity,
-    inspect_file, parse_recipient, reencrypt_file, write_atomic,
+    AtomicWriteOptions, Identities, Recipient, SecretsError, append_identity_to_key_file, decrypt_document,
+    decrypt_file, generate_identity, inspect_document, parse_recipient, write_atomic,
 };
 use crate::sensitive::SecretString;
+use sha2::{Digest, Sha256};
+
+/// How many files are re-encrypted per batch.
+pub const BATCH_SIZE: usize = 256;
 
 /// Options for [`rotate_keys`].
 #[derive(Debug, Clone)]
@@ -41,21 +52,38 @@ pub struct RotationOptions {
     pub environment: String,
     /// The operator's local key file, which gets the new key before any file is re-encrypted.
     pub local_key_file: PathBuf,
-    /// Test-only failpoint: kill the process (SIGKILL) once this many files are re-encrypted
-    /// and journaled.
-    pub kill_after_file: Option<usize>,
+    /// Files re-encrypted per batch (one journal record and two file-system flushes each).
+    pub batch_size: usize,
 }
 
 /// What happened, for the caller to show as progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotationEvent {
-    Resuming { recipient: String, done: usize, total: usize },
-    Generated { recipient: String },
-    KeyStored { store: String },
-    Reencrypted { path: PathBuf, index: usize, total: usize },
-    RecipientsUpdated { path: PathBuf },
-    Verified { files: usize },
-    Retired { store: String },
+    Resuming {
+        recipient: String,
+        done: usize,
+        total: usize,
+    },
+    Generated {
+        recipient: String,
+    },
+    KeyStored {
+        store: String,
+    },
+    /// A batch is re-encrypted, verified, durable and journaled: `done` of `total` files.
+    Reencrypted {
+        done: usize,
+        total: usize,
+    },
+    RecipientsUpdated {
+        path: PathBuf,
+    },
+    Verified {
+        files: usize,
+    },
+    Retired {
+        store: String,
+    },
 }
 
 /// The outcome of a completed rotation.
@@ -69,6 +97,9 @@ pub struct RotationReport {
     /// env.toml and a key store file inside the repository.
     pub changed_paths: Vec<PathBuf>,
     pub resumed: bool,
+    /// Time spent writing the re-encrypted files, and making them durable (flushes, renames,
+    /// journal records), for the benchmark.
+    pub timings: BatchTimings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -275,6 +306,7 @@ pub async fn rotate_keys(
             };
             write_journal(&journal_path, &journal)?;
             progress(&RotationEvent::Generated { recipient: journal.new_recipient.clone() });
+            crate::failpoint::kill_if_armed("kill-at:", "generated");
             (journal, generated.secret_key)
         }
     };
@@ -291,29 +323,49 @@ pub async fn rotate_keys(
         journal.phase = Phase::KeyStored;
         write_journal(&journal_path, &journal)?;
         progress(&RotationEvent::KeyStored { store: store.describe() });
+        crate::failpoint::kill_if_armed("kill-at:", "key-stored");
     }
 
     let mut both = identities.clone();
     both.add_key_text("the new key", &identity_entry(&journal.new_recipient, &new_key))?;
+    let checks = Checks::new(&journal, &new_key, identities)?;
     let total = journal.files.len();
-    for index in 0..total {
-        if journal.files[index].reencrypted {
-            continue;
+    let pending: Vec<usize> = (0..total).filter(|index| !journal.files[*index].reencrypted).collect();
+    let mut verified_here = std::collections::HashMap::new();
+    let mut timings = BatchTimings::default();
+    for (batch_index, chunk) in pending.chunks(options.batch_size.max(1)).enumerate() {
+        // Decrypt, re-encrypt and verify in memory; then write the batch with two flushes.
+        let mut batch = Vec::with_capacity(chunk.len());
+        for &index in chunk {
+            let relative = &journal.files[index].path;
+            let path = root.join(relative);
+            remove_leftover(&path);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| SecretsError::Read { path: path.clone(), source })?;
+            let new_text = reencrypt_document(&path, &text, &both, std::slice::from_ref(&new_recipient))?;
+            checks.verify_text(relative, &path, &new_text, Some(&decrypt_document(&path, &text, &both)?))?;
+            verified_here.insert(relative.clone(), Sha256::digest(new_text.as_bytes()));
+            batch.push(BatchFile { path, contents: new_text.into_bytes() });
         }
-        let path = journal.files[index].path.clone();
-        reencrypt_file(&root.join(&path), &both, std::slice::from_ref(&new_recipient))?;
-        journal.files[index].reencrypted = true;
+        timings.add(
+            write_batch(&batch, &mut |point| crate::failpoint::kill_in_batch(batch_index + 1, point))
+                .map_err(SecretsError::from)?,
+        );
+        for &index in chunk {
+            journal.files[index].reencrypted = true;
+        }
+        let journaled = std::time::Instant::now();
         write_journal(&journal_path, &journal)?;
-        progress(&RotationEvent::Reencrypted { path, index: index + 1, total });
-        let done = journal.files.iter().filter(|f| f.reencrypted).count();
-        if options.kill_after_file == Some(done) {
-            // SAFETY: kill(2) with our own pid and a valid signal number has no preconditions.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        }
+        timings.durability += journaled.elapsed();
+        progress(&RotationEvent::Reencrypted {
+            done: journal.files.iter().filter(|f| f.reencrypted).count(),
+            total,
+        });
     }
     if journal.phase < Phase::FilesReencrypted {
         journal.phase = Phase::FilesReencrypted;
         write_journal(&journal_path, &journal)?;
+        crate::failpoint::kill_if_armed("kill-at:", "files-reencrypted");
     }
 
     if journal.phase < Phase::RecipientsUpdated {
@@ -330,17 +382,30 @@ pub async fn rotate_keys(
         progress(&RotationEvent::RecipientsUpdated {
             path: env_path.strip_prefix(root).unwrap_or(&env_path).to_owned(),
         });
+        crate::failpoint::kill_if_armed("kill-at:", "recipients-updated");
     }
 
     if journal.phase < Phase::Verified {
-        verify(root, &journal, &new_key, identities)?;
+        for file in &journal.files {
+            let path = root.join(&file.path);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| SecretsError::Read { path: path.clone(), source })?;
+            // Verified in memory before this run wrote it: the same bytes are still there.
+            if verified_here.get(&file.path).is_some_and(|digest| *digest == Sha256::digest(text.as_bytes()))
+            {
+                continue;
+            }
+            checks.verify_text(&file.path, &path, &text, None)?;
+        }
         journal.phase = Phase::Verified;
         write_journal(&journal_path, &journal)?;
         progress(&RotationEvent::Verified { files: total });
+        crate::failpoint::kill_if_armed("kill-at:", "verified");
     }
 
     store.retire_previous().await?;
     progress(&RotationEvent::Retired { store: store.describe() });
+    crate::failpoint::kill_if_armed("kill-at:", "retired");
     std::fs::remove_file(&journal_path).map_err(|e| KeysError::Journal {
         path: journal_path.clone(),
         reason: format!("could not remove it: {e}"),
@@ -361,39 +426,54 @@ pub async fn rotate_keys(
         files,
         changed_paths,
         resumed: was_resumed,
+        timings,
     })
 }
 
-/// Every file decrypts (MAC included) with the new key alone, is encrypted for the new
-/// recipient only, and does not open with any old key still at hand.
-fn verify(
-    root: &Path,
-    journal: &Journal,
-    new_key: &SecretString,
-    identities: &Identities,
-) -> Result<(), KeysError> {
-    let new_only =
-        Identities::from_key_text("the new key", &identity_entry(&journal.new_recipient, new_key))?;
-    let mut old_only = Identities::new();
-    for recipient in journal.old_recipients.iter().filter(|r| **r != journal.new_recipient) {
-        if let Some(key) = identities.secret_key_for(recipient) {
-            old_only.add_key_text("an old key", &identity_entry(recipient, &key))?;
+/// What every rotated file must satisfy: it decrypts (MAC included) with the new key alone,
+/// is encrypted for the new recipient only, and does not open with any old key at hand.
+struct Checks {
+    new_recipient: String,
+    new_only: Identities,
+    old_only: Identities,
+}
+
+impl Checks {
+    fn new(journal: &Journal, new_key: &SecretString, identities: &Identities) -> Result<Checks, KeysError> {
+        let new_only =
+            Identities::from_key_text("the new key", &identity_entry(&journal.new_recipient, new_key))?;
+        let mut old_only = Identities::new();
+        for recipient in journal.old_recipients.iter().filter(|r| **r != journal.new_recipient) {
+            if let Some(key) = identities.secret_key_for(recipient) {
+                old_only.add_key_text("an old key", &identity_entry(recipient, &key))?;
+            }
         }
+        Ok(Checks { new_recipient: journal.new_recipient.clone(), new_only, old_only })
     }
-    for file in &journal.files {
-        let path = root.join(&file.path);
-        let failed = |reason: String| KeysError::Verification { path: file.path.clone(), reason };
-        decrypt_file(&path, &new_only)
+
+    /// Checks a file's text; with `expected`, it must also decrypt to that content.
+    fn verify_text(
+        &self,
+        relative: &Path,
+        path: &Path,
+        text: &str,
+        expected: Option<&crate::secrets::SecretTree>,
+    ) -> Result<(), KeysError> {
+        let failed = |reason: String| KeysError::Verification { path: relative.to_owned(), reason };
+        let tree = decrypt_document(path, text, &self.new_only)
             .map_err(|e| failed(format!("it does not decrypt with the new key: {e}")))?;
-        let summary = inspect_file(&path)?;
-        if summary.recipients != [journal.new_recipient.clone()] {
+        if expected.is_some_and(|expected| *expected != tree) {
+            return Err(failed("it decrypts to other content than before".to_owned()));
+        }
+        let summary = inspect_document(path, text)?;
+        if summary.recipients != [self.new_recipient.clone()] {
             return Err(failed(format!("it is encrypted for {}", summary.recipients.join(", "))));
         }
-        if !old_only.is_empty() && decrypt_file(&path, &old_only).is_ok() {
+        if !self.old_only.is_empty() && decrypt_document(path, text, &self.old_only).is_ok() {
             return Err(failed("it still decrypts with an old key".to_owned()));
         }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

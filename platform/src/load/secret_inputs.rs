@@ -272,8 +272,10 @@ fn read_secret_file(
             Diagnostic::error(format!("{path} is not encrypted for exactly the environment's recipients"))
                 .at(span, format!("encrypted for {}", found.join(", ")))
                 .help(format!(
-                    "env.toml lists {}; `cargo xtask rotate-keys` or `cargo xtask secrets edit` re-encrypts for them",
-                    expected_recipients.join(", ")
+                    "env.toml lists {}; `cargo xtask secrets updatekeys {}` encrypts every file for them",
+                    expected_recipients.join(", "),
+                    // `environments/<env>/...`
+                    path.split('/').nth(1).unwrap_or("ENV")
                 )),
         );
     }

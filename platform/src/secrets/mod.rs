@@ -14,10 +14,12 @@
 //! by other modules) and [`ops`] (show, set, new, edit, re-encrypt, check).
 
 pub mod atomic;
+pub mod batch;
 pub mod crypto;
 pub mod format;
 pub mod identity;
 pub mod ops;
+pub mod rekey;
 pub mod tree;
 pub mod yaml;
 
