@@ -69,7 +69,7 @@ fn options(root: &Path, local_key_file: PathBuf) -> RotationOptions {
         root: root.to_owned(),
         environment: "example".to_owned(),
         local_key_file,
-        kill_after_file: None,
+        batch_size: platform::keys::rotation::BATCH_SIZE,
     }
 }
 
@@ -109,10 +109,10 @@ async fn rotation_with_the_file_store_reencrypts_everything_and_keeps_only_the_n
     assert!(!rotation_journal_path(root, "example").exists());
     assert_eq!(report.changed_paths.len(), 7, "{:?}", report.changed_paths);
     assert!(!report.resumed);
-    assert_eq!(
-        events.iter().filter(|e| matches!(e, platform::keys::RotationEvent::Reencrypted { .. })).count(),
-        5
-    );
+    // The five files fit one batch: one event, after the batch is journaled.
+    let batches: Vec<_> =
+        events.iter().filter(|e| matches!(e, platform::keys::RotationEvent::Reencrypted { .. })).collect();
+    assert_eq!(batches, [&platform::keys::RotationEvent::Reencrypted { done: 5, total: 5 }]);
 }
 
 /// A key store in memory, with an injected failure of `retire_previous`.

@@ -192,18 +192,6 @@ async fn run_async(repo: &Repo, cmd: &KeysCmd) -> Outcome {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::may_print_private_key;
-
-    #[test]
-    fn private_key_goes_to_a_terminal_only_when_forced() {
-        assert!(!may_print_private_key(true, false));
-        assert!(may_print_private_key(true, true));
-        assert!(may_print_private_key(false, false));
-    }
-}
-
 async fn new_key(repo: &Repo, environment: &str) -> Result<Outcome, Outcome> {
     let path = repo.root.join("environments").join(environment).join("env.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -252,4 +240,16 @@ async fn new_key(repo: &Repo, environment: &str) -> Result<Outcome, Outcome> {
         "note: back the key up now, outside the repository: (umask 077; cargo xtask keys get {environment} > ~/opus-{environment}-age-key.json) once it is in the key store; next: cargo xtask secrets new environments/{environment}/secrets.enc.yaml"
     );
     Ok(Outcome::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_print_private_key;
+
+    #[test]
+    fn private_key_goes_to_a_terminal_only_when_forced() {
+        assert!(!may_print_private_key(true, false));
+        assert!(may_print_private_key(true, true));
+        assert!(may_print_private_key(false, false));
+    }
 }
