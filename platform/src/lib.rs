@@ -22,6 +22,7 @@ pub mod keys;
 pub mod load;
 pub mod model;
 pub mod node;
+pub mod parallel;
 pub mod plan;
 pub mod plan_file;
 pub mod postgres;

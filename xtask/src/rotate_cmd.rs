@@ -99,8 +99,10 @@ async fn rotate_or_exit(repo: &Repo, cmd: &RotateKeysCmd) -> Result<Outcome, Out
             &format!("\"{}\" ({} files)", git::ROTATION_COMMIT_MESSAGE, report.changed_paths.len()),
         );
     } else {
-        let paths: Vec<String> = report.changed_paths.iter().map(|p| p.display().to_string()).collect();
-        eprintln!("note: commit the changed files: git add -- {}", paths.join(" "));
+        eprintln!(
+            "note: commit the changed files: git add -- {}",
+            git_add_arguments(&report.changed_paths, environment)
+        );
     }
     eprintln!(
         "note: back up the new key now, outside the repository: (umask 077; cargo xtask keys get {environment} > ~/opus-{environment}-age-key.json), then move it somewhere safe"
@@ -136,5 +138,36 @@ fn show(event: &RotationEvent) {
             ui::status("Verified", &format!("{files} files decrypt with the new key only"))
         }
         RotationEvent::Retired { store } => ui::status("Retired", &format!("the previous key from {store}")),
+    }
+}
+
+/// The paths to name in the `git add` hint: each changed path, or, when there are many, the
+/// environment's folder for those inside it (a rotation changes every file there anyway).
+fn git_add_arguments(paths: &[std::path::PathBuf], environment: &str) -> String {
+    let folder = std::path::Path::new("environments").join(environment);
+    let (inside, outside): (Vec<_>, Vec<_>) = paths.iter().partition(|path| path.starts_with(&folder));
+    let mut shown: Vec<String> = if inside.len() > 8 {
+        vec![folder.display().to_string()]
+    } else {
+        inside.iter().map(|path| path.display().to_string()).collect()
+    };
+    shown.extend(outside.iter().map(|path| path.display().to_string()));
+    shown.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    #[test]
+    fn many_changed_files_are_named_by_their_folder() {
+        let few = [PathBuf::from("environments/dev/secrets.enc.yaml"), PathBuf::from("keys/dev.agekey")];
+        assert_eq!(
+            super::git_add_arguments(&few, "dev"),
+            "environments/dev/secrets.enc.yaml keys/dev.agekey"
+        );
+        let many: Vec<PathBuf> =
+            (0..20).map(|i| PathBuf::from(format!("environments/dev/c{i}/secrets.enc.yaml"))).collect();
+        assert_eq!(super::git_add_arguments(&many, "dev"), "environments/dev");
     }
 }

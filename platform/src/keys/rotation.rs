@@ -280,12 +280,12 @@ pub async fn rotate_keys(
                     files: uncommitted,
                 });
             }
-            let undecryptable: Vec<(PathBuf, String)> = files
-                .iter()
-                .filter_map(|path| {
-                    decrypt_file(&root.join(path), identities).err().map(|e| (path.clone(), e.to_string()))
-                })
-                .collect();
+            let undecryptable: Vec<(PathBuf, String)> = crate::parallel::map(&files, |path| {
+                decrypt_file(&root.join(path), identities).err().map(|e| (path.clone(), e.to_string()))
+            })
+            .into_iter()
+            .flatten()
+            .collect();
             if !undecryptable.is_empty() {
                 return Err(KeysError::Undecryptable {
                     environment: environment.clone(),
@@ -334,18 +334,24 @@ pub async fn rotate_keys(
     let mut verified_here = std::collections::HashMap::new();
     let mut timings = BatchTimings::default();
     for (batch_index, chunk) in pending.chunks(options.batch_size.max(1)).enumerate() {
-        // Decrypt, re-encrypt and verify in memory; then write the batch with two flushes.
-        let mut batch = Vec::with_capacity(chunk.len());
-        for &index in chunk {
-            let relative = &journal.files[index].path;
+        // Decrypt, re-encrypt and verify in memory, on every core; then write the batch with
+        // two flushes.
+        let relatives: Vec<PathBuf> = chunk.iter().map(|index| journal.files[*index].path.clone()).collect();
+        let prepared = crate::parallel::map(&relatives, |relative| -> Result<BatchFile, KeysError> {
             let path = root.join(relative);
             remove_leftover(&path);
             let text = std::fs::read_to_string(&path)
                 .map_err(|source| SecretsError::Read { path: path.clone(), source })?;
-            let new_text = reencrypt_document(&path, &text, &both, std::slice::from_ref(&new_recipient))?;
-            checks.verify_text(relative, &path, &new_text, Some(&decrypt_document(&path, &text, &both)?))?;
-            verified_here.insert(relative.clone(), Sha256::digest(new_text.as_bytes()));
-            batch.push(BatchFile { path, contents: new_text.into_bytes() });
+            let (new_text, tree) =
+                reencrypt_document(&path, &text, &both, std::slice::from_ref(&new_recipient))?;
+            checks.verify_new_text(relative, &path, &new_text, &tree)?;
+            Ok(BatchFile { path, contents: new_text.into_bytes() })
+        });
+        let mut batch = Vec::with_capacity(chunk.len());
+        for (relative, file) in relatives.iter().zip(prepared) {
+            let file = file?;
+            verified_here.insert(relative.clone(), Sha256::digest(&file.contents));
+            batch.push(file);
         }
         timings.add(
             write_batch(&batch, &mut |point| crate::failpoint::kill_in_batch(batch_index + 1, point))
@@ -386,17 +392,18 @@ pub async fn rotate_keys(
     }
 
     if journal.phase < Phase::Verified {
-        for file in &journal.files {
+        let results = crate::parallel::map(&journal.files, |file| -> Result<(), KeysError> {
             let path = root.join(&file.path);
             let text = std::fs::read_to_string(&path)
                 .map_err(|source| SecretsError::Read { path: path.clone(), source })?;
             // Verified in memory before this run wrote it: the same bytes are still there.
             if verified_here.get(&file.path).is_some_and(|digest| *digest == Sha256::digest(text.as_bytes()))
             {
-                continue;
+                return Ok(());
             }
-            checks.verify_text(&file.path, &path, &text, None)?;
-        }
+            checks.verify_text(&file.path, &path, &text)
+        });
+        results.into_iter().collect::<Result<(), KeysError>>()?;
         journal.phase = Phase::Verified;
         write_journal(&journal_path, &journal)?;
         progress(&RotationEvent::Verified { files: total });
@@ -451,26 +458,45 @@ impl Checks {
         Ok(Checks { new_recipient: journal.new_recipient.clone(), new_only, old_only })
     }
 
-    /// Checks a file's text; with `expected`, it must also decrypt to that content.
-    fn verify_text(
+    /// Checks text this run re-encrypted: it decrypts with the new key alone to `expected` and
+    /// names the new recipient only. That its one stanza was made for the new recipient alone
+    /// is what keeps the old keys out, so no old key is tried.
+    fn verify_new_text(
         &self,
         relative: &Path,
         path: &Path,
         text: &str,
-        expected: Option<&crate::secrets::SecretTree>,
+        expected: &crate::secrets::SecretTree,
     ) -> Result<(), KeysError> {
         let failed = |reason: String| KeysError::Verification { path: relative.to_owned(), reason };
         let tree = decrypt_document(path, text, &self.new_only)
             .map_err(|e| failed(format!("it does not decrypt with the new key: {e}")))?;
-        if expected.is_some_and(|expected| *expected != tree) {
+        if *expected != tree {
             return Err(failed("it decrypts to other content than before".to_owned()));
         }
-        let summary = inspect_document(path, text)?;
-        if summary.recipients != [self.new_recipient.clone()] {
-            return Err(failed(format!("it is encrypted for {}", summary.recipients.join(", "))));
-        }
+        self.check_recipients(relative, path, text)
+    }
+
+    /// Checks a file found on disk (rotated by an earlier, interrupted run): it decrypts with
+    /// the new key alone, names the new recipient only, and no old key at hand opens it.
+    fn verify_text(&self, relative: &Path, path: &Path, text: &str) -> Result<(), KeysError> {
+        let failed = |reason: String| KeysError::Verification { path: relative.to_owned(), reason };
+        decrypt_document(path, text, &self.new_only)
+            .map_err(|e| failed(format!("it does not decrypt with the new key: {e}")))?;
+        self.check_recipients(relative, path, text)?;
         if !self.old_only.is_empty() && decrypt_document(path, text, &self.old_only).is_ok() {
             return Err(failed("it still decrypts with an old key".to_owned()));
+        }
+        Ok(())
+    }
+
+    fn check_recipients(&self, relative: &Path, path: &Path, text: &str) -> Result<(), KeysError> {
+        let summary = inspect_document(path, text)?;
+        if summary.recipients != [self.new_recipient.clone()] {
+            return Err(KeysError::Verification {
+                path: relative.to_owned(),
+                reason: format!("it is encrypted for {}", summary.recipients.join(", ")),
+            });
         }
         Ok(())
     }

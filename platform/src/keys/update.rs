@@ -140,12 +140,18 @@ pub fn update_keys(
     let mut files = secrets_files(root, &options.environment)?;
     files.extend(bundle_secrets_files(root, &env)?);
     let mut pending: Vec<(BatchFile, UpdateKind)> = Vec::new();
-    for relative in &files {
+    // Read, re-wrap and verify in memory on every core.
+    let results = crate::parallel::map(&files, |relative| {
         let path = root.join(relative);
-        if remove_leftover(&path) {
+        let leftover = remove_leftover(&path);
+        (leftover, update_one(&path, identities, &recipients, &report.recipients, &verifiers))
+    });
+    for (relative, (leftover, result)) in files.iter().zip(results) {
+        let path = root.join(relative);
+        if leftover {
             report.leftovers_removed += 1;
         }
-        match update_one(&path, identities, &recipients, &report.recipients, &verifiers) {
+        match result {
             Ok(None) => report.unchanged.push(relative.clone()),
             Ok(Some((text, kind))) => {
                 pending.push((BatchFile { path: path.clone(), contents: text.into_bytes() }, kind))

@@ -291,26 +291,28 @@ pub fn reencrypt_file(
     identities: &Identities,
     recipients: &[Recipient],
 ) -> Result<(), SecretsError> {
-    let text = reencrypt_document(path, &read_file(path)?, identities, recipients)?;
+    let (text, _) = reencrypt_document(path, &read_file(path)?, identities, recipients)?;
     write_atomic(path, text.as_bytes(), &AtomicWriteOptions::default())?;
     Ok(())
 }
 
-/// [`reencrypt_file`] on text already read (`path` names it in errors): the new text, for a
-/// caller that writes many files in one batch.
+/// [`reencrypt_file`] on text already read (`path` names it in errors): the new text and the
+/// decrypted content, for a caller that writes many files in one batch and verifies them.
 pub fn reencrypt_document(
     path: &Path,
     text: &str,
     identities: &Identities,
     recipients: &[Recipient],
-) -> Result<String, SecretsError> {
+) -> Result<(String, SecretTree), SecretsError> {
     let opened = open_document(path, text, identities)?;
     if recipients.is_empty() {
         return Err(SecretsError::NoRecipients { path: path.to_owned() });
     }
     let key = DataKey::generate();
     let stanzas = wrap_data_key(&key, recipients);
-    seal(path, &opened.tree, &key, stanzas, &opened.metadata.rule, opened.metadata.mac_only_encrypted)
+    let text =
+        seal(path, &opened.tree, &key, stanzas, &opened.metadata.rule, opened.metadata.mac_only_encrypted)?;
+    Ok((text, opened.tree))
 }
 
 /// Options for [`edit_file`].

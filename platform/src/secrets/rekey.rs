@@ -89,7 +89,7 @@ pub fn rewrap_document(
                 unique.push(recipient.clone());
             }
         }
-        Ok(Rewrap::Rekeyed { text: reencrypt_document(path, text, identities, &unique)?, tree })
+        Ok(Rewrap::Rekeyed { text: reencrypt_document(path, text, identities, &unique)?.0, tree })
     }
 }
 
