@@ -34,8 +34,9 @@ fn compile(repo: &Repo) -> Plan {
 }
 
 /// Replaces the example's journal by one holding, for every step, a success recorded under
-/// fingerprint format 1: what the previous release wrote after deploying the same inputs.
-fn write_format_one_journal(repo: &Repo, plan: &Plan) {
+/// fingerprint format `format` (1 or 2): what an earlier release wrote after deploying the
+/// same inputs.
+fn write_old_journal(repo: &Repo, plan: &Plan, format: u32) {
     let env_file = read_env_file(repo.root(), "example").unwrap();
     let place = session::journal_place(repo.root(), "example", &env_file, || {
         session::decrypt_admin_password(repo.root(), "example", None)
@@ -46,8 +47,9 @@ fn write_format_one_journal(repo: &Repo, plan: &Plan) {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
         let mut opened = Journal::open_file(journal, "example").await.unwrap();
         for step in plan.steps() {
-            let old = legacy_fingerprint(&plan.target, &step.action, 1).expect("format 1 is computable");
-            assert!(!old.contains(':'), "format 1 is bare hex: {old}");
+            let old =
+                legacy_fingerprint(&plan.target, &step.action, format).expect("the format is computable");
+            assert_eq!(platform::plan::fingerprint_format(&old), format, "{old}");
             let mut snapshot = Snapshot::of(step);
             snapshot.fingerprint = old.clone();
             let now = time::OffsetDateTime::now_utc();
@@ -73,12 +75,29 @@ fn write_format_one_journal(repo: &Repo, plan: &Plan) {
 }
 
 #[test]
-fn an_older_fingerprint_format_is_migrated_without_running_the_steps() {
+fn fingerprint_format_one_is_migrated_without_running_the_steps() {
+    an_older_fingerprint_format_is_migrated_without_running_the_steps(1);
+}
+
+#[test]
+fn fingerprint_format_two_with_value_only_secret_digests_is_migrated_without_running_the_steps() {
+    an_older_fingerprint_format_is_migrated_without_running_the_steps(2);
+}
+
+fn an_older_fingerprint_format_is_migrated_without_running_the_steps(format: u32) {
     let repo = Repo::shipped();
     repo.xtask(&["deploy", "example"]).assert_code(0);
     let plan = compile(&repo);
     let steps = plan.len();
-    write_format_one_journal(&repo, &plan);
+    if format == 2 {
+        // The secret digests really changed: a step with secrets has other digests in format 2.
+        let with_secrets = plan
+            .steps()
+            .filter(|s| s.action.values().is_some_and(|v| !v.legacy_digests().is_empty()))
+            .count();
+        assert!(with_secrets >= 5, "steps whose secret digests changed: {with_secrets}");
+    }
+    write_old_journal(&repo, &plan, format);
 
     let shown = repo.xtask(&["plan", "example"]);
     shown.assert_code(0);
@@ -125,7 +144,7 @@ fn a_migrated_step_whose_files_are_gone_runs_again() {
     let repo = Repo::shipped();
     repo.xtask(&["deploy", "example"]).assert_code(0);
     let plan = compile(&repo);
-    write_format_one_journal(&repo, &plan);
+    write_old_journal(&repo, &plan, 2);
     let secret = repo.root().join("bundle/example/secrets/opus/oob-consent-secrets.enc.yaml");
     std::fs::remove_file(&secret).unwrap();
 

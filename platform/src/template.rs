@@ -359,7 +359,10 @@ mod tests {
         let mut table = SecretTable::default();
         let key = DigestKey::Keyed(SecretString::new("k"));
         let secret = SecretString::new("canary-5");
-        let placeholder = table.placeholder(SecretEntry { digest: key.digest(&secret), value: Some(secret) });
+        let placeholder = table.placeholder(SecretEntry {
+            digest: key.digest_at("s.enc.yaml", "p", &secret),
+            value: Some(secret),
+        });
         (serde_json::json!({"secrets": {"db": {"password": placeholder.clone()}}, "name": "n"}), placeholder)
     }
 

@@ -30,8 +30,10 @@ pub fn is_placeholder(text: &str) -> bool {
 /// How secret values are hashed for fingerprints and plan diffs.
 #[derive(Clone)]
 pub enum DigestKey {
-    /// Secrets were decrypted: HMAC-SHA256 under the environment's fingerprint key, so equal
-    /// values compare equal and nobody without the key can test guesses.
+    /// Secrets were decrypted: HMAC-SHA256 under the environment's fingerprint key, over the
+    /// secret's place (its file and key path) and its value, so nobody without the key can test
+    /// guesses and equal values in two places do not show as equal digests (a reviewer would
+    /// learn that two services share a password).
     Keyed(SecretString),
     /// No keys: only the ciphertexts are known, so a digest changes whenever the encrypted
     /// file's value changes.
@@ -48,8 +50,30 @@ impl std::fmt::Debug for DigestKey {
 }
 
 impl DigestKey {
-    /// The digest of a decrypted secret.
-    pub fn digest(&self, value: &SecretString) -> String {
+    /// The digest of a decrypted secret at its place: `file` (the secrets file, relative to the
+    /// repository) and `key_path` (dotted, within the file).
+    pub fn digest_at(&self, file: &str, key_path: &str, value: &SecretString) -> String {
+        match self {
+            DigestKey::Keyed(key) => {
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()).expect("any key length");
+                mac.update(b"opus-deploy secret digest 3\0");
+                for part in [file, key_path] {
+                    mac.update(&(part.len() as u64).to_be_bytes());
+                    mac.update(part.as_bytes());
+                }
+                mac.update(value.expose().as_bytes());
+                format!("hmac:{}", &hex::encode(mac.finalize().into_bytes())[..32])
+            }
+            DigestKey::Locked => unreachable!("locked secrets are digested from their ciphertext"),
+        }
+    }
+
+    /// The digest fingerprint formats 1 and 2 used: of the value alone, equal for equal values
+    /// anywhere in the environment. Computed beside [`DigestKey::digest_at`] only so that a
+    /// step recorded under those formats can be recognised as unchanged
+    /// ([`crate::plan::fingerprint`]).
+    pub fn legacy_digest(&self, value: &SecretString) -> String {
         match self {
             DigestKey::Keyed(key) => {
                 let mut mac =
@@ -78,13 +102,27 @@ pub struct SecretEntry {
 #[derive(Debug, Default, Clone)]
 pub struct SecretTable {
     entries: Vec<SecretEntry>,
+    /// Beside each entry, the digest it had in fingerprint formats 1 and 2, when that differs.
+    legacy: Vec<Option<String>>,
 }
 
 impl SecretTable {
     /// Registers a secret and returns the placeholder that stands for it in a value tree.
     pub fn placeholder(&mut self, entry: SecretEntry) -> String {
+        self.placeholder_with_legacy(entry, None)
+    }
+
+    /// [`SecretTable::placeholder`] of a secret whose digest was `legacy` in fingerprint
+    /// formats 1 and 2.
+    pub fn placeholder_with_legacy(&mut self, entry: SecretEntry, legacy: Option<String>) -> String {
         self.entries.push(entry);
+        self.legacy.push(legacy);
         format!("{PLACEHOLDER_PREFIX}{}\u{1}", self.entries.len() - 1)
+    }
+
+    fn legacy_of(&self, text: &str) -> Option<&String> {
+        let index = text.strip_prefix(PLACEHOLDER_PREFIX)?.strip_suffix('\u{1}')?;
+        self.legacy.get(index.parse::<usize>().ok()?)?.as_ref()
     }
 
     fn lookup(&self, text: &str) -> Option<&SecretEntry> {
@@ -121,13 +159,25 @@ impl SecretTable {
         }
         clear.push_str(rest);
         digests.push(format!("text:{rest}"));
-        let entry = if decrypted && matches!(key, DigestKey::Keyed(_)) {
+        if decrypted && let DigestKey::Keyed(hmac_key) = key {
+            // Of the parts' digests, which carry their places: the same URL around the same
+            // password in two components digests differently.
             let value = SecretString::new(clear);
-            SecretEntry { digest: key.digest(&value), value: Some(value) }
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(hmac_key.expose().as_bytes()).expect("any key length");
+            mac.update(b"opus-deploy embedded secret digest 3\0");
+            for part in &digests {
+                mac.update(&(part.len() as u64).to_be_bytes());
+                mac.update(part.as_bytes());
+            }
+            let digest = format!("hmac:{}", &hex::encode(mac.finalize().into_bytes())[..32]);
+            let legacy = Some(key.legacy_digest(&value));
+            Some(self.placeholder_with_legacy(SecretEntry { digest, value: Some(value) }, legacy))
         } else {
-            SecretEntry { digest: DigestKey::ciphertext_digest(&digests.join("\u{0}")), value: None }
-        };
-        Some(self.placeholder(entry))
+            let entry =
+                SecretEntry { digest: DigestKey::ciphertext_digest(&digests.join("\u{0}")), value: None };
+            Some(self.placeholder(entry))
+        }
     }
 }
 
@@ -144,6 +194,9 @@ pub struct Values {
     /// paths above are for people and are ambiguous when a key holds a dot (`db.password` as
     /// one key of a Secret's data, `dapr.io/app-id` as an annotation).
     exposed: Vec<(String, SecretString)>,
+    /// Each digest of `sensitive` that fingerprint formats 1 and 2 computed differently, with
+    /// the digest they computed (never serialized: only [`crate::plan::fingerprint`] uses it).
+    legacy_digests: BTreeMap<String, String>,
 }
 
 impl Values {
@@ -202,6 +255,9 @@ impl Values {
             serde_json::Value::String(text) => {
                 if let Some(entry) = table.lookup(text) {
                     self.sensitive.insert(path.clone(), entry.digest.clone());
+                    if let Some(legacy) = table.legacy_of(text) {
+                        self.legacy_digests.insert(entry.digest.clone(), legacy.clone());
+                    }
                     if let Some(value) = &entry.value {
                         self.secrets.insert(path.clone(), value.clone());
                         self.exposed.push((pointer.clone(), value.clone()));
@@ -221,6 +277,11 @@ impl Values {
     /// Digests of the secrets by path.
     pub fn sensitive(&self) -> &BTreeMap<String, String> {
         &self.sensitive
+    }
+
+    /// Digests that fingerprint formats 1 and 2 computed differently: current -> legacy.
+    pub fn legacy_digests(&self) -> &BTreeMap<String, String> {
+        &self.legacy_digests
     }
 
     /// Whether every secret is decrypted (a plan made without keys cannot be deployed).
@@ -311,7 +372,10 @@ mod tests {
         let k = key();
         let mut placeholder = |text: &str| {
             let secret = SecretString::new(text);
-            table.placeholder(SecretEntry { digest: k.digest(&secret), value: Some(secret) })
+            table.placeholder(SecretEntry {
+                digest: k.digest_at("s.enc.yaml", "p", &secret),
+                value: Some(secret),
+            })
         };
         let tree = json!({
             "db.password": placeholder("canary-dotted"),
@@ -334,7 +398,10 @@ mod tests {
         let mut table = SecretTable::default();
         let k = key();
         let secret = SecretString::new("canary-1");
-        let p = table.placeholder(SecretEntry { digest: k.digest(&secret), value: Some(secret) });
+        let p = table.placeholder(SecretEntry {
+            digest: k.digest_at("s.enc.yaml", "p", &secret),
+            value: Some(secret),
+        });
         let mut tree = json!({"db": {"password": p, "host": "h"}, "list": [1, 2]});
         deep_merge(&mut tree, &json!({"db": {"host": "h2"}, "list": [3]}));
         let values = Values::from_marked(&tree, &table);
@@ -354,7 +421,10 @@ mod tests {
         let mut table = SecretTable::default();
         let k = key();
         let secret = SecretString::new("canary-2");
-        let p = table.placeholder(SecretEntry { digest: k.digest(&secret), value: Some(secret) });
+        let p = table.placeholder(SecretEntry {
+            digest: k.digest_at("s.enc.yaml", "p", &secret),
+            value: Some(secret),
+        });
         let mut tree = json!({"url": format!("postgres://u:{p}@host/db"), "items": [{"v": p}]});
         finish_tree(&mut tree, &mut table, &k);
         let values = Values::from_marked(&tree, &table);
@@ -366,12 +436,49 @@ mod tests {
     }
 
     #[test]
-    fn keyed_digests_hide_the_value_and_compare_equal_values_equal() {
+    fn keyed_digests_hide_the_value_and_differ_between_places() {
         let k = key();
-        let a = k.digest(&SecretString::new("same"));
-        assert_eq!(a, k.digest(&SecretString::new("same")));
-        assert_ne!(a, k.digest(&SecretString::new("other")));
-        assert_ne!(a, DigestKey::Keyed(SecretString::new("k2")).digest(&SecretString::new("same")));
+        let same = SecretString::new("same");
+        let a = k.digest_at("environments/x/a/secrets.enc.yaml", "db.password", &same);
+        assert_eq!(a, k.digest_at("environments/x/a/secrets.enc.yaml", "db.password", &same));
+        assert_ne!(
+            a,
+            k.digest_at("environments/x/a/secrets.enc.yaml", "db.password", &SecretString::new("other"))
+        );
+        // The same password in two components, or under two keys, digests differently.
+        assert_ne!(a, k.digest_at("environments/x/b/secrets.enc.yaml", "db.password", &same));
+        assert_ne!(a, k.digest_at("environments/x/a/secrets.enc.yaml", "db.admin_password", &same));
+        // Places cannot run into each other (`a` + `b.c` is not `a.b` + `c`).
+        assert_ne!(k.digest_at("a", "b.c", &same), k.digest_at("a.b", "c", &same));
+        assert_ne!(
+            a,
+            DigestKey::Keyed(SecretString::new("k2")).digest_at(
+                "environments/x/a/secrets.enc.yaml",
+                "db.password",
+                &same
+            )
+        );
         assert!(!a.contains("same"));
+    }
+
+    #[test]
+    fn an_embedded_secret_digests_by_its_parts_places() {
+        let k = key();
+        let value = SecretString::new("canary-3");
+        let url = |table: &mut SecretTable, file: &str| {
+            let p = table.placeholder(SecretEntry {
+                digest: k.digest_at(file, "db.password", &value),
+                value: Some(value.clone()),
+            });
+            let mut tree = json!({"url": format!("postgres://u:{p}@host/db")});
+            finish_tree(&mut tree, table, &k);
+            Values::from_marked(&tree, table)
+        };
+        let mut table = SecretTable::default();
+        let a = url(&mut table, "a/secrets.enc.yaml");
+        let b = url(&mut table, "b/secrets.enc.yaml");
+        assert_ne!(a.sensitive()["url"], b.sensitive()["url"], "the same URL in two components");
+        // Formats 1 and 2 digested the whole text alone: equal in both places.
+        assert_eq!(a.legacy_digests()[&a.sensitive()["url"]], b.legacy_digests()[&b.sensitive()["url"]]);
     }
 }

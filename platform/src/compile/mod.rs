@@ -207,10 +207,8 @@ pub fn compile(
                 {
                     continue;
                 }
-                if let Some(entry) = file.entry(path, &secrets.digest_key) {
-                    data.as_object_mut()
-                        .expect("object")
-                        .insert(path.clone(), Json::String(table.placeholder(entry)));
+                if let Some(placeholder) = file.placeholder(path, &secrets.digest_key, &mut table) {
+                    data.as_object_mut().expect("object").insert(path.clone(), Json::String(placeholder));
                 }
             }
             if data.as_object().is_some_and(|d| !d.is_empty()) {
@@ -354,11 +352,8 @@ fn single_secret(
     secrets: &SecretInputs,
     table: &mut SecretTable,
 ) -> Values {
-    match file.and_then(|f| f.entry(path, &secrets.digest_key)) {
-        Some(entry) => {
-            let placeholder = table.placeholder(entry);
-            Values::from_marked_owned(Json::String(placeholder), table)
-        }
+    match file.and_then(|f| f.placeholder(path, &secrets.digest_key, table)) {
+        Some(placeholder) => Values::from_marked_owned(Json::String(placeholder), table),
         None => Values::default(),
     }
 }

@@ -112,18 +112,29 @@ pub struct SecretFile {
 }
 
 impl SecretFile {
-    /// The secret at a dotted path, as a table entry (decrypted or known by its ciphertext).
-    pub fn entry(&self, path: &str, key: &DigestKey) -> Option<SecretEntry> {
+    /// The secret at a dotted path, as a table entry (decrypted or known by its ciphertext),
+    /// with the digest fingerprint formats 1 and 2 gave it when that differs.
+    pub fn entry(&self, path: &str, key: &DigestKey) -> Option<(SecretEntry, Option<String>)> {
         match (&self.decrypted, key) {
             (Some(tree), DigestKey::Keyed(_)) => {
                 let value = tree.get(path)?.text().clone();
-                Some(SecretEntry { digest: key.digest(&value), value: Some(value) })
+                let legacy = key.legacy_digest(&value);
+                Some((
+                    SecretEntry { digest: key.digest_at(&self.path, path, &value), value: Some(value) },
+                    Some(legacy),
+                ))
             }
             _ => {
                 let ciphertext = self.ciphertexts.get(path)?;
-                Some(SecretEntry { digest: DigestKey::ciphertext_digest(ciphertext), value: None })
+                Some((SecretEntry { digest: DigestKey::ciphertext_digest(ciphertext), value: None }, None))
             }
         }
+    }
+
+    /// The secret at a dotted path, registered in `table`: its placeholder.
+    pub fn placeholder(&self, path: &str, key: &DigestKey, table: &mut SecretTable) -> Option<String> {
+        let (entry, legacy) = self.entry(path, key)?;
+        Some(table.placeholder_with_legacy(entry, legacy))
     }
 
     /// Leaf paths below a prefix (or all with `""`), in file order.
@@ -135,9 +146,9 @@ impl SecretFile {
     pub fn placeholders(&self, prefix: &str, key: &DigestKey, table: &mut SecretTable) -> serde_json::Value {
         let mut tree = serde_json::Value::Object(Default::default());
         for path in self.paths_under(prefix) {
-            let Some(entry) = self.entry(path, key) else { continue };
+            let Some(placeholder) = self.placeholder(path, key, table) else { continue };
             let relative = if prefix.is_empty() { path.as_str() } else { &path[prefix.len() + 1..] };
-            insert_path(&mut tree, relative, serde_json::Value::String(table.placeholder(entry)));
+            insert_path(&mut tree, relative, serde_json::Value::String(placeholder));
         }
         tree
     }
