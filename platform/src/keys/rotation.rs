@@ -33,13 +33,16 @@ use crate::drivers::kube::{NewKey, StoredKey};
 use crate::load::environment::ENVIRONMENTS_DIR;
 use crate::model::EnvFile;
 use crate::secrets::batch::{BatchFile, BatchTimings, remove_leftover, write_batch};
-use crate::secrets::ops::reencrypt_document;
+use crate::secrets::ops::OpenedDocument;
 use crate::secrets::{
     AtomicWriteOptions, Identities, Recipient, SecretsError, append_identity_to_key_file, decrypt_document,
-    decrypt_file, generate_identity, inspect_document, parse_recipient, write_atomic,
+    generate_identity, inspect_document, parse_recipient, write_atomic,
 };
 use crate::sensitive::SecretString;
 use sha2::{Digest, Sha256};
+
+/// A file the pre-check opened: the digest of the text it was opened from, and the result.
+type Preopened = (Vec<u8>, OpenedDocument);
 
 /// How many files are re-encrypted per batch.
 pub const BATCH_SIZE: usize = 256;
@@ -238,6 +241,9 @@ pub async fn rotate_keys(
     let env_path = env_toml_path(root, environment);
 
     let mut resumed = None;
+    // Each file opened by the pre-check of a fresh rotation, with the digest of the text it
+    // was opened from: re-encrypted later without decrypting it again, if still that text.
+    let mut preopened: std::collections::HashMap<PathBuf, Preopened> = std::collections::HashMap::new();
     if let Some(journal) = read_journal(&journal_path)? {
         match find_private_key(store, identities, &journal.new_recipient).await? {
             Some(key) => resumed = Some((journal, key)),
@@ -280,12 +286,22 @@ pub async fn rotate_keys(
                     files: uncommitted,
                 });
             }
-            let undecryptable: Vec<(PathBuf, String)> = crate::parallel::map(&files, |path| {
-                decrypt_file(&root.join(path), identities).err().map(|e| (path.clone(), e.to_string()))
-            })
-            .into_iter()
-            .flatten()
-            .collect();
+            let opened = crate::parallel::map(&files, |relative| {
+                let path = root.join(relative);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| SecretsError::Read { path: path.clone(), source })?;
+                let opened = OpenedDocument::open(&path, &text, identities)?;
+                Ok::<_, SecretsError>((Sha256::digest(text.as_bytes()).to_vec(), opened))
+            });
+            let mut undecryptable = Vec::new();
+            for (relative, result) in files.iter().zip(opened) {
+                match result {
+                    Ok(opened) => {
+                        preopened.insert(relative.clone(), opened);
+                    }
+                    Err(e) => undecryptable.push((relative.clone(), e.to_string())),
+                }
+            }
             if !undecryptable.is_empty() {
                 return Err(KeysError::Undecryptable {
                     environment: environment.clone(),
@@ -336,19 +352,34 @@ pub async fn rotate_keys(
     for (batch_index, chunk) in pending.chunks(options.batch_size.max(1)).enumerate() {
         // Decrypt, re-encrypt and verify in memory, on every core; then write the batch with
         // two flushes.
-        let relatives: Vec<PathBuf> = chunk.iter().map(|index| journal.files[*index].path.clone()).collect();
-        let prepared = crate::parallel::map(&relatives, |relative| -> Result<BatchFile, KeysError> {
-            let path = root.join(relative);
-            remove_leftover(&path);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| SecretsError::Read { path: path.clone(), source })?;
-            let (new_text, tree) =
-                reencrypt_document(&path, &text, &both, std::slice::from_ref(&new_recipient))?;
-            checks.verify_new_text(relative, &path, &new_text, &tree)?;
-            Ok(BatchFile { path, contents: new_text.into_bytes() })
-        });
+        let relatives: Vec<(PathBuf, Option<Preopened>)> = chunk
+            .iter()
+            .map(|index| {
+                let relative = journal.files[*index].path.clone();
+                let opened = preopened.remove(&relative);
+                (relative, opened)
+            })
+            .collect();
+        let prepared =
+            crate::parallel::map(&relatives, |(relative, opened)| -> Result<BatchFile, KeysError> {
+                let path = root.join(relative);
+                remove_leftover(&path);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| SecretsError::Read { path: path.clone(), source })?;
+                let reopened;
+                let opened = match opened {
+                    Some((digest, opened)) if *digest == Sha256::digest(text.as_bytes()).as_slice() => opened,
+                    _ => {
+                        reopened = OpenedDocument::open(&path, &text, &both)?;
+                        &reopened
+                    }
+                };
+                let new_text = opened.reencrypt(&path, std::slice::from_ref(&new_recipient))?;
+                checks.verify_new_text(relative, &path, &new_text, opened.tree())?;
+                Ok(BatchFile { path, contents: new_text.into_bytes() })
+            });
         let mut batch = Vec::with_capacity(chunk.len());
-        for (relative, file) in relatives.iter().zip(prepared) {
+        for ((relative, _), file) in relatives.iter().zip(prepared) {
             let file = file?;
             verified_here.insert(relative.clone(), Sha256::digest(&file.contents));
             batch.push(file);
@@ -469,12 +500,15 @@ impl Checks {
         expected: &crate::secrets::SecretTree,
     ) -> Result<(), KeysError> {
         let failed = |reason: String| KeysError::Verification { path: relative.to_owned(), reason };
-        let tree = decrypt_document(path, text, &self.new_only)
+        let opened = OpenedDocument::open(path, text, &self.new_only)
             .map_err(|e| failed(format!("it does not decrypt with the new key: {e}")))?;
-        if *expected != tree {
+        if expected != opened.tree() {
             return Err(failed("it decrypts to other content than before".to_owned()));
         }
-        self.check_recipients(relative, path, text)
+        if opened.recipients() != [self.new_recipient.clone()] {
+            return Err(failed(format!("it is encrypted for {}", opened.recipients().join(", "))));
+        }
+        Ok(())
     }
 
     /// Checks a file found on disk (rotated by an earlier, interrupted run): it decrypts with

@@ -296,6 +296,39 @@ pub fn reencrypt_file(
     Ok(())
 }
 
+/// A file decrypted and verified (MAC included), kept to be re-encrypted later without
+/// decrypting it again (a rotation decrypts every file before it starts, then re-encrypts them
+/// in batches).
+pub struct OpenedDocument(Opened);
+
+impl OpenedDocument {
+    /// Decrypts and verifies sops text read from `path`.
+    pub fn open(path: &Path, text: &str, identities: &Identities) -> Result<OpenedDocument, SecretsError> {
+        open_document(path, text, identities).map(OpenedDocument)
+    }
+
+    /// The decrypted content.
+    pub fn tree(&self) -> &SecretTree {
+        &self.0.tree
+    }
+
+    /// The recipients its data key is wrapped for, in file order.
+    pub fn recipients(&self) -> Vec<String> {
+        self.0.metadata.age.iter().map(|stanza| stanza.recipient.clone()).collect()
+    }
+
+    /// The same content under a fresh data key for `recipients` (fresh IVs, new MAC).
+    pub fn reencrypt(&self, path: &Path, recipients: &[Recipient]) -> Result<String, SecretsError> {
+        if recipients.is_empty() {
+            return Err(SecretsError::NoRecipients { path: path.to_owned() });
+        }
+        let key = DataKey::generate();
+        let stanzas = wrap_data_key(&key, recipients);
+        let metadata = &self.0.metadata;
+        seal(path, &self.0.tree, &key, stanzas, &metadata.rule, metadata.mac_only_encrypted)
+    }
+}
+
 /// [`reencrypt_file`] on text already read (`path` names it in errors): the new text and the
 /// decrypted content, for a caller that writes many files in one batch and verifies them.
 pub fn reencrypt_document(
@@ -304,15 +337,9 @@ pub fn reencrypt_document(
     identities: &Identities,
     recipients: &[Recipient],
 ) -> Result<(String, SecretTree), SecretsError> {
-    let opened = open_document(path, text, identities)?;
-    if recipients.is_empty() {
-        return Err(SecretsError::NoRecipients { path: path.to_owned() });
-    }
-    let key = DataKey::generate();
-    let stanzas = wrap_data_key(&key, recipients);
-    let text =
-        seal(path, &opened.tree, &key, stanzas, &opened.metadata.rule, opened.metadata.mac_only_encrypted)?;
-    Ok((text, opened.tree))
+    let opened = OpenedDocument::open(path, text, identities)?;
+    let text = opened.reencrypt(path, recipients)?;
+    Ok((text, opened.0.tree))
 }
 
 /// Options for [`edit_file`].
