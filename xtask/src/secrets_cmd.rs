@@ -70,7 +70,7 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                         .unwrap_or_else(|_| "vi".to_owned());
                     let keep =
                         owner_keys(&repo.root, &relative).map(|k| k.keep_encrypted()).unwrap_or_default();
-                    match secrets::ops::edit_file_keeping(
+                    match secrets::edit_file_keeping(
                         &absolute,
                         &identities,
                         &EditOptions { editor, temp_parent: None },

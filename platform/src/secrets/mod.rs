@@ -11,10 +11,11 @@
 //! [`SecretString`]s), [`format`] (the on-disk document: `ENC[...]` values, the `sops:` block,
 //! YAML in sops' layout), [`crypto`] (AES-GCM, data keys, the MAC), [`identity`] (finding age
 //! identities as sops does, generating them, key files), [`atomic`] (crash-safe writes, reused
-//! by other modules) and [`ops`] (show, set, new, edit, re-encrypt, check).
+//! by other modules), [`ops`] (show, set, new, re-encrypt, check) and [`edit`].
 
 pub mod atomic;
 pub mod crypto;
+pub mod edit;
 pub mod format;
 pub mod identity;
 pub mod ops;
@@ -24,14 +25,15 @@ pub mod yaml;
 use std::path::PathBuf;
 
 pub use atomic::{AtomicWriteError, AtomicWriteOptions, write_atomic};
+pub use edit::{EditOptions, EditOutcome, edit_file, edit_file_keeping};
 pub use format::{EncryptionRule, FileSummary, inspect_document, inspect_file};
 pub use identity::{
     AppendOutcome, GeneratedIdentity, Identities, IdentitySources, Recipient, append_identity_to_key_file,
     generate_identity, load_identities, parse_recipient, parse_recipients,
 };
 pub use ops::{
-    EditOptions, EditOutcome, create_file, decrypt_document, decrypt_file, edit_file, encrypt_document,
-    reencrypt_file, set_value, show_file,
+    KeepEncrypted, create_file, decrypt_document, decrypt_file, encrypt_document, reencrypt_file, set_value,
+    set_value_keeping, show_file,
 };
 pub use tree::{SecretTree, SecretValue, ValueKind};
 
