@@ -84,8 +84,12 @@ pub struct SecretsCmd {
 #[derive(Debug, Subcommand)]
 pub enum SecretsAction {
     /// Decrypt into a private temporary file, run `$EDITOR`, and re-encrypt when the content
-    /// changed and is valid YAML. The original is kept on any failure; the temporary file is
-    /// removed on every path, Ctrl-C included.
+    /// changed and is valid YAML; values left as they were keep their ciphertext, so the diff
+    /// shows only what changed. Refused text (invalid YAML, a secret left in clear) is shown
+    /// with its line and column and, on a terminal, the editor reopens on it. The original is
+    /// kept on any failure; the temporary file (in `$XDG_RUNTIME_DIR` or `/dev/shm` when
+    /// there is one) is removed on every path, Ctrl-C included, and what a killed edit left
+    /// is removed by the next `secrets` command on the file.
     Edit {
         /// The secrets file.
         path: PathBuf,

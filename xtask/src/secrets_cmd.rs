@@ -29,6 +29,16 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
         }
     };
     let absolute = repo.root.join(&relative);
+    // A running edit of the file would overwrite what this command does; a killed one left
+    // plaintext behind, removed before anything else.
+    match secrets::recover_killed_edit(&absolute, &secrets::default_temp_parent()) {
+        Ok(None) => {}
+        Ok(Some(killed)) => notice_killed_edit(&killed),
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    }
     let result = match cmd.action {
         SecretsAction::New { .. } => new_file(&repo.root, &relative, &env_file.secrets.age_recipients),
         other => {
@@ -70,12 +80,13 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                         .unwrap_or_else(|_| "vi".to_owned());
                     let keep =
                         owner_keys(&repo.root, &relative).map(|k| k.keep_encrypted()).unwrap_or_default();
-                    match secrets::edit_file_keeping(
-                        &absolute,
-                        &identities,
-                        &EditOptions { editor, temp_parent: None },
-                        &keep,
-                    ) {
+                    let options = EditOptions {
+                        editor,
+                        temp_parent: None,
+                        reopen_on_invalid: Some(&ask_to_reopen),
+                        on_killed_edit: Some(&notice_killed_edit),
+                    };
+                    match secrets::edit_file_keeping(&absolute, &identities, &options, &keep) {
                         Ok(EditOutcome::Unchanged) => {
                             ui::status("Unchanged", &relative.display().to_string());
                             Ok(())
@@ -109,11 +120,35 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                 | SecretsError::InvalidRecipient { .. }
                 | SecretsError::AlreadyExists { .. }
                 | SecretsError::NotSops { .. }
-                | SecretsError::InvalidKeyPath { .. } => Outcome::CouldNotStart,
+                | SecretsError::InvalidKeyPath { .. }
+                | SecretsError::EditRunning { .. }
+                | SecretsError::EditLock { .. } => Outcome::CouldNotStart,
                 _ => Outcome::Failed,
             }
         }
     }
+}
+
+fn notice_killed_edit(killed: &secrets::KilledEdit) {
+    eprintln!("notice: {killed}");
+}
+
+/// Whether to run the editor again on edited text that was refused: asked on a terminal (as
+/// sops, which reopens it unconditionally there); without one, the edit ends with the error.
+fn ask_to_reopen(refusal: &SecretsError) -> bool {
+    use std::io::{BufRead, IsTerminal};
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return false;
+    }
+    ui::error_chain(refusal);
+    eprint!("reopen the editor? [Y/n] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    // End of input (Ctrl-D) is a no.
+    if !matches!(std::io::stdin().lock().read_line(&mut answer), Ok(n) if n > 0) {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "" | "y" | "yes")
 }
 
 /// Creates a secrets file holding every key its owner requires, with random values.

@@ -1,28 +1,52 @@
 //! `edit`: decrypt a secrets file into a private temporary file, run the editor on it, and
-//! re-encrypt what comes back under the same data key. The plaintext file is the only
-//! plaintext ever written to disk; it is removed on every path, including Ctrl-C while the
-//! editor runs.
+//! re-encrypt what comes back under the same data key. Edited text that is refused (invalid
+//! YAML, not a mapping, a secret left in clear) can be handed back to the editor, as sops does.
+//! The plaintext file is the only plaintext ever written to disk: it lives in memory-backed
+//! storage when there is some, an [`EditLock`] names it for the next command should this
+//! process be killed, and it is removed on every other path, Ctrl-C while the editor runs
+//! included.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::SecretsError;
+use super::edit_lock::{EditLock, KilledEdit, PLAINTEXT_DIR_PREFIX, zero_file};
+use super::format::SOPS_METADATA_KEY;
 use super::identity::Identities;
 use super::ops::{
-    KeepEncrypted, in_clear_error, open_document, read_file, refuse_other_key_groups, write_reopened,
+    KeepEncrypted, Opened, in_clear_error, open_document, read_file, refuse_other_key_groups, write_reopened,
 };
 use super::tree::SecretTree;
 use crate::sensitive::SecretString;
 
 /// Options for [`edit_file`].
-#[derive(Debug, Clone, Default)]
-pub struct EditOptions {
+#[derive(Clone, Default)]
+pub struct EditOptions<'a> {
     /// The editor command, as in `$EDITOR` (`vim`, `code --wait`); split like a shell would for
     /// simple quoting. The temporary file's path is appended as the last argument.
     pub editor: String,
-    /// Where to create the private temporary directory; `None` uses `$XDG_RUNTIME_DIR` (a
-    /// per-user tmpfs) when it exists, else the system temporary directory.
+    /// Where to create the private temporary directory and the edit lock; `None` uses
+    /// [`default_temp_parent`].
     pub temp_parent: Option<PathBuf>,
+    /// Called when the edited text is refused (it is not valid YAML or not a mapping, or it
+    /// stores a secret in clear), with the refusal, whose message never holds a value: `true`
+    /// runs the editor again on the same temporary file, as the person left it; `false` (or no
+    /// callback) ends the edit with that error, the file unchanged.
+    pub reopen_on_invalid: Option<&'a dyn Fn(&SecretsError) -> bool>,
+    /// Called when the plaintext a killed edit of the same file left was found and removed.
+    pub on_killed_edit: Option<&'a dyn Fn(&KilledEdit)>,
+}
+
+impl std::fmt::Debug for EditOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EditOptions")
+            .field("editor", &self.editor)
+            .field("temp_parent", &self.temp_parent)
+            .field("reopen_on_invalid", &self.reopen_on_invalid.is_some())
+            .field("on_killed_edit", &self.on_killed_edit.is_some())
+            .finish()
+    }
 }
 
 /// What [`edit_file`] did.
@@ -36,8 +60,9 @@ pub enum EditOutcome {
 
 /// Decrypts a file into a private temporary file (mode 0600 in a 0700 directory), runs the
 /// editor on it, and re-encrypts under the same data key when the content changed and is a
-/// valid YAML mapping. On any failure, including SIGINT/SIGTERM/SIGHUP while the editor runs,
-/// the original file is kept. The temporary file is removed on every path.
+/// valid YAML mapping (values left as they were keep their ciphertext). On any failure,
+/// including SIGINT/SIGTERM/SIGHUP while the editor runs, the original file is kept. The
+/// temporary file is removed on every path; refuses while another edit of the file runs.
 pub fn edit_file(
     path: &Path,
     identities: &Identities,
@@ -60,85 +85,163 @@ pub fn edit_file_keeping(
     let plaintext = opened.tree.to_yaml();
 
     let temp_parent = options.temp_parent.clone().unwrap_or_else(default_temp_parent);
-    let temp = PlaintextFile::create(path, &temp_parent, &plaintext)?;
+    let (temp, killed) = PlaintextFile::create(path, &temp_parent, &plaintext)?;
+    if let (Some(killed), Some(report)) = (killed, options.on_killed_edit) {
+        report(&killed);
+    }
 
-    let edited = {
-        // Signal handlers are process-wide: one edit session at a time.
+    let tree = {
+        // Signal handlers are process-wide: one edit session at a time. They stay installed
+        // while the caller decides whether to reopen the editor, so Ctrl-C then is handled too.
         let _session = EDIT_SESSION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let signals = SignalGuard::install();
-        let status =
-            std::process::Command::new(&argv[0]).args(&argv[1..]).arg(temp.path()).status().map_err(
-                |source| SecretsError::EditorSpawn {
-                    program: argv[0].clone(),
-                    path: path.to_owned(),
-                    source,
-                },
-            )?;
-        // A signal sent while the editor ran is delivered by now, or counted as pending.
-        signals.settle();
-        if signals.interrupted() || signals.pending() {
-            return Err(SecretsError::EditInterrupted { path: path.to_owned() });
+        loop {
+            let edited = run_editor(path, &argv, &temp, &signals)?;
+            if edited.expose() == plaintext.expose() {
+                return Ok(EditOutcome::Unchanged);
+            }
+            match check_edited(path, &edited, &opened, keep) {
+                Ok(None) => return Ok(EditOutcome::Unchanged),
+                Ok(Some(tree)) => break tree,
+                Err(refusal) => {
+                    let reopen = options.reopen_on_invalid.is_some_and(|reopen| reopen(&refusal));
+                    if signals.interrupted() {
+                        return Err(SecretsError::EditInterrupted { path: path.to_owned() });
+                    }
+                    if !reopen {
+                        return Err(refusal);
+                    }
+                }
+            }
         }
-        if !status.success() {
-            return Err(SecretsError::EditorFailed {
-                program: argv[0].clone(),
-                status: status.to_string(),
-                path: path.to_owned(),
-            });
-        }
-        temp.read(path)?
     };
-    if edited.expose() == plaintext.expose() {
-        return Ok(EditOutcome::Unchanged);
+    drop(temp);
+    write_reopened(path, &opened, &tree)?;
+    Ok(EditOutcome::Updated)
+}
+
+/// Runs the editor once on the plaintext file and reads back what it left.
+fn run_editor(
+    path: &Path,
+    argv: &[String],
+    temp: &PlaintextFile,
+    signals: &SignalGuard,
+) -> Result<SecretString, SecretsError> {
+    let status = std::process::Command::new(&argv[0]).args(&argv[1..]).arg(temp.path()).status().map_err(
+        |source| SecretsError::EditorSpawn { program: argv[0].clone(), path: path.to_owned(), source },
+    )?;
+    // A signal sent while the editor ran is delivered by now, or counted as pending.
+    signals.settle();
+    if signals.interrupted() || signals.pending() {
+        return Err(SecretsError::EditInterrupted { path: path.to_owned() });
     }
+    if !status.success() {
+        return Err(SecretsError::EditorFailed {
+            program: argv[0].clone(),
+            status: status.to_string(),
+            path: path.to_owned(),
+        });
+    }
+    temp.read(path)
+}
+
+/// The edited text as a tree (`None`: the same tree as before, only the layout changed), or
+/// why it is refused (every such error can be fixed by editing again). Locations are those of
+/// the text as the editor left it.
+fn check_edited(
+    path: &Path,
+    edited: &SecretString,
+    opened: &Opened,
+    keep: &KeepEncrypted,
+) -> Result<Option<SecretTree>, SecretsError> {
     let tree = SecretTree::from_yaml(path, edited.expose()).map_err(|error| match error {
         SecretsError::InvalidYaml { path, line, column } => {
             SecretsError::EditedYamlInvalid { path, line, column }
         }
         other => other,
     })?;
-    drop(temp);
     if tree == opened.tree {
-        return Ok(EditOutcome::Unchanged);
+        return Ok(None);
+    }
+    if let SecretTree::Map(entries) = &tree
+        && entries.iter().any(|(name, _)| name == SOPS_METADATA_KEY)
+    {
+        return Err(SecretsError::InvalidKeyPath {
+            path: path.to_owned(),
+            key_path: SOPS_METADATA_KEY.to_owned(),
+            reason: "the top-level key `sops` is reserved for sops metadata".to_owned(),
+        });
     }
     if let Some(key_path) = keep.first_in_clear(path, &tree, &opened.metadata.rule)? {
         return Err(in_clear_error(path, &key_path, &opened.metadata.rule));
     }
-    write_reopened(path, &opened, &tree)?;
-    Ok(EditOutcome::Updated)
+    Ok(Some(tree))
 }
 
-fn default_temp_parent() -> PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute() && dir.is_dir())
-        .unwrap_or_else(std::env::temp_dir)
+/// Where `edit` puts its plaintext unless told otherwise: `$XDG_RUNTIME_DIR` (a per-user
+/// tmpfs) when it is set and a directory, else `/dev/shm` (memory too) when it is a writable
+/// directory, and only then the system temporary directory, which is usually on disk. The
+/// same directory every time, so the next command finds a killed edit's lock there.
+pub fn default_temp_parent() -> PathBuf {
+    choose_temp_parent(
+        std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
+        Path::new("/dev/shm"),
+        std::env::temp_dir(),
+    )
 }
 
-/// The edit's plaintext on disk: a 0600 file in a fresh 0700 directory. Dropping it
-/// overwrites the file with zeros (best effort) and removes it and its directory.
+/// [`default_temp_parent`] with the candidates as parameters.
+fn choose_temp_parent(runtime_dir: Option<&OsStr>, shared_memory: &Path, system_temp: PathBuf) -> PathBuf {
+    if let Some(dir) = runtime_dir.map(Path::new)
+        && dir.is_absolute()
+        && dir.is_dir()
+    {
+        return dir.to_owned();
+    }
+    if shared_memory.is_dir() && writable(shared_memory) {
+        return shared_memory.to_owned();
+    }
+    system_temp
+}
+
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access reads the NUL-terminated path we own.
+    unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// The edit's plaintext on disk: a 0600 file in a fresh 0700 directory, named by the edit
+/// lock while it exists. Dropping it overwrites the file with zeros (best effort), removes it
+/// and its directory, then the lock.
 struct PlaintextFile {
     directory: Option<tempfile::TempDir>,
     file: PathBuf,
+    lock: Option<EditLock>,
 }
 
 impl PlaintextFile {
+    /// Creates the directory, takes the edit lock naming it (which removes a killed edit's
+    /// leftovers first, returned), and only then writes the plaintext.
     fn create(
         secrets_path: &Path,
         parent: &Path,
         plaintext: &SecretString,
-    ) -> Result<PlaintextFile, SecretsError> {
+    ) -> Result<(PlaintextFile, Option<KilledEdit>), SecretsError> {
         use std::io::Write;
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
         let temp_error = |source| SecretsError::TempFile { path: secrets_path.to_owned(), source };
         let directory =
-            tempfile::Builder::new().prefix("opus-secrets-").tempdir_in(parent).map_err(temp_error)?;
+            tempfile::Builder::new().prefix(PLAINTEXT_DIR_PREFIX).tempdir_in(parent).map_err(temp_error)?;
         std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o700))
             .map_err(temp_error)?;
+        let (lock, killed) = EditLock::acquire(secrets_path, parent, directory.path())?;
         // Same extension as the real file so editors highlight YAML.
         let file = directory.path().join("secrets.yaml");
-        let guard = PlaintextFile { directory: Some(directory), file };
+        let guard = PlaintextFile { directory: Some(directory), file, lock: Some(lock) };
         let mut handle = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -146,7 +249,7 @@ impl PlaintextFile {
             .open(&guard.file)
             .map_err(temp_error)?;
         handle.write_all(plaintext.expose().as_bytes()).map_err(temp_error)?;
-        Ok(guard)
+        Ok((guard, killed))
     }
 
     fn path(&self) -> &Path {
@@ -162,21 +265,15 @@ impl PlaintextFile {
 
 impl Drop for PlaintextFile {
     fn drop(&mut self) {
-        use std::io::Write;
         // Editors may have replaced the file (write to new file + rename), so overwrite what
         // is there now, then remove everything in the directory.
-        if let Ok(metadata) = std::fs::symlink_metadata(&self.file)
-            && metadata.is_file()
-            && let Ok(mut handle) = std::fs::OpenOptions::new().write(true).open(&self.file)
-        {
-            let zeros = vec![0u8; metadata.len() as usize];
-            let _ = handle.write_all(&zeros);
-            let _ = handle.sync_all();
-        }
+        zero_file(&self.file);
         if let Some(directory) = self.directory.take() {
             // Removes the file and any backup or swap file the editor left beside it.
             let _ = directory.close();
         }
+        // The lock goes last: while it exists it names what is left to remove.
+        self.lock.take();
     }
 }
 
@@ -344,5 +441,32 @@ mod tests {
         );
         assert!(split_editor_command("  ").is_err());
         assert!(split_editor_command("vim 'x").is_err());
+    }
+}
+
+#[cfg(test)]
+mod temp_parent_tests {
+    use super::*;
+
+    #[test]
+    fn the_plaintext_goes_to_memory_backed_directories_first() {
+        let runtime = tempfile::tempdir().unwrap();
+        let shm = tempfile::tempdir().unwrap();
+        let disk = PathBuf::from("/var/tmp-disk");
+        let not_a_dir = runtime.path().join("file");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let missing = runtime.path().join("missing");
+        // $XDG_RUNTIME_DIR when set and a directory.
+        assert_eq!(
+            choose_temp_parent(Some(runtime.path().as_os_str()), shm.path(), disk.clone()),
+            runtime.path()
+        );
+        // Else /dev/shm when it is a writable directory.
+        assert_eq!(choose_temp_parent(None, shm.path(), disk.clone()), shm.path());
+        assert_eq!(choose_temp_parent(Some(not_a_dir.as_os_str()), shm.path(), disk.clone()), shm.path());
+        assert_eq!(choose_temp_parent(Some(OsStr::new("relative")), shm.path(), disk.clone()), shm.path());
+        // Only then the system temporary directory.
+        assert_eq!(choose_temp_parent(None, &missing, disk.clone()), disk);
+        assert_eq!(choose_temp_parent(Some(missing.as_os_str()), &not_a_dir, disk.clone()), disk);
     }
 }

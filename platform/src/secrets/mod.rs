@@ -16,6 +16,7 @@
 pub mod atomic;
 pub mod crypto;
 pub mod edit;
+pub mod edit_lock;
 pub mod format;
 pub mod identity;
 pub mod ops;
@@ -25,7 +26,8 @@ pub mod yaml;
 use std::path::PathBuf;
 
 pub use atomic::{AtomicWriteError, AtomicWriteOptions, write_atomic};
-pub use edit::{EditOptions, EditOutcome, edit_file, edit_file_keeping};
+pub use edit::{EditOptions, EditOutcome, default_temp_parent, edit_file, edit_file_keeping};
+pub use edit_lock::{KilledEdit, edit_lock_path, recover_killed_edit};
 pub use format::{EncryptionRule, FileSummary, inspect_document, inspect_file};
 pub use identity::{
     AppendOutcome, GeneratedIdentity, Identities, IdentitySources, Recipient, append_identity_to_key_file,
@@ -119,6 +121,10 @@ pub enum SecretsError {
         "the edited content of {path} is not valid YAML (line {line}, column {column}); the file was left unchanged"
     )]
     EditedYamlInvalid { path: PathBuf, line: usize, column: usize },
+    #[error("`secrets edit` of {path} is running as pid {pid}; finish that edit first")]
+    EditRunning { path: PathBuf, pid: u32 },
+    #[error("edit lock {lock}: {reason}")]
+    EditLock { lock: PathBuf, reason: String },
     #[error("could not prepare the private temporary file to edit {path}")]
     TempFile {
         path: PathBuf,
