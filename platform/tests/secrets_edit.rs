@@ -277,6 +277,124 @@ fn a_running_edit_is_refused_and_its_plaintext_kept() {
     assert!(edit_lock_path(&setup.path, &setup.temp_parent).exists());
 }
 
+/// A file with nested maps, a list, and values of every type.
+fn rich_setup() -> Setup {
+    let setup = setup();
+    let recipients = parse_recipients(&[setup.identities.recipients()[0].clone()]).unwrap();
+    let tree = SecretTree::from_yaml(
+        Path::new("t"),
+        &format!(
+            "db:\n    password: {CANARY}\n    user: app\n    port: 5432\n    ratio: 0.5\n    tls: true\n\
+             hosts:\n    - a.example\n    - b.example\n    - c.example\nnote_unencrypted: visible\n"
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(&setup.path).unwrap();
+    create_file(&setup.path, &recipients, &tree).unwrap();
+    setup
+}
+
+/// The lines that differ between two texts of the same length in lines (a rewrite keeps the
+/// layout), outside the `sops:` block's `lastmodified` and `mac`.
+fn changed_lines(before: &str, after: &str) -> Vec<(String, String)> {
+    let (before, after): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
+    assert_eq!(before.len(), after.len(), "the rewrite changed the number of lines");
+    let changed: Vec<(String, String)> = before
+        .iter()
+        .zip(&after)
+        .filter(|(old, new)| old != new)
+        .map(|(old, new)| ((*old).to_owned(), (*new).to_owned()))
+        .collect();
+    assert!(changed.iter().any(|(old, _)| old.starts_with("    mac: ENC[")), "the MAC must change");
+    changed
+        .into_iter()
+        .filter(|(old, _)| !old.starts_with("    mac: ENC[") && !old.starts_with("    lastmodified: "))
+        .collect()
+}
+
+fn run_sed(setup: &Setup, expression: &str) -> EditOutcome {
+    let script = editor(setup, "sed.sh", &format!("sed -i '{expression}' \"$1\""));
+    run_edit(setup, script).unwrap()
+}
+
+#[test]
+fn an_edit_of_one_value_changes_only_its_line_and_the_mac() {
+    let setup = rich_setup();
+    let before = std::fs::read_to_string(&setup.path).unwrap();
+    assert_eq!(run_sed(&setup, "s/user: app/user: admin/"), EditOutcome::Updated);
+    let after = std::fs::read_to_string(&setup.path).unwrap();
+    let changed = changed_lines(&before, &after);
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    assert!(changed[0].0.starts_with("    user: ENC[") && changed[0].1.starts_with("    user: ENC["));
+    let tree = decrypt_file(&setup.path, &setup.identities).unwrap();
+    assert_eq!(tree.get("db.user").unwrap().text().expose(), "admin");
+    assert_eq!(tree.get("db.password").unwrap().text().expose(), CANARY);
+}
+
+#[test]
+fn a_list_item_edit_changes_only_that_item() {
+    let setup = rich_setup();
+    let before = std::fs::read_to_string(&setup.path).unwrap();
+    assert_eq!(run_sed(&setup, "s/b.example/z.example/"), EditOutcome::Updated);
+    let after = std::fs::read_to_string(&setup.path).unwrap();
+    let changed = changed_lines(&before, &after);
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    let position = |text: &str, line: &str| text.lines().position(|l| l == line).unwrap();
+    // The second item's line, of the three.
+    let hosts = position(&before, "hosts:");
+    assert_eq!(position(&before, &changed[0].0), hosts + 2);
+    let tree = decrypt_file(&setup.path, &setup.identities).unwrap();
+    let SecretTree::Map(entries) = &tree else { panic!() };
+    let hosts = &entries.iter().find(|(name, _)| name == "hosts").unwrap().1;
+    let SecretTree::List(items) = hosts else { panic!() };
+    let texts: Vec<&str> = items
+        .iter()
+        .map(|item| match item {
+            SecretTree::Value(value) => value.text().expose(),
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(texts, ["a.example", "z.example", "c.example"]);
+}
+
+#[test]
+fn a_value_of_another_type_or_under_another_key_gets_a_fresh_ciphertext() {
+    let setup = rich_setup();
+    let before = std::fs::read_to_string(&setup.path).unwrap();
+    // `user` becomes `login` (same value), `port` becomes the string "5432" (same text).
+    assert_eq!(
+        run_sed(&setup, "s/user: app/login: app/; s/port: 5432/port: \"5432\"/"),
+        EditOutcome::Updated
+    );
+    let after = std::fs::read_to_string(&setup.path).unwrap();
+    let changed = changed_lines(&before, &after);
+    assert_eq!(changed.len(), 2, "{changed:#?}");
+    let value = |line: &str| line.split_once(": ").unwrap().1.to_owned();
+    for (old, new) in &changed {
+        assert_ne!(value(old), value(new), "{old} -> {new}");
+    }
+    assert!(changed[0].1.starts_with("    login: ENC["), "{changed:#?}");
+    assert!(changed[1].1.starts_with("    port: ENC[") && changed[1].1.contains("type:str]"), "{changed:#?}");
+    let tree = decrypt_file(&setup.path, &setup.identities).unwrap();
+    assert_eq!(tree.get("db.login").unwrap().text().expose(), "app");
+}
+
+#[test]
+fn set_of_one_key_changes_only_its_line_and_the_mac() {
+    let setup = rich_setup();
+    let before = std::fs::read_to_string(&setup.path).unwrap();
+    set_value(&setup.path, "db.password", SecretString::new("canary-new-21d0"), &setup.identities).unwrap();
+    let after = std::fs::read_to_string(&setup.path).unwrap();
+    let changed = changed_lines(&before, &after);
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    assert!(changed[0].0.starts_with("    password: ENC["));
+    // Setting the value it already has keeps even its ciphertext.
+    set_value(&setup.path, "db.password", SecretString::new("canary-new-21d0"), &setup.identities).unwrap();
+    assert!(changed_lines(&after, &std::fs::read_to_string(&setup.path).unwrap()).is_empty());
+    let tree = decrypt_file(&setup.path, &setup.identities).unwrap();
+    assert_eq!(tree.get("db.password").unwrap().text().expose(), "canary-new-21d0");
+}
+
 #[test]
 fn a_top_level_that_is_not_a_mapping_keeps_the_original() {
     let setup = setup();

@@ -21,6 +21,8 @@ use crate::sensitive::SecretString;
 /// A decrypted file with what is needed to re-encrypt it under the same data key.
 pub(super) struct Opened {
     pub(super) tree: SecretTree,
+    /// The encrypted data as read, whose unchanged values a rewrite keeps.
+    pub(super) data: serde_yaml_ng::Mapping,
     pub(super) key: DataKey,
     pub(super) metadata: Metadata,
 }
@@ -45,7 +47,7 @@ pub(super) fn open_document(
     if !computed_mac.eq_ignore_ascii_case(&stored_mac) {
         return Err(SecretsError::MacMismatch { path: path.to_owned() });
     }
-    Ok(Opened { tree, key, metadata })
+    Ok(Opened { tree, data: document.data, key, metadata })
 }
 
 /// Decrypts sops text (already read from `path`, which names it in errors) and verifies its
@@ -80,7 +82,7 @@ pub fn encrypt_document(
     }
     let key = DataKey::generate();
     let stanzas = wrap_data_key(&key, recipients);
-    seal(path, tree, &key, stanzas, rule, false)
+    seal(path, tree, &key, stanzas, rule, false, None)
 }
 
 fn seal(
@@ -90,6 +92,7 @@ fn seal(
     age: Vec<AgeStanza>,
     rule: &EncryptionRule,
     mac_only_encrypted: bool,
+    previous: Option<&serde_yaml_ng::Mapping>,
 ) -> Result<String, SecretsError> {
     if let SecretTree::Map(entries) = tree
         && entries.iter().any(|(name, _)| name == SOPS_METADATA_KEY)
@@ -101,7 +104,7 @@ fn seal(
         });
     }
     let matcher = rule.matcher(path)?;
-    let (data, mac) = encrypt_tree(path, tree, key, &matcher, mac_only_encrypted)?;
+    let (data, mac) = encrypt_tree(path, tree, key, &matcher, mac_only_encrypted, previous)?;
     let last_modified = now_rfc3339_seconds();
     let mac = encrypt_mac(key, &mac, &last_modified);
     Ok(emit_document(&Document {
@@ -146,8 +149,9 @@ pub(super) fn refuse_other_key_groups(path: &Path, metadata: &Metadata) -> Resul
     }
 }
 
-/// Re-encrypts an opened file under its own data key (fresh IVs, new MAC and lastmodified)
-/// and writes it atomically.
+/// Re-encrypts an opened file under its own data key and writes it atomically: values left as
+/// they were keep their ciphertext, changed and new ones get fresh IVs, and the MAC and
+/// lastmodified are new.
 pub(super) fn write_reopened(path: &Path, opened: &Opened, tree: &SecretTree) -> Result<(), SecretsError> {
     refuse_other_key_groups(path, &opened.metadata)?;
     let text = seal(
@@ -157,6 +161,7 @@ pub(super) fn write_reopened(path: &Path, opened: &Opened, tree: &SecretTree) ->
         opened.metadata.age.clone(),
         &opened.metadata.rule,
         opened.metadata.mac_only_encrypted,
+        Some(&opened.data),
     )?;
     write_atomic(path, text.as_bytes(), &AtomicWriteOptions::default())?;
     Ok(())
@@ -299,8 +304,15 @@ pub fn reencrypt_file(
     }
     let key = DataKey::generate();
     let stanzas = wrap_data_key(&key, recipients);
-    let text =
-        seal(path, &opened.tree, &key, stanzas, &opened.metadata.rule, opened.metadata.mac_only_encrypted)?;
+    let text = seal(
+        path,
+        &opened.tree,
+        &key,
+        stanzas,
+        &opened.metadata.rule,
+        opened.metadata.mac_only_encrypted,
+        None,
+    )?;
     write_atomic(path, text.as_bytes(), &AtomicWriteOptions::default())?;
     Ok(())
 }
