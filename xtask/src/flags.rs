@@ -72,7 +72,7 @@ pub struct CheckCmd {
 /// Examples:
 ///   cargo xtask secrets new environments/staging/opus/oob-consent/secrets.enc.yaml
 ///   cargo xtask secrets edit environments/staging/secrets.enc.yaml
-///   printf %s "$PASSWORD" | cargo xtask secrets set environments/prod/secrets.enc.yaml database.admin_password -
+///   cargo xtask secrets set environments/prod/secrets.enc.yaml database.admin_password   # asks for it
 ///   cargo xtask secrets show environments/example/secrets.enc.yaml
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
@@ -99,15 +99,22 @@ pub enum SecretsAction {
         /// The secrets file.
         path: PathBuf,
     },
-    /// Set one value (a dotted key path) and re-encrypt.
+    /// Set one value (a dotted key path) and re-encrypt; the other values keep their
+    /// ciphertext. Without VALUE, asks for it twice on the terminal without echoing it, or
+    /// reads it from stdin when that is not a terminal (as with `-`). An empty value is refused.
+    ///
+    /// Examples:
+    ///   cargo xtask secrets set environments/prod/secrets.enc.yaml database.admin_password
+    ///   printf %s "$PASSWORD" | cargo xtask secrets set environments/prod/secrets.enc.yaml database.admin_password
+    #[command(verbatim_doc_comment)]
     Set {
         /// The secrets file.
         path: PathBuf,
         /// Dotted key path, e.g. `db.password`.
         key: String,
-        /// The value; `-` reads it from stdin, which keeps it out of shell history and process
-        /// lists (prefer it).
-        value: String,
+        /// The value; leave it out (or give `-` to read stdin), which keeps it out of shell
+        /// history and process lists.
+        value: Option<String>,
     },
     /// Create a secrets file for a component (or the environment) with every key its template
     /// requires, each set to a freshly generated random value; replace the ones that must match

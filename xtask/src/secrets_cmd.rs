@@ -56,18 +56,12 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                     let _ = stdout.write_all(yaml.expose().as_bytes());
                 }),
                 SecretsAction::Set { key, value, .. } => {
-                    let value = if value == "-" {
-                        let mut text = String::new();
-                        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-                            ui::error(&format!("cannot read the value from stdin: {e}"));
+                    let value = match read_value(&key, value) {
+                        Ok(value) => value,
+                        Err(message) => {
+                            ui::error(&message);
                             return Outcome::CouldNotStart;
                         }
-                        SecretString::new(text.strip_suffix('\n').unwrap_or(&text).to_owned())
-                    } else {
-                        eprintln!(
-                            "note: a value on the command line is visible in shell history and process lists; prefer `-` and stdin"
-                        );
-                        SecretString::new(value)
                     };
                     let keep =
                         owner_keys(&repo.root, &relative).map(|k| k.keep_encrypted()).unwrap_or_default();
@@ -127,6 +121,57 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
             }
         }
     }
+}
+
+/// The value for `secrets set`: the argument, stdin (`-`, or no argument without a terminal),
+/// or asked twice on the terminal without echo. Errors never hold the value.
+fn read_value(key: &str, argument: Option<String>) -> Result<SecretString, String> {
+    use std::io::IsTerminal;
+    let value = match argument.as_deref() {
+        Some("-") => read_stdin()?,
+        Some(_) => {
+            eprintln!(
+                "note: a value on the command line is visible in shell history and process lists; leave it out to be asked for it"
+            );
+            SecretString::new(argument.unwrap_or_default())
+        }
+        None if std::io::stdin().is_terminal() => {
+            let prompt = |text: &str| {
+                rpassword::prompt_password(text)
+                    .map(SecretString::new)
+                    .map_err(|e| format!("cannot read the value from the terminal: {e}"))
+            };
+            let first = prompt(&format!("New value for `{key}`: "))?;
+            if first.expose().is_empty() {
+                return Err(empty_value(key));
+            }
+            let second = prompt("Repeat it: ")?;
+            if first.expose() != second.expose() {
+                return Err(format!("the two values for `{key}` differ; nothing was changed"));
+            }
+            first
+        }
+        None => read_stdin()?,
+    };
+    if value.expose().is_empty() {
+        return Err(empty_value(key));
+    }
+    Ok(value)
+}
+
+fn empty_value(key: &str) -> String {
+    format!("the value for `{key}` is empty; nothing was changed")
+}
+
+/// All of stdin, without the one final newline `echo` adds.
+fn read_stdin() -> Result<SecretString, String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+    // Both copies are wiped when dropped.
+    let text = SecretString::new(text);
+    Ok(SecretString::new(text.expose().strip_suffix('\n').unwrap_or(text.expose()).to_owned()))
 }
 
 fn notice_killed_edit(killed: &secrets::KilledEdit) {
