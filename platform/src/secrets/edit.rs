@@ -115,7 +115,9 @@ pub fn edit_file_keeping(
             }
         }
     };
-    drop(temp);
+    // The plaintext goes before the write; the lock stays until the file is written, so no
+    // other command slips in between.
+    let _lock = temp.remove();
     write_reopened(path, &opened, &tree)?;
     Ok(EditOutcome::Updated)
 }
@@ -263,8 +265,14 @@ impl PlaintextFile {
     }
 }
 
-impl Drop for PlaintextFile {
-    fn drop(&mut self) {
+impl PlaintextFile {
+    /// Removes the plaintext now and hands back the edit lock, to release later.
+    fn remove(mut self) -> Option<EditLock> {
+        self.wipe();
+        self.lock.take()
+    }
+
+    fn wipe(&mut self) {
         // Editors may have replaced the file (write to new file + rename), so overwrite what
         // is there now, then remove everything in the directory.
         zero_file(&self.file);
@@ -272,6 +280,12 @@ impl Drop for PlaintextFile {
             // Removes the file and any backup or swap file the editor left beside it.
             let _ = directory.close();
         }
+    }
+}
+
+impl Drop for PlaintextFile {
+    fn drop(&mut self) {
+        self.wipe();
         // The lock goes last: while it exists it names what is left to remove.
         self.lock.take();
     }
