@@ -4,10 +4,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::cell::RefCell;
+
 use platform::secrets::{
-    AppendOutcome, EditOptions, EditOutcome, Identities, IdentitySources, SecretTree, SecretsError,
-    append_identity_to_key_file, create_file, decrypt_file, edit_file, generate_identity, load_identities,
-    parse_recipients,
+    AppendOutcome, EditOptions, EditOutcome, Identities, IdentitySources, KilledEdit, SecretTree,
+    SecretsError, append_identity_to_key_file, create_file, decrypt_file, edit_file, edit_lock_path,
+    generate_identity, load_identities, parse_recipients, recover_killed_edit, set_value,
 };
 use platform::sensitive::SecretString;
 
@@ -46,7 +48,7 @@ fn run_edit(setup: &Setup, editor: String) -> Result<EditOutcome, SecretsError> 
     edit_file(
         &setup.path,
         &setup.identities,
-        &EditOptions { editor, temp_parent: Some(setup.temp_parent.clone()) },
+        &EditOptions { editor, temp_parent: Some(setup.temp_parent.clone()), ..EditOptions::default() },
     )
 }
 
@@ -98,6 +100,299 @@ fn invalid_yaml_keeps_the_original() {
     assert!(error.to_string().contains("secrets.enc.yaml"));
     assert_eq!(std::fs::read(&setup.path).unwrap(), before);
     assert_temp_parent_empty(&setup);
+}
+
+#[test]
+fn invalid_yaml_reopens_the_editor_on_the_same_text_until_it_is_valid() {
+    let setup = setup();
+    let runs = setup.dir.path().join("runs");
+    let seen = setup.dir.path().join("seen");
+    // First run: a mistake on line 3 (a second `: ` in a plain value). Second run: the person
+    // finds their text as they left it, and fixes it.
+    let script = editor(
+        &setup,
+        "twice.sh",
+        &format!(
+            "echo \"$1\" >> {runs}\n\
+             if [ ! -e {seen} ]; then cp \"$1\" {seen}; \
+             printf 'db:\\n    password: {CANARY}\\n    user: a: b\\n' > \"$1\"; \
+             else cp \"$1\" {seen}; printf 'db:\\n    password: {CANARY}\\n    user: fixed\\n' > \"$1\"; fi",
+            runs = runs.display(),
+            seen = seen.display()
+        ),
+    );
+    let refusals = RefCell::new(Vec::new());
+    let reopen = |refusal: &SecretsError| {
+        refusals.borrow_mut().push(refusal.to_string());
+        true
+    };
+    let outcome = edit_file(
+        &setup.path,
+        &setup.identities,
+        &EditOptions {
+            editor: script,
+            temp_parent: Some(setup.temp_parent.clone()),
+            reopen_on_invalid: Some(&reopen),
+            ..EditOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(outcome, EditOutcome::Updated);
+    let refusals = refusals.into_inner();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(refusals[0].contains("not valid YAML (line 3, column 12)"), "{}", refusals[0]);
+    assert!(!refusals[0].contains(CANARY));
+    // Both runs edited the same file, and the second saw the first's text unchanged.
+    let runs = std::fs::read_to_string(&runs).unwrap();
+    let paths: Vec<&str> = runs.lines().collect();
+    assert_eq!(paths.len(), 2);
+    assert_eq!(paths[0], paths[1]);
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        format!("db:\n    password: {CANARY}\n    user: a: b\n")
+    );
+    let tree = decrypt_file(&setup.path, &setup.identities).unwrap();
+    assert_eq!(tree.get("db.user").unwrap().text().expose(), "fixed");
+    assert_temp_parent_empty(&setup);
+}
+
+#[test]
+fn a_refused_edit_ends_when_the_caller_declines_to_reopen() {
+    let setup = setup();
+    let before = std::fs::read(&setup.path).unwrap();
+    let runs = setup.dir.path().join("runs");
+    let script = editor(
+        &setup,
+        "list.sh",
+        &format!("echo run >> {}; printf -- '- a\\n- b\\n' > \"$1\"", runs.display()),
+    );
+    let asked = RefCell::new(0);
+    let decline = |refusal: &SecretsError| {
+        assert!(matches!(refusal, SecretsError::NotAMapping { .. }), "{refusal}");
+        *asked.borrow_mut() += 1;
+        false
+    };
+    let error = edit_file(
+        &setup.path,
+        &setup.identities,
+        &EditOptions {
+            editor: script,
+            temp_parent: Some(setup.temp_parent.clone()),
+            reopen_on_invalid: Some(&decline),
+            ..EditOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(error, SecretsError::NotAMapping { .. }), "{error}");
+    assert_eq!(*asked.borrow(), 1);
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n");
+    assert_eq!(std::fs::read(&setup.path).unwrap(), before);
+    assert_temp_parent_empty(&setup);
+}
+
+/// What a SIGKILLed edit leaves: its lock (naming a process that is gone) and its plaintext
+/// directory with the plaintext and an editor swap file. Returns the directory and a hard link
+/// to the plaintext outside it, to see that it was overwritten before it was removed.
+fn killed_edit_leftovers(setup: &Setup, pid: u32) -> (PathBuf, PathBuf) {
+    let directory = setup.temp_parent.join("opus-secrets-killed");
+    std::fs::create_dir(&directory).unwrap();
+    std::fs::write(directory.join("secrets.yaml"), format!("db:\n    password: {CANARY}\n")).unwrap();
+    std::fs::write(directory.join(".secrets.yaml.swp"), CANARY).unwrap();
+    let witness = setup.dir.path().join("witness");
+    std::fs::hard_link(directory.join("secrets.yaml"), &witness).unwrap();
+    std::fs::write(
+        edit_lock_path(&setup.path, &setup.temp_parent),
+        format!("pid {pid}\nstarted 0\nplaintext {}\n", directory.display()),
+    )
+    .unwrap();
+    (directory, witness)
+}
+
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn an_edit_removes_the_plaintext_a_killed_edit_left_and_says_so() {
+    let setup = setup();
+    let pid = dead_pid();
+    let (directory, witness) = killed_edit_leftovers(&setup, pid);
+    let notices = RefCell::new(Vec::new());
+    let notice = |killed: &KilledEdit| notices.borrow_mut().push(killed.clone());
+    let outcome = edit_file(
+        &setup.path,
+        &setup.identities,
+        &EditOptions {
+            editor: editor(&setup, "noop.sh", "exit 0"),
+            temp_parent: Some(setup.temp_parent.clone()),
+            on_killed_edit: Some(&notice),
+            ..EditOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(outcome, EditOutcome::Unchanged);
+    let notices = notices.into_inner();
+    assert_eq!(notices, [KilledEdit { pid, directory: directory.clone() }]);
+    assert_eq!(
+        notices[0].to_string(),
+        format!("removed the plaintext a killed edit (pid {pid}) left in {}", directory.display())
+    );
+    assert!(!directory.exists());
+    let wiped = std::fs::read(&witness).unwrap();
+    assert!(!wiped.is_empty() && wiped.iter().all(|&b| b == 0), "the plaintext was not overwritten");
+    assert_temp_parent_empty(&setup);
+}
+
+#[test]
+fn set_after_a_killed_edit_finds_its_plaintext_removed() {
+    let setup = setup();
+    let pid = dead_pid();
+    let (directory, _) = killed_edit_leftovers(&setup, pid);
+    // What the CLI does before every command on the file.
+    let killed = recover_killed_edit(&setup.path, &setup.temp_parent).unwrap();
+    assert_eq!(killed, Some(KilledEdit { pid, directory: directory.clone() }));
+    assert!(!directory.exists());
+    assert_temp_parent_empty(&setup);
+    assert_eq!(recover_killed_edit(&setup.path, &setup.temp_parent).unwrap(), None);
+    set_value(&setup.path, "db.user", SecretString::new("admin"), &setup.identities).unwrap();
+}
+
+#[test]
+fn a_running_edit_is_refused_and_its_plaintext_kept() {
+    let setup = setup();
+    let pid = std::process::id();
+    let (directory, _) = killed_edit_leftovers(&setup, pid);
+    let error = recover_killed_edit(&setup.path, &setup.temp_parent).unwrap_err();
+    assert!(matches!(error, SecretsError::EditRunning { .. }), "{error}");
+    assert_eq!(
+        error.to_string(),
+        format!("`secrets edit` of {} is running as pid {pid}; finish that edit first", setup.path.display())
+    );
+    let error = run_edit(&setup, editor(&setup, "noop.sh", "exit 0")).unwrap_err();
+    assert!(matches!(error, SecretsError::EditRunning { .. }), "{error}");
+    assert!(directory.join("secrets.yaml").exists());
+    assert!(edit_lock_path(&setup.path, &setup.temp_parent).exists());
+}
+
+/// A file with nested maps, a list, and values of every type.
+fn rich_setup() -> Setup {
+    let setup = setup();
+    let recipients = parse_recipients(&[setup.identities.recipients()[0].clone()]).unwrap();
+    let tree = SecretTree::from_yaml(
+        Path::new("t"),
+        &format!(
+            "db:\n    password: {CANARY}\n    user: app\n    port: 5432\n    ratio: 0.5\n    tls: true\n\
+             hosts:\n    - a.example\n    - b.example\n    - c.example\nnote_unencrypted: visible\n"
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(&setup.path).unwrap();
+    create_file(&setup.path, &recipients, &tree).unwrap();
+    setup
+}
+
+/// The lines that differ between two texts of the same length in lines (a rewrite keeps the
+/// layout), outside the `sops:` block's `lastmodified` and `mac`.
+fn changed_lines(before: &str, after: &str) -> Vec<(String, String)> {
+    let (before, after): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
+    assert_eq!(before.len(), after.len(), "the rewrite changed the number of lines");
+    let changed: Vec<(String, String)> = before
+        .iter()
+        .zip(&after)
+        .filter(|(old, new)| old != new)
+        .map(|(old, new)| ((*old).to_owned(), (*new).to_owned()))
+        .collect();
+    assert!(changed.iter().any(|(old, _)| old.starts_with("    mac: ENC[")), "the MAC must change");
+    changed
+        .into_iter()
+        .filter(|(old, _)| !old.starts_with("    mac: ENC[") && !old.starts_with("    lastmodified: "))
+        .collect()
+}
+
+fn run_sed(setup: &Setup, expression: &str) -> EditOutcome {
+    let script = editor(setup, "sed.sh", &format!("sed -i '{expression}' \"$1\""));
+    run_edit(setup, script).unwrap()
+}
+
+#[test]
+fn an_edit_of_one_value_changes_only_its_line_and_the_mac() {
+    let setup = rich_setup();
+    let before = std::fs::read_to_string(&setup.path).unwrap();
+    assert_eq!(run_sed(&setup, "s/user: app/user: admin/"), EditOutcome::Updated);
+    let after = std::fs::read_to_string(&setup.path).unwrap();
+    let changed = changed_lines(&before, &after);
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    assert!(changed[0].0.starts_with("    user: ENC[") && changed[0].1.starts_with("    user: ENC["));
+    let tree = decrypt_file(&setup.path, &setup.identities).unwrap();
+    assert_eq!(tree.get("db.user").unwrap().text().expose(), "admin");
+    assert_eq!(tree.get("db.password").unwrap().text().expose(), CANARY);
+}
+
+#[test]
+fn a_list_item_edit_changes_only_that_item() {
+    let setup = rich_setup();
+    let before = std::fs::read_to_string(&setup.path).unwrap();
+    assert_eq!(run_sed(&setup, "s/b.example/z.example/"), EditOutcome::Updated);
+    let after = std::fs::read_to_string(&setup.path).unwrap();
+    let changed = changed_lines(&before, &after);
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    let position = |text: &str, line: &str| text.lines().position(|l| l == line).unwrap();
+    // The second item's line, of the three.
+    let hosts = position(&before, "hosts:");
+    assert_eq!(position(&before, &changed[0].0), hosts + 2);
+    let tree = decrypt_file(&setup.path, &setup.identities).unwrap();
+    let SecretTree::Map(entries) = &tree else { panic!() };
+    let hosts = &entries.iter().find(|(name, _)| name == "hosts").unwrap().1;
+    let SecretTree::List(items) = hosts else { panic!() };
+    let texts: Vec<&str> = items
+        .iter()
+        .map(|item| match item {
+            SecretTree::Value(value) => value.text().expose(),
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(texts, ["a.example", "z.example", "c.example"]);
+}
+
+#[test]
+fn a_value_of_another_type_or_under_another_key_gets_a_fresh_ciphertext() {
+    let setup = rich_setup();
+    let before = std::fs::read_to_string(&setup.path).unwrap();
+    // `user` becomes `login` (same value), `port` becomes the string "5432" (same text).
+    assert_eq!(
+        run_sed(&setup, "s/user: app/login: app/; s/port: 5432/port: \"5432\"/"),
+        EditOutcome::Updated
+    );
+    let after = std::fs::read_to_string(&setup.path).unwrap();
+    let changed = changed_lines(&before, &after);
+    assert_eq!(changed.len(), 2, "{changed:#?}");
+    let value = |line: &str| line.split_once(": ").unwrap().1.to_owned();
+    for (old, new) in &changed {
+        assert_ne!(value(old), value(new), "{old} -> {new}");
+    }
+    assert!(changed[0].1.starts_with("    login: ENC["), "{changed:#?}");
+    assert!(changed[1].1.starts_with("    port: ENC[") && changed[1].1.contains("type:str]"), "{changed:#?}");
+    let tree = decrypt_file(&setup.path, &setup.identities).unwrap();
+    assert_eq!(tree.get("db.login").unwrap().text().expose(), "app");
+}
+
+#[test]
+fn set_of_one_key_changes_only_its_line_and_the_mac() {
+    let setup = rich_setup();
+    let before = std::fs::read_to_string(&setup.path).unwrap();
+    set_value(&setup.path, "db.password", SecretString::new("canary-new-21d0"), &setup.identities).unwrap();
+    let after = std::fs::read_to_string(&setup.path).unwrap();
+    let changed = changed_lines(&before, &after);
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    assert!(changed[0].0.starts_with("    password: ENC["));
+    // Setting the value it already has keeps even its ciphertext.
+    set_value(&setup.path, "db.password", SecretString::new("canary-new-21d0"), &setup.identities).unwrap();
+    assert!(changed_lines(&after, &std::fs::read_to_string(&setup.path).unwrap()).is_empty());
+    let tree = decrypt_file(&setup.path, &setup.identities).unwrap();
+    assert_eq!(tree.get("db.password").unwrap().text().expose(), "canary-new-21d0");
 }
 
 #[test]

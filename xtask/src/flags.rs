@@ -74,7 +74,7 @@ pub struct CheckCmd {
 /// Examples:
 ///   cargo xtask secrets new environments/staging/opus/oob-consent/secrets.enc.yaml
 ///   cargo xtask secrets edit environments/staging/secrets.enc.yaml
-///   printf %s "$PASSWORD" | cargo xtask secrets set environments/prod/secrets.enc.yaml database.admin_password -
+///   cargo xtask secrets set environments/prod/secrets.enc.yaml database.admin_password   # asks for it
 ///   cargo xtask secrets show environments/example/secrets.enc.yaml
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
@@ -86,8 +86,12 @@ pub struct SecretsCmd {
 #[derive(Debug, Subcommand)]
 pub enum SecretsAction {
     /// Decrypt into a private temporary file, run `$EDITOR`, and re-encrypt when the content
-    /// changed and is valid YAML. The original is kept on any failure; the temporary file is
-    /// removed on every path, Ctrl-C included.
+    /// changed and is valid YAML; values left as they were keep their ciphertext, so the diff
+    /// shows only what changed. Refused text (invalid YAML, a secret left in clear) is shown
+    /// with its line and column and, on a terminal, the editor reopens on it. The original is
+    /// kept on any failure; the temporary file (in `$XDG_RUNTIME_DIR` or `/dev/shm` when
+    /// there is one) is removed on every path, Ctrl-C included, and what a killed edit left
+    /// is removed by the next `secrets` command on the file.
     Edit {
         /// The secrets file.
         path: PathBuf,
@@ -97,15 +101,22 @@ pub enum SecretsAction {
         /// The secrets file.
         path: PathBuf,
     },
-    /// Set one value (a dotted key path) and re-encrypt.
+    /// Set one value (a dotted key path) and re-encrypt; the other values keep their
+    /// ciphertext. Without VALUE, asks for it twice on the terminal without echoing it, or
+    /// reads it from stdin when that is not a terminal (as with `-`). An empty value is refused.
+    ///
+    /// Examples:
+    ///   cargo xtask secrets set environments/prod/secrets.enc.yaml database.admin_password
+    ///   printf %s "$PASSWORD" | cargo xtask secrets set environments/prod/secrets.enc.yaml database.admin_password
+    #[command(verbatim_doc_comment)]
     Set {
         /// The secrets file.
         path: PathBuf,
         /// Dotted key path, e.g. `db.password`.
         key: String,
-        /// The value; `-` reads it from stdin, which keeps it out of shell history and process
-        /// lists (prefer it).
-        value: String,
+        /// The value; leave it out (or give `-` to read stdin), which keeps it out of shell
+        /// history and process lists.
+        value: Option<String>,
     },
     /// Encrypt every secrets file of an environment (and its directory bundle's encrypted
     /// files) for exactly the recipients env.toml lists, after you added one (a second

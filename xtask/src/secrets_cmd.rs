@@ -31,6 +31,16 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
         }
     };
     let absolute = repo.root.join(&relative);
+    // A running edit of the file would overwrite what this command does; a killed one left
+    // plaintext behind, removed before anything else.
+    match secrets::recover_killed_edit(&absolute, &secrets::default_temp_parent()) {
+        Ok(None) => {}
+        Ok(Some(killed)) => notice_killed_edit(&killed),
+        Err(e) => {
+            ui::error_chain(&e);
+            return Outcome::CouldNotStart;
+        }
+    }
     let result = match cmd.action {
         SecretsAction::New { .. } => new_file(&repo.root, &relative, &env_file.secrets.age_recipients),
         other => {
@@ -48,18 +58,12 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                     let _ = stdout.write_all(yaml.expose().as_bytes());
                 }),
                 SecretsAction::Set { key, value, .. } => {
-                    let value = if value == "-" {
-                        let mut text = String::new();
-                        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-                            ui::error(&format!("cannot read the value from stdin: {e}"));
+                    let value = match read_value(&key, value) {
+                        Ok(value) => value,
+                        Err(message) => {
+                            ui::error(&message);
                             return Outcome::CouldNotStart;
                         }
-                        SecretString::new(text.strip_suffix('\n').unwrap_or(&text).to_owned())
-                    } else {
-                        eprintln!(
-                            "note: a value on the command line is visible in shell history and process lists; prefer `-` and stdin"
-                        );
-                        SecretString::new(value)
                     };
                     let keep =
                         owner_keys(&repo.root, &relative).map(|k| k.keep_encrypted()).unwrap_or_default();
@@ -72,12 +76,13 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                         .unwrap_or_else(|_| "vi".to_owned());
                     let keep =
                         owner_keys(&repo.root, &relative).map(|k| k.keep_encrypted()).unwrap_or_default();
-                    match secrets::ops::edit_file_keeping(
-                        &absolute,
-                        &identities,
-                        &EditOptions { editor, temp_parent: None },
-                        &keep,
-                    ) {
+                    let options = EditOptions {
+                        editor,
+                        temp_parent: None,
+                        reopen_on_invalid: Some(&ask_to_reopen),
+                        on_killed_edit: Some(&notice_killed_edit),
+                    };
+                    match secrets::edit_file_keeping(&absolute, &identities, &options, &keep) {
                         Ok(EditOutcome::Unchanged) => {
                             ui::status("Unchanged", &relative.display().to_string());
                             Ok(())
@@ -111,11 +116,86 @@ pub fn run(repo: &Repo, cmd: SecretsCmd) -> Outcome {
                 | SecretsError::InvalidRecipient { .. }
                 | SecretsError::AlreadyExists { .. }
                 | SecretsError::NotSops { .. }
-                | SecretsError::InvalidKeyPath { .. } => Outcome::CouldNotStart,
+                | SecretsError::InvalidKeyPath { .. }
+                | SecretsError::EditRunning { .. }
+                | SecretsError::EditLock { .. } => Outcome::CouldNotStart,
                 _ => Outcome::Failed,
             }
         }
     }
+}
+
+/// The value for `secrets set`: the argument, stdin (`-`, or no argument without a terminal),
+/// or asked twice on the terminal without echo. Errors never hold the value.
+fn read_value(key: &str, argument: Option<String>) -> Result<SecretString, String> {
+    use std::io::IsTerminal;
+    let value = match argument.as_deref() {
+        Some("-") => read_stdin()?,
+        Some(_) => {
+            eprintln!(
+                "note: a value on the command line is visible in shell history and process lists; leave it out to be asked for it"
+            );
+            SecretString::new(argument.unwrap_or_default())
+        }
+        None if std::io::stdin().is_terminal() => {
+            let prompt = |text: &str| {
+                rpassword::prompt_password(text)
+                    .map(SecretString::new)
+                    .map_err(|e| format!("cannot read the value from the terminal: {e}"))
+            };
+            let first = prompt(&format!("New value for `{key}`: "))?;
+            if first.expose().is_empty() {
+                return Err(empty_value(key));
+            }
+            let second = prompt("Repeat it: ")?;
+            if first.expose() != second.expose() {
+                return Err(format!("the two values for `{key}` differ; nothing was changed"));
+            }
+            first
+        }
+        None => read_stdin()?,
+    };
+    if value.expose().is_empty() {
+        return Err(empty_value(key));
+    }
+    Ok(value)
+}
+
+fn empty_value(key: &str) -> String {
+    format!("the value for `{key}` is empty; nothing was changed")
+}
+
+/// All of stdin, without the one final newline `echo` adds.
+fn read_stdin() -> Result<SecretString, String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+    // Both copies are wiped when dropped.
+    let text = SecretString::new(text);
+    Ok(SecretString::new(text.expose().strip_suffix('\n').unwrap_or(text.expose()).to_owned()))
+}
+
+fn notice_killed_edit(killed: &secrets::KilledEdit) {
+    eprintln!("notice: {killed}");
+}
+
+/// Whether to run the editor again on edited text that was refused: asked on a terminal (as
+/// sops, which reopens it unconditionally there); without one, the edit ends with the error.
+fn ask_to_reopen(refusal: &SecretsError) -> bool {
+    use std::io::{BufRead, IsTerminal};
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return false;
+    }
+    ui::error_chain(refusal);
+    eprint!("reopen the editor? [Y/n] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    // End of input (Ctrl-D) is a no.
+    if !matches!(std::io::stdin().lock().read_line(&mut answer), Ok(n) if n > 0) {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "" | "y" | "yes")
 }
 
 /// Creates a secrets file holding every key its owner requires, with random values.

@@ -129,58 +129,88 @@ impl Mac {
 }
 
 /// Encrypts a plaintext tree: returns the encrypted data mapping and the MAC (hex).
+///
+/// `previous` is the encrypted data of the file being rewritten under the same `key`, if any:
+/// a value whose key path, type and plaintext are those of a value there keeps that value's
+/// `ENC[...]` text (its IV included), as sops does, so a one-value change is a one-line diff.
+/// Only a value that decrypts under the same key path is reused (the path is its additional
+/// data); list items are matched by position in the same list.
 pub(crate) fn encrypt_tree(
     path: &Path,
     tree: &SecretTree,
     key: &DataKey,
     matcher: &RuleMatcher,
     mac_only_encrypted: bool,
+    previous: Option<&Mapping>,
 ) -> Result<(Mapping, String), SecretsError> {
     let SecretTree::Map(_) = tree else {
         return Err(SecretsError::NotAMapping { path: path.to_owned() });
     };
     let mut mac = Mac::new(mac_only_encrypted);
-    let value = encrypt_node(tree, &mut Vec::new(), key, matcher, &mut mac);
+    let previous = previous.map(|mapping| Value::Mapping(mapping.clone()));
+    let mut walk = EncryptWalk { key, matcher, mac: &mut mac, key_path: Vec::new() };
+    let value = walk.node(tree, previous.as_ref());
     let Value::Mapping(mapping) = value else { unreachable!("a map encrypts to a mapping") };
     Ok((mapping, mac.finish()))
 }
 
-fn encrypt_node(
-    node: &SecretTree,
-    key_path: &mut Vec<String>,
-    key: &DataKey,
-    matcher: &RuleMatcher,
-    mac: &mut Mac,
-) -> Value {
-    match node {
-        SecretTree::Map(entries) => Value::Mapping(
-            entries
-                .iter()
-                .map(|(name, child)| {
-                    key_path.push(name.clone());
-                    let value = encrypt_node(child, key_path, key, matcher, mac);
-                    key_path.pop();
-                    (Value::String(name.clone()), value)
-                })
-                .collect(),
-        ),
-        SecretTree::List(items) => Value::Sequence(
-            items.iter().map(|item| encrypt_node(item, key_path, key, matcher, mac)).collect(),
-        ),
-        SecretTree::Null => Value::Null,
-        SecretTree::Value(value) => {
-            let encrypted = matcher.should_encrypt(key_path);
-            mac.add(value, encrypted);
-            if !encrypted {
-                value.to_yaml()
-            } else if value.kind == ValueKind::Str && value.text().expose().is_empty() {
-                // sops leaves empty strings as they are (`aes.Cipher.Encrypt`).
-                Value::String(String::new())
-            } else {
-                // sops encrypts booleans as True/False, the Python version's spelling.
-                let plaintext = value.mac_bytes();
-                let aad = key_path_additional_data(key_path);
-                Value::String(encrypt_value(key, value.kind, plaintext, &aad).to_sops_string())
+struct EncryptWalk<'a> {
+    key: &'a DataKey,
+    matcher: &'a RuleMatcher,
+    mac: &'a mut Mac,
+    key_path: Vec<String>,
+}
+
+impl EncryptWalk<'_> {
+    /// Encrypts `node`; `previous` is what the rewritten file held at the same place.
+    fn node(&mut self, node: &SecretTree, previous: Option<&Value>) -> Value {
+        match node {
+            SecretTree::Map(entries) => {
+                let previous = previous.and_then(Value::as_mapping);
+                Value::Mapping(
+                    entries
+                        .iter()
+                        .map(|(name, child)| {
+                            self.key_path.push(name.clone());
+                            let value = self.node(child, previous.and_then(|map| map.get(name.as_str())));
+                            self.key_path.pop();
+                            (Value::String(name.clone()), value)
+                        })
+                        .collect(),
+                )
+            }
+            SecretTree::List(items) => {
+                let previous = previous.and_then(Value::as_sequence);
+                Value::Sequence(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(index, item)| self.node(item, previous.and_then(|list| list.get(index))))
+                        .collect(),
+                )
+            }
+            SecretTree::Null => Value::Null,
+            SecretTree::Value(value) => {
+                let encrypted = self.matcher.should_encrypt(&self.key_path);
+                self.mac.add(value, encrypted);
+                if !encrypted {
+                    value.to_yaml()
+                } else if value.kind == ValueKind::Str && value.text().expose().is_empty() {
+                    // sops leaves empty strings as they are (`aes.Cipher.Encrypt`).
+                    Value::String(String::new())
+                } else {
+                    // sops encrypts booleans as True/False, the Python version's spelling.
+                    let plaintext = value.mac_bytes();
+                    let aad = key_path_additional_data(&self.key_path);
+                    if let Some(Value::String(text)) = previous
+                        && let Ok(old) = EncryptedValue::parse(text)
+                        && old.kind == value.kind
+                        && decrypt_value(self.key, &old, &aad).is_some_and(|old| old.as_slice() == plaintext)
+                    {
+                        return Value::String(text.clone());
+                    }
+                    Value::String(encrypt_value(self.key, value.kind, plaintext, &aad).to_sops_string())
+                }
             }
         }
     }

@@ -316,7 +316,7 @@ pub(crate) fn key_string(key: &Value) -> String {
 pub fn parse_document(path: &Path, text: &str) -> Result<Document, SecretsError> {
     check_yaml_limits(path, text)?;
     let value: Value = serde_yaml_ng::from_str(text).map_err(|error| {
-        let (line, column) = yaml_error_location(&error);
+        let (line, column) = yaml_error_location(&error, text);
         SecretsError::InvalidYaml { path: path.to_owned(), line, column }
     })?;
     let not_sops = |reason: &str| SecretsError::NotSops { path: path.to_owned(), reason: reason.to_owned() };

@@ -11,11 +11,13 @@
 //! [`SecretString`]s), [`format`] (the on-disk document: `ENC[...]` values, the `sops:` block,
 //! YAML in sops' layout), [`crypto`] (AES-GCM, data keys, the MAC), [`identity`] (finding age
 //! identities as sops does, generating them, key files), [`atomic`] (crash-safe writes, reused
-//! by other modules) and [`ops`] (show, set, new, edit, re-encrypt, check).
+//! by other modules), [`ops`] (show, set, new, re-encrypt, check) and [`edit`].
 
 pub mod atomic;
 pub mod batch;
 pub mod crypto;
+pub mod edit;
+pub mod edit_lock;
 pub mod format;
 pub mod identity;
 pub mod ops;
@@ -26,14 +28,16 @@ pub mod yaml;
 use std::path::PathBuf;
 
 pub use atomic::{AtomicWriteError, AtomicWriteOptions, write_atomic};
+pub use edit::{EditOptions, EditOutcome, default_temp_parent, edit_file, edit_file_keeping};
+pub use edit_lock::{KilledEdit, edit_lock_path, recover_killed_edit};
 pub use format::{EncryptionRule, FileSummary, inspect_document, inspect_file};
 pub use identity::{
     AppendOutcome, GeneratedIdentity, Identities, IdentitySources, Recipient, append_identity_to_key_file,
     generate_identity, load_identities, parse_recipient, parse_recipients,
 };
 pub use ops::{
-    EditOptions, EditOutcome, create_file, decrypt_document, decrypt_file, edit_file, encrypt_document,
-    reencrypt_file, set_value, show_file,
+    KeepEncrypted, create_file, decrypt_document, decrypt_file, encrypt_document, reencrypt_file, set_value,
+    set_value_keeping, show_file,
 };
 pub use tree::{SecretTree, SecretValue, ValueKind};
 
@@ -119,6 +123,10 @@ pub enum SecretsError {
         "the edited content of {path} is not valid YAML (line {line}, column {column}); the file was left unchanged"
     )]
     EditedYamlInvalid { path: PathBuf, line: usize, column: usize },
+    #[error("`secrets edit` of {path} is running as pid {pid}; finish that edit first")]
+    EditRunning { path: PathBuf, pid: u32 },
+    #[error("edit lock {lock}: {reason}")]
+    EditLock { lock: PathBuf, reason: String },
     #[error("could not prepare the private temporary file to edit {path}")]
     TempFile {
         path: PathBuf,

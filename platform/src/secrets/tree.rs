@@ -205,7 +205,7 @@ impl SecretTree {
     pub fn from_yaml(path: &Path, text: &str) -> Result<SecretTree, SecretsError> {
         check_yaml_limits(path, text)?;
         let value: Value = serde_yaml_ng::from_str(text).map_err(|error| {
-            let (line, column) = yaml_error_location(&error);
+            let (line, column) = yaml_error_location(&error, text);
             SecretsError::InvalidYaml { path: path.to_owned(), line, column }
         })?;
         let tree = if value.is_null() {

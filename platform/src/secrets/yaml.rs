@@ -243,10 +243,113 @@ fn char_column(line: &[u8], at: usize) -> usize {
     String::from_utf8_lossy(&line[..at.min(line.len())]).chars().count() + 1
 }
 
-/// Line and column (1-based) of a YAML error; the error's own message is not used because it
-/// may quote the offending (secret) text.
-pub(crate) fn yaml_error_location(error: &serde_yaml_ng::Error) -> (usize, usize) {
-    error.location().map(|location| (location.line(), location.column())).unwrap_or((0, 0))
+/// Line and column (1-based) of a YAML error in `text`, the text that was parsed. The error's
+/// message is never shown because it may quote the offending (secret) text; only its numbers
+/// (and, for a duplicate key, the key, which is never secret) are read here, because the
+/// location alone is `1:1` for two kinds of error: a character the reader refuses (the message
+/// gives its byte offset) and a duplicate key (the message names the key, found again here).
+/// An unterminated quote or flow collection is reported where it opened, not at the end of the
+/// text where the parser noticed it.
+pub(crate) fn yaml_error_location(error: &serde_yaml_ng::Error, text: &str) -> (usize, usize) {
+    let message = error.to_string();
+    if let Some(offset) = number_after(&message, " at position ") {
+        return offset_location(text, offset);
+    }
+    // `path.to.map: duplicate entry with key "name" at line 5 column 3` (the map's start).
+    if let Some((_, key)) = message.split_once("duplicate entry with key ")
+        && let Some(found) = duplicate_key_location(text, key)
+    {
+        return found;
+    }
+    let Some(location) = error.location() else {
+        return (1, 1);
+    };
+    if location.index() >= text.trim_end().len()
+        && let Some(context) = message.split(", while ").nth(1)
+        && let (Some(line), Some(column)) =
+            (number_after(context, " at line "), number_after(context, " column "))
+    {
+        return (line, column);
+    }
+    (location.line(), location.column())
+}
+
+/// The decimal number right after the first `marker` in `message`.
+fn number_after(message: &str, marker: &str) -> Option<usize> {
+    let rest = &message[message.find(marker)? + marker.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Line and column (1-based, in characters) of a byte offset of `text`.
+fn offset_location(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
+}
+
+/// Where the second occurrence of a block-mapping key (`quoted` as serde_yaml_ng prints it,
+/// `"name"`, maybe followed by more of the message) starts: the first line that repeats a key of the mapping it is in, at the same
+/// indentation with no less indented line or new list item between them.
+fn duplicate_key_location(text: &str, quoted: &str) -> Option<(usize, usize)> {
+    let (key, _) = quoted.strip_prefix('"')?.split_once('"')?;
+    if key.contains('\\') {
+        return None;
+    }
+    // Open mappings: indentation and the keys seen in them.
+    let mut open: Vec<(usize, Vec<String>)> = Vec::new();
+    for (index, line) in text.split('\n').enumerate() {
+        let mut indent = line.len() - line.trim_start_matches(' ').len();
+        let mut rest = &line[indent..];
+        if rest.is_empty() || rest.starts_with('#') {
+            continue;
+        }
+        let mut new_item = false;
+        while let Some(after) = rest.strip_prefix("- ") {
+            let spaces = after.len() - after.trim_start_matches(' ').len();
+            indent += 2 + spaces;
+            rest = &after[spaces..];
+            new_item = true;
+        }
+        while open.last().is_some_and(|(at, _)| *at > indent || (new_item && *at == indent)) {
+            open.pop();
+        }
+        let Some(name) = block_key(rest) else {
+            continue;
+        };
+        if open.last().is_none_or(|(at, _)| *at != indent) {
+            open.push((indent, Vec::new()));
+        }
+        let keys = &mut open.last_mut().expect("pushed above").1;
+        if name == key && keys.iter().any(|seen| seen == key) {
+            return Some((index + 1, line[..indent].chars().count() + 1));
+        }
+        keys.push(name);
+    }
+    None
+}
+
+/// The key of a block-mapping line (`name: ...`, `"name": ...`, `'name': ...`), if it is one.
+fn block_key(rest: &str) -> Option<String> {
+    let followed_by_colon = |after: &str| {
+        after.strip_prefix(':').is_some_and(|value| value.is_empty() || value.starts_with([' ', '\t']))
+    };
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let end = quoted.find('"')?;
+        return followed_by_colon(quoted[end + 1..].trim_start_matches(' '))
+            .then(|| quoted[..end].to_owned());
+    }
+    if let Some(quoted) = rest.strip_prefix('\'') {
+        let end = quoted.find('\'')?;
+        return followed_by_colon(quoted[end + 1..].trim_start_matches(' '))
+            .then(|| quoted[..end].to_owned());
+    }
+    let colon = rest.find(": ").or_else(|| rest.ends_with(':').then(|| rest.len() - 1))?;
+    Some(rest[..colon].trim_end().to_owned())
 }
 
 /// Writes a YAML value in sops' layout (yaml.v3 with a four-space indent).
@@ -441,4 +544,30 @@ fn double_quoted(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(text: &str) -> (usize, usize) {
+        let error = serde_yaml_ng::from_str::<Value>(text).unwrap_err();
+        yaml_error_location(&error, text)
+    }
+
+    #[test]
+    fn errors_are_located_where_they_are_in_the_text() {
+        // A syntax error on line 3.
+        assert_eq!(location("a: 1\nb: 2\n    c: 3\n"), (3, 6));
+        assert_eq!(location("db:\n  user: app\n  pass: x: y\n"), (3, 10));
+        // A refused character: the reader gives only its byte offset.
+        assert_eq!(location("a: 1\nb: 2\nc: x\u{1}\n"), (3, 5));
+        // A duplicate key: the parser gives no place at all.
+        assert_eq!(location("a: 1\nb: 2\na: 3\n"), (3, 1));
+        assert_eq!(location("db:\n  user: a\n  pass: b\nweb:\n  user: c\n  user: d\n"), (6, 3));
+        assert_eq!(location("list:\n  - user: a\n  - user: b\n    user: c\n"), (4, 5));
+        // Unterminated: where it opened, not the end of the text.
+        assert_eq!(location("a: 1\nb: 2\nc: \"x\n"), (3, 4));
+        assert_eq!(location("a: 1\nb: 2\nc: {x\n"), (3, 4));
+    }
 }
