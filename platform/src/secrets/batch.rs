@@ -79,32 +79,42 @@ pub fn write_batch(
     let started = Instant::now();
     let mut written: Vec<PathBuf> = Vec::with_capacity(files.len());
     let result = (|| {
-        // One open file per file system, to flush it with syncfs.
+        // The temporary files are written on every core (creating files is mostly kernel
+        // work, and files in different folders do not contend); each one's file system is
+        // noted to be flushed with syncfs.
+        let outcomes = crate::parallel::map(files, write_temporary);
         let mut file_systems: BTreeMap<u64, std::fs::File> = BTreeMap::new();
-        for (index, file) in files.iter().enumerate() {
-            let temp = batch_temp_path(&file.path);
-            let fail = |step: &'static str| {
-                let path = file.path.clone();
-                move |source| AtomicWriteError { path, step, source }
-            };
-            let mode = match std::fs::metadata(&file.path) {
-                Ok(metadata) => metadata.permissions().mode() & 0o7777,
-                Err(_) => 0o644,
-            };
-            let mut handle = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&temp)
-                .map_err(fail("create a temporary file"))?;
-            written.push(temp);
-            handle.write_all(&file.contents).map_err(fail("write the temporary file"))?;
-            handle.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(fail("set permissions"))?;
-            let device = handle.metadata().map_err(fail("read the temporary file's metadata"))?.dev();
-            file_systems.entry(device).or_insert(handle);
-            at(BatchPoint::Written(index + 1));
+        let mut failure = None;
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok((temp, device)) => {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = file_systems.entry(device) {
+                        let handle = std::fs::File::open(&temp).map_err(|source| AtomicWriteError {
+                            path: files[index].path.clone(),
+                            step: "open the temporary file",
+                            source,
+                        });
+                        match handle {
+                            Ok(handle) => {
+                                slot.insert(handle);
+                            }
+                            Err(error) => {
+                                failure.get_or_insert(error);
+                            }
+                        }
+                    }
+                    written.push(temp);
+                    at(BatchPoint::Written(index + 1));
+                }
+                Err(error) => {
+                    // Its temporary file, if any, is removed below with the others.
+                    written.push(batch_temp_path(&files[index].path));
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = failure {
+            return Err(error);
         }
         timings.write = started.elapsed();
         let durable = Instant::now();
@@ -128,6 +138,32 @@ pub fn write_batch(
         let _ = std::fs::remove_file(temp);
     }
     result
+}
+
+/// Writes one temporary file: its path and its device.
+fn write_temporary(file: &BatchFile) -> Result<(PathBuf, u64), AtomicWriteError> {
+    let temp = batch_temp_path(&file.path);
+    let fail = |step: &'static str| {
+        let path = file.path.clone();
+        move |source| AtomicWriteError { path, step, source }
+    };
+    let mode = match std::fs::metadata(&file.path) {
+        Ok(metadata) => metadata.permissions().mode() & 0o7777,
+        Err(_) => 0o644,
+    };
+    let mut handle = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .map_err(fail("create a temporary file"))?;
+    handle.write_all(&file.contents).map_err(fail("write the temporary file"))?;
+    // The mode given to open is masked by the umask; set it exactly.
+    handle.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(fail("set permissions"))?;
+    let device = handle.metadata().map_err(fail("read the temporary file's metadata"))?.dev();
+    Ok((temp, device))
 }
 
 fn flush(file_systems: &BTreeMap<u64, std::fs::File>, files: &[BatchFile]) -> Result<(), AtomicWriteError> {
