@@ -391,6 +391,23 @@ fn deploy_finds_helm_on_path_and_an_unchanged_redeploy_writes_nothing() {
         "the ready step lists the release's Deployments:\n{}",
         list(&first_requests)
     );
+    // The environment's inventory keeps who changed it (the only record of it in the cluster).
+    let inventory_path = first_requests
+        .iter()
+        .find(|r| r.method == "PATCH" && r.path.ends_with("/secrets/opus-inventory"))
+        .map(|r| r.path.clone())
+        .expect("the inventory was written");
+    let inventory = server.object(&inventory_path).expect("the inventory is stored");
+    let text = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        inventory["data"]["inventory.json"].as_str().expect("inventory.json"),
+    )
+    .unwrap();
+    let inventory: Value = serde_json::from_slice(&text).unwrap();
+    let change = &inventory["last_change"];
+    assert!(change["operator"].as_str().is_some_and(|o| o.contains('@')), "{inventory:#}");
+    assert!(change["steps"]["create"].as_u64().is_some_and(|n| n > 0), "{inventory:#}");
+
     // The binary's own count of what its client sent is what the server received.
     let counted = first.api_requests();
     let count = |method: &str| counted.get(method).copied().unwrap_or(0);

@@ -193,6 +193,35 @@ fn every_deploy_records_who_deployed_which_commit_plan_and_ticket_and_status_sho
     assert_eq!(report["last_deploy"]["commit"], serde_json::json!(format!("{head}+dirty")));
     assert_eq!(report["last_deploy"]["change_ref"], serde_json::Value::Null);
     assert_eq!(report["last_deploy"]["steps"]["unchanged"], 38);
+    // Both deploys are listed, newest first.
+    let deploys = report["deploys"].as_array().unwrap();
+    assert_eq!(deploys.len(), 2, "{report}");
+    assert_eq!(deploys[1]["change_ref"], "CHG-1234");
+    let text = repo.xtask(&["status", "example"]).stdout;
+    assert!(text.contains("last deploy: by ") && text.contains("     before: by "), "{text}");
+
+    // The bundle's index keeps the last deploy that changed it; the no-op deploy left it.
+    let index: serde_json::Value = serde_json::from_str(&repo.read("bundle/example/index.json")).unwrap();
+    let change = &index["last_change"];
+    assert_eq!(change["change_ref"], "CHG-1234", "{index}");
+    assert_eq!(change["commit"], serde_json::json!(head), "{change}");
+    assert_eq!(change["plan_file"], serde_json::json!(digest), "{change}");
+    assert!(change["at"].as_str().is_some_and(|at| at.ends_with('Z')), "{change}");
+    assert_eq!(change["steps"]["create"], 38, "what it set out to do: {change}");
+    let change = change.clone();
+    // A deploy that changes something replaces it.
+    repo.xtask(&[
+        "deploy",
+        "example",
+        "--force-step",
+        "opus/oob-consent/release",
+        "--change-ref",
+        "CHG-5678",
+    ])
+    .assert_code(0);
+    let index: serde_json::Value = serde_json::from_str(&repo.read("bundle/example/index.json")).unwrap();
+    assert_eq!(index["last_change"]["change_ref"], "CHG-5678", "{index}");
+    assert_ne!(index["last_change"]["at"], change["at"], "{index}");
 
     // A ticket is one printable line.
     repo.xtask(&["deploy", "example", "--change-ref", "CHG-1\nrm -rf /"]).assert_code(2);

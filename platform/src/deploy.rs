@@ -167,36 +167,7 @@ pub struct ChangeCounts {
     pub retained: usize,
 }
 
-/// The journal's record of who deployed what: one per deploy, under a step id no plan step
-/// can have, so every journal backend keeps it beside the steps' records and `status` shows
-/// the last one.
-pub const DEPLOY_RECORD_ID: &str = "@deploy";
-
-/// Who deployed what (no secret: names, a commit, a digest, a ticket).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DeployInfo {
-    /// `user@host`.
-    pub operator: String,
-    /// The configuration's git commit (`+dirty` when environments/ has uncommitted changes);
-    /// `None` outside git.
-    pub commit: Option<String>,
-    /// The digest of the plan file deployed with `--plan`.
-    pub plan_file: Option<String>,
-    /// `--change-ref`: the change ticket.
-    pub change_ref: Option<String>,
-    /// What the run did: succeeded, failed, skipped, unchanged steps.
-    #[serde(default)]
-    pub steps: BTreeMap<String, usize>,
-}
-
-impl DeployInfo {
-    /// The last deploy the journal records.
-    pub fn last(latest: &BTreeMap<String, StepRecord>) -> Option<(DeployInfo, time::OffsetDateTime)> {
-        let record = latest.get(DEPLOY_RECORD_ID)?;
-        let info = serde_json::from_value(record.outputs.clone()).ok()?;
-        Some((info, record.finished_at))
-    }
-}
+pub use crate::change_record::{ChangeRecord, DEPLOY_RECORD_ID, DeployInfo};
 
 /// How a run is done.
 pub struct RunOptions {
@@ -334,6 +305,26 @@ impl Deployment {
         observation: &Observation,
     ) -> Result<Report, DeployError> {
         let lineage = self.journal.header().lineage.to_string();
+        // The target keeps who set out to change it (with what `prepare` writes anyway); a
+        // deploy with nothing to do writes nothing.
+        let pending = self.changes(selection.plan(), observation);
+        let forced = options.force_all || !options.force_steps.is_empty();
+        if let Some(info) = options.info.as_ref()
+            && (forced || pending.create + pending.update + pending.drifted + pending.delete > 0)
+        {
+            let mut info = info.clone();
+            info.steps = BTreeMap::from([
+                ("create".to_owned(), pending.create),
+                ("update".to_owned(), pending.update),
+                ("drifted".to_owned(), pending.drifted),
+                ("delete".to_owned(), pending.delete),
+            ]);
+            info.steps.retain(|_, count| *count > 0);
+            let at = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            driver.note_change(&ChangeRecord { info, at });
+        }
         driver.prepare(selection.whole(), &lineage).await.map_err(DeployError::Prepare)?;
         let exec = ExecOptions {
             jobs: options.jobs,

@@ -9,6 +9,7 @@
 pub mod access;
 /// The component DSL, its own crate so the catalog builds without the engine.
 pub use catalog;
+pub mod change_record;
 pub mod check;
 pub mod compile;
 pub mod core_version;

@@ -30,7 +30,12 @@ pub struct StatusReport {
     pub removed: Vec<Removal>,
     /// The last deploy the journal records: who, which commit, which plan file, which ticket.
     pub last_deploy: Option<LastDeploy>,
+    /// The last deploys the journal records, newest first (at most [`DEPLOYS_SHOWN`]).
+    pub deploys: Vec<LastDeploy>,
 }
+
+/// How many of the last deploys `status` shows.
+pub const DEPLOYS_SHOWN: usize = 5;
 
 /// The last deploy, as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,6 +90,7 @@ pub fn report(
     plan: &Plan,
     journal: Option<&Journal>,
     latest: &BTreeMap<String, StepRecord>,
+    deploys: &[StepRecord],
     observation: &Observation,
 ) -> StatusReport {
     let changes = classify(plan, &successful_snapshots(latest), observation);
@@ -123,6 +129,14 @@ pub fn report(
         removed: observation.removed.clone(),
         last_deploy: crate::deploy::DeployInfo::last(latest)
             .map(|(info, at)| LastDeploy { info, at: at.format(&Rfc3339).ok() }),
+        deploys: deploys
+            .iter()
+            .take(DEPLOYS_SHOWN)
+            .filter_map(|record| {
+                let info = serde_json::from_value(record.outputs.clone()).ok()?;
+                Some(LastDeploy { info, at: record.finished_at.format(&Rfc3339).ok() })
+            })
+            .collect(),
     }
 }
 
@@ -139,9 +153,18 @@ impl StatusReport {
                     writeln!(out, "journal: none yet (`{}` was never deployed from here)", self.environment);
             }
         }
-        if let Some(last) = &self.last_deploy {
+        let deploys: Vec<&LastDeploy> = if self.deploys.is_empty() {
+            self.last_deploy.iter().collect()
+        } else {
+            self.deploys.iter().collect()
+        };
+        for (index, last) in deploys.iter().enumerate() {
             let info = &last.info;
-            let mut line = format!("last deploy: by {}", info.operator);
+            let mut line = if index == 0 {
+                format!("last deploy: by {}", info.operator)
+            } else {
+                format!("     before: by {}", info.operator)
+            };
             if let Some(at) = &last.at {
                 line.push_str(&format!(" at {at}"));
             }
@@ -151,6 +174,9 @@ impl StatusReport {
             }
             if let Some(plan) = &info.plan_file {
                 line.push_str(&format!(", plan file {plan}"));
+            }
+            if let Some(ran) = info.steps.get("succeeded") {
+                line.push_str(&format!(", {ran} step(s) ran"));
             }
             let _ = writeln!(out, "{line}");
         }

@@ -29,7 +29,14 @@ async fn status_or_exit(repo: &Repo, cmd: &StatusCmd) -> Result<Outcome, Outcome
         None => Default::default(),
     };
     let observation = crate::target::observation(repo, &plan, &inputs, &latest, cmd.no_refresh).await;
-    let report = platform::status::report(&plan, journal.as_ref(), &latest, &observation);
+    let deploys = match &journal {
+        Some(journal) => journal
+            .history_of(platform::deploy::DEPLOY_RECORD_ID, platform::status::DEPLOYS_SHOWN)
+            .await
+            .or_exit(Outcome::CouldNotStart)?,
+        None => Vec::new(),
+    };
+    let report = platform::status::report(&plan, journal.as_ref(), &latest, &deploys, &observation);
     ui::stdout(&match cmd.format {
         StatusFormat::Json => serde_json::to_string_pretty(&report).expect("JSON") + "\n",
         StatusFormat::Text => report.text(),

@@ -49,6 +49,9 @@ pub struct RunState {
     /// The inventory as the refresh or `prepare` read it, or as `prepare` wrote it (`Some(None)`:
     /// read, and there is none).
     pub inventory: Option<Option<kube::Inventory>>,
+    /// Who is about to change the environment (`note_change`), for the inventory `prepare`
+    /// writes.
+    pub noted_change: Option<crate::change_record::ChangeRecord>,
 }
 
 /// How to reach the cluster.
@@ -438,7 +441,12 @@ impl Driver for ClusterDriver {
             let stored = self.inventory(namespace).await.map_err(fail)?;
             let mut items = stored.as_ref().map(|i| i.items.clone()).unwrap_or_default();
             items.extend(kube::owned_by(whole));
-            let inventory = kube::Inventory::new(&whole.environment, Some(lineage.to_owned()), items);
+            let noted = self.run.lock().expect("not poisoned").noted_change.clone();
+            let mut inventory = kube::Inventory::new(&whole.environment, Some(lineage.to_owned()), items)
+                .keeping_last_change(stored.as_ref());
+            if noted.is_some() {
+                inventory.last_change = noted;
+            }
             if stored.as_ref() != Some(&inventory) {
                 // The key store's namespace may not exist yet on a first deploy: the inventory
                 // is written once the run has created it (clean_up).
@@ -505,15 +513,30 @@ impl Driver for ClusterDriver {
                 }
             }
             let lineage = self.run.lock().expect("not poisoned").lineage.clone();
-            let inventory = kube::Inventory::new(&plan.environment, lineage, kept);
-            if stored.as_ref() != Some(&inventory)
-                && let Err(error) = kube::write_inventory(&self.client, namespace, &inventory).await
-            {
-                let path = format!("secret {namespace}/{}", kube::INVENTORY_SECRET);
-                cleanups.push(Cleanup::NotRemoved { path, error: error.to_string() });
+            let mut inventory =
+                kube::Inventory::new(&plan.environment, lineage, kept).keeping_last_change(stored.as_ref());
+            // A first deploy could not write the inventory in `prepare` (its namespace did not
+            // exist yet): this write carries who changed the environment.
+            if let Some(noted) = self.run.lock().expect("not poisoned").noted_change.clone() {
+                inventory.last_change = Some(noted);
+            }
+            if stored.as_ref() != Some(&inventory) {
+                match kube::write_inventory(&self.client, namespace, &inventory).await {
+                    Ok(()) => self.run.lock().expect("not poisoned").inventory = Some(Some(inventory)),
+                    Err(error) => {
+                        let path = format!("secret {namespace}/{}", kube::INVENTORY_SECRET);
+                        cleanups.push(Cleanup::NotRemoved { path, error: error.to_string() });
+                    }
+                }
             }
             cleanups
         })
+    }
+
+    /// Keeps who changed the environment in the inventory `prepare` writes (which writes it
+    /// only when it changes: a deploy with nothing to do makes no write).
+    fn note_change(&self, record: &crate::change_record::ChangeRecord) {
+        self.run.lock().expect("not poisoned").noted_change = Some(record.clone());
     }
 }
 

@@ -35,6 +35,9 @@ pub struct BundleIndex<'a> {
     /// deploy may remove when no step writes it any more. Files the inventory does not list
     /// (a `.git` folder, a README) are never touched.
     pub inventory: Vec<String>,
+    /// The last deploy that changed the bundle: who, which commit, plan file and ticket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<&'a Json>,
 }
 
 /// One step of a [`BundleIndex`].
@@ -53,12 +56,23 @@ pub struct DirectoryDriver {
     recipients: Vec<Recipient>,
     /// The journal's lineage, from `prepare`, for the index `clean_up` writes.
     lineage: std::sync::Mutex<Option<String>>,
+    /// The index's record of the last deploy that changed the bundle, kept when the index is
+    /// rewritten.
+    last_change: std::sync::Mutex<Option<Json>>,
+    /// What `note_change` was given for this deploy.
+    noted_change: std::sync::Mutex<Option<Json>>,
 }
 
 impl DirectoryDriver {
     /// A driver writing into `bundle` (created when missing), encrypting for `recipients`.
     pub fn new(bundle: PathBuf, recipients: Vec<Recipient>) -> DirectoryDriver {
-        DirectoryDriver { bundle, recipients, lineage: std::sync::Mutex::new(None) }
+        DirectoryDriver {
+            bundle,
+            recipients,
+            lineage: std::sync::Mutex::new(None),
+            last_change: std::sync::Mutex::new(None),
+            noted_change: std::sync::Mutex::new(None),
+        }
     }
 
     /// Writes `index.json`: the plan's steps in execution order with the files each writes.
@@ -71,6 +85,7 @@ impl DirectoryDriver {
         lineage: Option<&str>,
     ) -> Result<(), StepError> {
         remove_interrupted_writes(&self.bundle)?;
+        let last_change = self.last_change.lock().expect("not poisoned").clone();
         let index = BundleIndex {
             environment: &plan.environment,
             target: &plan.target,
@@ -85,6 +100,7 @@ impl DirectoryDriver {
                 .collect(),
             lineage,
             inventory,
+            last_change: last_change.as_ref(),
         };
         self.write("index.json", &(serde_json::to_string_pretty(&index).expect("JSON") + "\n"))
     }
@@ -232,7 +248,11 @@ impl Driver for DirectoryDriver {
         Box::pin(async move {
             std::fs::create_dir_all(&self.bundle)
                 .map_err(|e| StepError::new(format!("cannot create {}: {e}", self.bundle.display())))?;
-            let mut inventory: BTreeSet<String> = self.inventory()?;
+            let index = self.read_index()?;
+            let noted = self.noted_change.lock().expect("not poisoned").take();
+            *self.last_change.lock().expect("not poisoned") =
+                noted.or_else(|| index.as_ref().and_then(|index| index.get("last_change")).cloned());
+            let mut inventory: BTreeSet<String> = index.as_ref().map(inventory_of).unwrap_or_default();
             inventory.extend(whole.steps().flat_map(files_of));
             self.write_index(whole, inventory.into_iter().collect(), Some(lineage))?;
             *self.lineage.lock().expect("not poisoned") = Some(lineage.to_owned());
@@ -283,6 +303,12 @@ impl Driver for DirectoryDriver {
             }
             cleanups
         })
+    }
+
+    /// Keeps who changed the bundle in the index `prepare` writes.
+    fn note_change(&self, record: &crate::change_record::ChangeRecord) {
+        *self.noted_change.lock().expect("not poisoned") =
+            Some(serde_json::to_value(record).expect("a change record serializes"));
     }
 }
 

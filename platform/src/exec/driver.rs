@@ -138,6 +138,14 @@ pub trait Driver: Send + Sync {
         let _ = plan;
         Box::pin(async { Vec::new() })
     }
+
+    /// Called before `prepare` when the deploy is about to change the target (steps to run,
+    /// things to remove): the target keeps who changed it with the inventory that `prepare`
+    /// writes anyway (the bundle's index, the cluster's inventory Secret), so a deploy that
+    /// changes nothing writes nothing more.
+    fn note_change(&self, record: &crate::change_record::ChangeRecord) {
+        let _ = record;
+    }
 }
 
 /// One piece of a target's housekeeping after a complete run ([`Driver::clean_up`]): a path

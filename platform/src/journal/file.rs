@@ -249,6 +249,15 @@ impl FileJournal {
             .expect("the journal read task does not panic")?;
         Ok(parsed.records.into_iter().rev().take(limit).collect())
     }
+
+    /// The last `limit` records of `step_id`, newest first.
+    pub async fn history_of(&self, step_id: &str, limit: usize) -> Result<Vec<StepRecord>, JournalError> {
+        let path = self.path.clone();
+        let parsed = tokio::task::spawn_blocking(move || read_and_parse(&path))
+            .await
+            .expect("the journal read task does not panic")?;
+        Ok(parsed.records.into_iter().rev().filter(|r| r.step_id == step_id).take(limit).collect())
+    }
 }
 
 /// Writes one line at `offset` and fsyncs. On failure, cuts the file back to `offset` so no

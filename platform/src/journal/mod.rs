@@ -268,6 +268,14 @@ impl Journal {
             Journal::Postgres(journal) => journal.history(limit).await,
         }
     }
+
+    /// The last `limit` records of one step id, newest first (the deploys: `@deploy`).
+    pub async fn history_of(&self, step_id: &str, limit: usize) -> Result<Vec<StepRecord>, JournalError> {
+        match self {
+            Journal::File(journal) => journal.history_of(step_id, limit).await,
+            Journal::Postgres(journal) => journal.history_of(step_id, limit).await,
+        }
+    }
 }
 
 #[cfg(test)]

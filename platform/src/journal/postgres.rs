@@ -347,6 +347,22 @@ impl PostgresJournal {
         rows.iter().map(|row| self.decode(row)).collect()
     }
 
+    /// The last `limit` records of `step_id`, newest first.
+    pub async fn history_of(&self, step_id: &str, limit: usize) -> Result<Vec<StepRecord>, JournalError> {
+        let mut connection = self.connection.lock().await;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RECORD_COLUMNS} FROM opus_journal_records
+             WHERE environment = $1 AND step_id = $2 ORDER BY id DESC LIMIT $3"
+        )))
+        .bind(&self.header.environment)
+        .bind(step_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(query_error(&self.options, "read the journal history"))?;
+        rows.iter().map(|row| self.decode(row)).collect()
+    }
+
     /// Inserts `record`; committed when this returns.
     pub async fn append(&mut self, record: &StepRecord) -> Result<(), JournalError> {
         let record = record.normalized();

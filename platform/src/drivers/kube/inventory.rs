@@ -161,11 +161,26 @@ pub struct Inventory {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<String>,
     pub items: BTreeSet<Owned>,
+    /// The last deploy that changed the environment: who, which commit, plan file and ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<crate::change_record::ChangeRecord>,
 }
 
 impl Inventory {
     pub fn new(environment: &str, lineage: Option<String>, items: BTreeSet<Owned>) -> Inventory {
-        Inventory { format: INVENTORY_FORMAT, environment: environment.to_owned(), lineage, items }
+        Inventory {
+            format: INVENTORY_FORMAT,
+            environment: environment.to_owned(),
+            lineage,
+            items,
+            last_change: None,
+        }
+    }
+
+    /// This inventory, keeping the record of the last change `stored` had.
+    pub fn keeping_last_change(mut self, stored: Option<&Inventory>) -> Inventory {
+        self.last_change = stored.and_then(|stored| stored.last_change.clone());
+        self
     }
 }
 
