@@ -1,10 +1,9 @@
 //! Who deployed what: the record a deploy keeps in the journal (every deploy) and in the
 //! target's own inventory (every deploy that had something to change, so a no-op deploy still
-//! writes nothing there). Below `exec`, `deploy`, `status` and the drivers, which all use it.
+//! writes nothing there). Below `exec`, `journal`, `deploy`, `status` and the drivers, which
+//! all use it; it uses none of them.
 
 use std::collections::BTreeMap;
-
-use crate::journal::StepRecord;
 
 /// The journal's record of who deployed what: one per deploy, under a step id no plan step
 /// can have, so every journal backend keeps it beside the steps' records and `status` shows
@@ -26,15 +25,6 @@ pub struct DeployInfo {
     /// What the run did: succeeded, failed, skipped, unchanged steps.
     #[serde(default)]
     pub steps: BTreeMap<String, usize>,
-}
-
-impl DeployInfo {
-    /// The last deploy the journal records.
-    pub fn last(latest: &BTreeMap<String, StepRecord>) -> Option<(DeployInfo, time::OffsetDateTime)> {
-        let record = latest.get(DEPLOY_RECORD_ID)?;
-        let info = serde_json::from_value(record.outputs.clone()).ok()?;
-        Some((info, record.finished_at))
-    }
 }
 
 /// A deploy that set out to change the target, as the target's inventory keeps it: who, and

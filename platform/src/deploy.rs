@@ -169,6 +169,13 @@ pub struct ChangeCounts {
 
 pub use crate::change_record::{ChangeRecord, DEPLOY_RECORD_ID, DeployInfo};
 
+/// The last deploy the journal records (its `@deploy` record), with when it finished.
+pub fn last_deploy(latest: &BTreeMap<String, StepRecord>) -> Option<(DeployInfo, time::OffsetDateTime)> {
+    let record = latest.get(DEPLOY_RECORD_ID)?;
+    let info = serde_json::from_value(record.outputs.clone()).ok()?;
+    Some((info, record.finished_at))
+}
+
 /// How a run is done.
 pub struct RunOptions {
     /// Steps run at once.

@@ -127,7 +127,7 @@ pub fn report(
         steps,
         refresh: observation.refresh.clone(),
         removed: observation.removed.clone(),
-        last_deploy: crate::deploy::DeployInfo::last(latest)
+        last_deploy: crate::deploy::last_deploy(latest)
             .map(|(info, at)| LastDeploy { info, at: at.format(&Rfc3339).ok() }),
         deploys: deploys
             .iter()
