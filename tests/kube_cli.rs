@@ -381,6 +381,7 @@ fn deploy_finds_helm_on_path_and_an_unchanged_redeploy_writes_nothing() {
     for apply in &applies {
         assert_eq!(apply.content_type.as_deref(), Some("application/apply-patch+yaml"), "{apply}");
         assert_eq!(apply.query("fieldManager"), Some("opus-deploy"), "{apply}");
+        assert_eq!(apply.query("fieldValidation"), Some("Strict"), "unknown fields are refused: {apply}");
         assert!(apply.status == 200 || apply.status == 201, "{apply}");
     }
     assert!(applies.iter().any(|r| r.path == namespace_path), "requests:\n{}", list(&first_requests));

@@ -230,7 +230,10 @@ pub(crate) async fn apply_object(
 
     let before = read_resource_version(client, &request, &object, redactor).await?;
 
-    let mut params = PatchParams::apply(FIELD_MANAGER);
+    // Strict: the API server refuses a field its schema does not know (a typo in an objects
+    // template, a field a newer Kubernetes added) instead of dropping it in silence; a CRD
+    // that preserves unknown fields accepts them as before.
+    let mut params = PatchParams::apply(FIELD_MANAGER).validation_strict();
     if options.force {
         params = params.force();
     }
