@@ -944,6 +944,13 @@ fn e2e_deploy_creates_everything_then_changes_nothing_then_upgrades_one_release(
         "{}",
         sixth.run.stderr
     );
+    // The summary counts the clean-up's own requests too: the Secret's DELETE is ours (the
+    // release's uninstall is helm's).
+    assert!(
+        sixth.summary["api_requests"]["DELETE"].as_u64().is_some_and(|n| n >= 1),
+        "summary: {}",
+        sixth.summary
+    );
     let releases = cluster_tool("helm", &settings, &["list", "--all", "-n", &services, "-o", "json"]);
     let releases: Value = serde_json::from_str(&releases.assert_success().stdout).expect("helm list JSON");
     assert!(

@@ -127,7 +127,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
     }
 
     let progress: Arc<dyn Progress> = match cmd.output {
-        OutputFormat::Json => Arc::new(JsonProgress { api_requests }),
+        OutputFormat::Json => Arc::new(JsonProgress::new(api_requests)),
         OutputFormat::Plain => Arc::new(PlainProgress),
         OutputFormat::Auto if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() => {
             Arc::new(TerminalProgress::new())

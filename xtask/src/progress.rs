@@ -65,9 +65,29 @@ impl Progress for PlainProgress {
 
 /// One JSON object per line on stdout for every step event, then a summary object. For a
 /// cluster target the summary has `"api_requests": {"GET": n, "PATCH": m, ..., "mutating": k}`:
-/// the requests Opus Deploy's own client sent (not helm's), by HTTP method.
+/// the requests Opus Deploy's own client sent (not helm's), by HTTP method, for the whole
+/// deploy: the summary is printed when the deploy is done with the target (its clean-up
+/// included), when this is dropped.
 pub struct JsonProgress {
-    pub api_requests: Option<RequestCounter>,
+    api_requests: Option<RequestCounter>,
+    summary: std::sync::Mutex<Option<serde_json::Value>>,
+}
+
+impl JsonProgress {
+    pub fn new(api_requests: Option<RequestCounter>) -> JsonProgress {
+        JsonProgress { api_requests, summary: std::sync::Mutex::new(None) }
+    }
+}
+
+impl Drop for JsonProgress {
+    fn drop(&mut self) {
+        let Some(mut value) = self.summary.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        if let Some(requests) = &self.api_requests {
+            value["api_requests"] = serde_json::to_value(requests.snapshot()).expect("serializable");
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{value}");
+    }
 }
 
 impl Progress for JsonProgress {
@@ -84,7 +104,7 @@ impl Progress for JsonProgress {
     fn phase(&self, _step: &str, _phase: &str) {}
 
     fn finish(&self, summary: &Summary) {
-        let mut value = serde_json::json!({
+        let value = serde_json::json!({
             "event": "summary",
             "succeeded": summary.succeeded.len(),
             "failed": summary.failed.len(),
@@ -92,11 +112,7 @@ impl Progress for JsonProgress {
             "unchanged": summary.unchanged.len(),
             "interrupted": summary.interrupted,
         });
-        if let Some(requests) = &self.api_requests {
-            value["api_requests"] = serde_json::to_value(requests.snapshot()).expect("serializable");
-        }
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{value}");
+        *self.summary.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
     }
 }
 
