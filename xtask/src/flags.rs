@@ -398,15 +398,18 @@ pub struct CoreFetchCmd {
 #[derive(Debug, Args)]
 pub struct CoreListCmd {}
 
-/// Save or back up an environment's age key.
+/// Create, save, back up or restore an environment's age key.
 ///
-/// Copies the key from the key store (the cluster's Secret, or a `directory` environment's
-/// local key store file) into your local key file, or prints it as JSON for a backup. The local key file is `SOPS_AGE_KEY_FILE`, else
-/// `~/.config/sops/age/keys.txt`.
+/// Creates a new environment's first key, copies the key from the key store (the cluster's
+/// Secret, or a `directory` environment's local key store file) into your local key file,
+/// prints it as JSON for a backup, or restores it from that backup. The local key file is
+/// `SOPS_AGE_KEY_FILE`, else `~/.config/sops/age/keys.txt`.
 ///
 /// Examples:
+///   cargo xtask keys new sandbox
 ///   cargo xtask keys save staging
 ///   cargo xtask keys get prod > /secure/backup/prod-age-key.json
+///   cargo xtask keys restore prod < /secure/backup/prod-age-key.json
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct KeysCmd {
