@@ -1,15 +1,16 @@
-//! The environment's target for a command: the directory driver, and what observes the live
+//! The environment's target for a command: the directory and flux drivers, and what observes the live
 //! state for `plan` and `status` (which hold no lock and run no step).
 
 use std::collections::BTreeMap;
 
 use platform::compile::Inputs;
 use platform::drivers::directory::DirectoryDriver;
+use platform::drivers::flux::FluxDriver;
 use platform::exec::Observer;
 use platform::exec::observe::observe;
 use platform::journal::StepRecord;
 use platform::plan::observed::{Observation, Refresh};
-use platform::plan::{Plan, TargetSpec};
+use platform::plan::{Action, Plan, TargetSpec};
 
 use crate::repo::Repo;
 
@@ -22,6 +23,33 @@ pub fn directory_driver(
     let TargetSpec::Directory { path, .. } = &plan.target else { return Ok(None) };
     let recipients = platform::secrets::parse_recipients(&inputs.environment.env.secrets.age_recipients)?;
     Ok(Some(DirectoryDriver::new(repo.root.join(path), recipients)))
+}
+
+/// The flux target's driver: the tree folder, encrypting for env.toml's recipients; with
+/// `databases = "external"` and database steps in the plan, the admin connection (from the
+/// environment's secrets file as the compile decrypted it) for the deploy to provision with.
+pub fn flux_driver(
+    repo: &Repo,
+    plan: &Plan,
+    inputs: &Inputs,
+    with_database: bool,
+) -> Result<Option<FluxDriver>, String> {
+    let TargetSpec::Flux { path, databases, .. } = &plan.target else { return Ok(None) };
+    let recipients = platform::secrets::parse_recipients(&inputs.environment.env.secrets.age_recipients)
+        .map_err(|e| e.to_string())?;
+    let needs_database = with_database
+        && databases == "external"
+        && plan
+            .steps()
+            .any(|s| matches!(s.action, Action::ProvisionDatabase { .. } | Action::DatabasePreflight { .. }));
+    let database = if needs_database {
+        let password = platform::session::admin_password_of(&repo.root, &plan.environment, &inputs.secrets)
+            .map_err(|e| e.to_string())?;
+        Some(platform::session::admin_options(&inputs.environment.env, password, "postgres"))
+    } else {
+        None
+    };
+    Ok(FluxDriver::new(repo.root.join(path), plan, recipients, database))
 }
 
 /// What `plan` and `status` show of the live state: observed unless `--no-refresh`; a target
@@ -55,6 +83,9 @@ pub async fn observation(
 
 async fn observer(repo: &Repo, plan: &Plan, inputs: &Inputs) -> Result<Box<dyn Observer>, String> {
     if let Some(driver) = directory_driver(repo, plan, inputs).map_err(|e| e.to_string())? {
+        return Ok(Box::new(driver));
+    }
+    if let Some(driver) = flux_driver(repo, plan, inputs, false)? {
         return Ok(Box::new(driver));
     }
     crate::kube_target::observer(repo, inputs).await
