@@ -302,3 +302,115 @@ fn check_acyclic(layout: &Layout, settings: &FluxSettings) -> Result<(), GroupCy
     }
     Err(GroupCycle { cycle: waiting.keys().map(|g| g.name(&settings.environment)).collect() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ChartSpec, fingerprint};
+    use crate::values::Values;
+
+    fn target(databases: &str) -> TargetSpec {
+        TargetSpec::Flux {
+            path: "bundle/t".into(),
+            recipients: vec![],
+            namespace: "flux-system".into(),
+            git_repository: "flux-system".into(),
+            databases: databases.into(),
+            decryption_secret: "sops-age".into(),
+            psql_image: "postgres:16".into(),
+            sslmode: "require".into(),
+        }
+    }
+
+    fn step(id: &str, action: Action, depends_on: &[&str]) -> Step {
+        let (namespace, component) = id.split_once('/').unwrap();
+        let component = component.split('/').next().unwrap();
+        Step {
+            id: id.to_owned(),
+            component: Some(format!("{namespace}/{component}")),
+            fingerprint: fingerprint(&target("external"), &action),
+            action,
+            depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+        }
+    }
+
+    fn release(name: &str, namespace: &str) -> Action {
+        Action::HelmRelease {
+            release: name.into(),
+            namespace: namespace.into(),
+            chart: ChartSpec {
+                reference: "oci://r.example/charts/x".into(),
+                repository: None,
+                version: "1".into(),
+            },
+            values: Values::default(),
+            timeout_seconds: 100,
+        }
+    }
+
+    fn database() -> Action {
+        Action::ProvisionDatabase {
+            host: "db".into(),
+            port: 5432,
+            role: "r".into(),
+            database: "d".into(),
+            connection_limit: 10,
+            password: Values::default(),
+        }
+    }
+
+    fn plan(databases: &str, mut steps: Vec<Step>) -> (Plan, FluxSettings) {
+        for step in &mut steps {
+            step.fingerprint = fingerprint(&target(databases), &step.action);
+        }
+        let plan = Plan::new("t".into(), false, target(databases), true, steps).unwrap();
+        let settings = FluxSettings::of(&plan).unwrap();
+        (plan, settings)
+    }
+
+    #[test]
+    fn namespaces_are_ordered_through_steps_that_write_nothing() {
+        let steps = || {
+            vec![
+                step("a/x/release", release("x", "a"), &[]),
+                step("b/y/database", database(), &["a/x/release"]),
+                step("b/y/release", release("y", "b"), &["b/y/database"]),
+                step("b/z/release", release("z", "b"), &["b/y/release"]),
+            ]
+        };
+        let (external, settings) = plan("external", steps());
+        let laid = layout(&external, &settings).unwrap();
+        let b = &laid.groups[&Group::Namespace("b".into())];
+        assert_eq!(b.depends_on, BTreeSet::from([Group::Namespace("a".into())]));
+        // The chain y -> z in b: 100 + 100 seconds.
+        assert_eq!(b.timeout_seconds, 200);
+        assert_eq!(laid.release_dependencies["b/y/release"], vec![("x".to_owned(), "a".to_owned())]);
+        assert!(!laid.groups.contains_key(&Group::Databases));
+
+        // As Jobs, the database is a group of its own, which waits for nothing.
+        let (jobs, settings) = plan("job", steps());
+        let laid = layout(&jobs, &settings).unwrap();
+        let b = &laid.groups[&Group::Namespace("b".into())];
+        assert_eq!(b.depends_on, BTreeSet::from([Group::Databases]));
+        assert!(laid.groups[&Group::Databases].depends_on.is_empty());
+        assert_eq!(
+            laid.groups[&Group::Databases].files,
+            vec!["databases/d.enc.yaml", "databases/d.job.yaml"]
+        );
+    }
+
+    #[test]
+    fn namespaces_that_depend_on_each_other_are_refused_by_name() {
+        let (cyclic, settings) = plan(
+            "external",
+            vec![
+                step("a/x/release", release("x", "a"), &[]),
+                step("b/y/release", release("y", "b"), &["a/x/release"]),
+                step("a/w/release", release("w", "a"), &["b/y/release"]),
+            ],
+        );
+        let error = layout(&cyclic, &settings).unwrap_err();
+        assert_eq!(error.cycle, vec!["t-a", "t-b"]);
+        assert!(error.to_string().contains("depend on each other: t-a, t-b"), "{error}");
+    }
+}
