@@ -4,8 +4,12 @@
 //! the API server would prune them); every `dependsOn`, `valuesFrom`, `sourceRef`, Secret
 //! reference, Kustomization path and kustomize resource resolves inside the tree; every
 //! Secret is SOPS-encrypted for the environment's recipients and decrypts to what the plan
-//! holds; and a removed component's files go away.
+//! holds; a removed component's files go away; and, against a throwaway PostgreSQL server,
+//! the database Jobs' scripts provision roles that log in with the planned passwords, and
+//! `databases = "external"` provisions from the deploy and keeps Jobs out of the tree.
 
+#[path = "../platform/tests/support/pg.rs"]
+mod pg;
 mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use platform::plan::{Action, Plan};
 use serde_json::{Value as Json, json};
-use util::Repo;
+use util::{Repo, RunOptions};
 
 const ENV: &str = "flux-example";
 const TREE: &str = "bundle/flux-example";
@@ -461,4 +465,98 @@ fn a_hand_edited_manifest_is_drift_and_the_deploy_restores_it() {
     let run = deploy(&repo);
     assert!(run.stderr.contains("differs from the plan"), "{}", run.stderr);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+}
+
+/// Runs `psql` of the test server's version with `args`, as a database Job would (the
+/// connection from `PG*` variables), and returns its stdout.
+fn psql(server: &pg::PgServer, env: &[(&str, &str)], args: &[&str]) -> String {
+    let output = std::process::Command::new(server.program("psql"))
+        .args(["--no-psqlrc", "--set", "ON_ERROR_STOP=1", "--tuples-only", "--no-align"])
+        .args(args)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", server.port().to_string())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run psql");
+    assert!(output.status.success(), "psql {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_database_jobs_scripts_provision_roles_that_log_in_with_the_planned_passwords() {
+    let Some(server) = pg::PgServer::try_start() else { return };
+    let repo = Repo::shipped();
+    deploy(&repo);
+    let plan = compile(&repo);
+    let admin = decrypt(&repo, "databases/opus-database-admin.enc.yaml");
+    assert_eq!(admin["stringData"]["PGUSER"], pg::ADMIN_USER);
+    let scripts = tempfile::tempdir().unwrap();
+    let mut n_databases = 0;
+    for step in plan.steps() {
+        let Action::ProvisionDatabase { role, database, password, .. } = &step.action else { continue };
+        let secret = decrypt(&repo, &format!("databases/{}.enc.yaml", database.replace('_', "-")));
+        let script = scripts.path().join(format!("{database}.sql"));
+        std::fs::write(&script, secret["stringData"]["provision.sql"].as_str().unwrap()).unwrap();
+        let as_admin = [
+            ("PGUSER", pg::ADMIN_USER),
+            ("PGPASSWORD", pg::ADMIN_PASSWORD),
+            ("PGDATABASE", "postgres"),
+            ("PGSSLMODE", admin["stringData"]["PGSSLMODE"].as_str().unwrap()),
+        ];
+        // Twice: a Job that runs again (a retried pod) changes nothing.
+        for _ in 0..2 {
+            psql(&server, &as_admin, &["--file", script.to_str().unwrap()]);
+        }
+        let password = password.expose_tree().unwrap().as_str().unwrap().to_owned();
+        let as_role =
+            [("PGUSER", role.as_str()), ("PGPASSWORD", password.as_str()), ("PGDATABASE", database.as_str())];
+        let owner = psql(
+            &server,
+            &as_role,
+            &[
+                "--command",
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()",
+            ],
+        );
+        assert_eq!(owner.trim(), role, "{database}");
+        n_databases += 1;
+    }
+    assert_eq!(n_databases, 4);
+}
+
+#[test]
+fn external_databases_are_provisioned_by_the_deploy_and_stay_out_of_the_tree() {
+    let Some(server) = pg::PgServer::try_start() else { return };
+    let repo = Repo::shipped();
+    let env_toml = "environments/flux-example/env.toml";
+    repo.replace(env_toml, "databases = \"job\"", "databases = \"external\"");
+    repo.replace(env_toml, "host = \"postgres.example.internal\"", "host = \"127.0.0.1\"");
+    repo.replace(env_toml, "port = 5432", &format!("port = {}", server.port()));
+    let secrets = repo.root().join("environments/flux-example/secrets.enc.yaml");
+    let set = repo.xtask_with(
+        &["secrets", "set", secrets.to_str().unwrap(), "database.admin_password", "-"],
+        &RunOptions::default().stdin(pg::ADMIN_PASSWORD),
+    );
+    set.assert_code(0);
+    deploy(&repo);
+    let tree = repo.root().join(TREE);
+    assert!(!tree.join("databases").exists(), "the tree holds database Jobs");
+    for (file, bytes) in files(&tree) {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("flux-example-databases"), "{file} mentions the databases Kustomization");
+    }
+    let as_admin =
+        [("PGUSER", pg::ADMIN_USER), ("PGPASSWORD", pg::ADMIN_PASSWORD), ("PGDATABASE", "postgres")];
+    let roles = psql(
+        &server,
+        &as_admin,
+        &["--command", "SELECT rolname FROM pg_roles WHERE rolname LIKE '%_user' ORDER BY 1"],
+    );
+    assert_eq!(
+        roles.lines().collect::<Vec<_>>(),
+        ["authorization_server_user", "oob_consent_user", "oof_event_service_user", "oof_pcm_service_user"]
+    );
+    // A second deploy changes nothing, in the tree or in the database.
+    let again = deploy(&repo);
+    assert!(again.stderr.contains("0 succeeded, 0 failed, 0 skipped, 38 unchanged"), "{}", again.stderr);
 }
