@@ -80,12 +80,21 @@ fn compile(repo: &Repo) -> Plan {
 #[test]
 fn a_second_deploy_changes_nothing_and_plain_files_are_the_same_on_every_machine() {
     let repo = Repo::shipped();
+    let plan = repo.xtask(&["plan", ENV]);
+    assert!(plan.stdout.contains("\n  + flux-system/entry.yaml\n"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("\n  + apps/opus/releases/oob-consent.values.enc.yaml\n"),
+        "{}",
+        plan.stdout
+    );
     deploy(&repo);
     let first = files(&repo.root().join(TREE));
     assert!(first.contains_key("flux-system/entry.yaml"), "{:?}", first.keys());
     let again = deploy(&repo);
     assert!(again.stderr.contains("0 succeeded, 0 failed, 0 skipped, 38 unchanged"), "{}", again.stderr);
     assert_eq!(files(&repo.root().join(TREE)), first, "a no-op deploy rewrote the tree");
+    let plan = repo.xtask(&["plan", ENV]);
+    assert!(!plan.stdout.contains("would get"), "{}", plan.stdout);
 
     // A fresh machine writes the same tree: byte-identical except the encrypted files (new
     // data keys and nonces) and the index (the journal's lineage).
@@ -462,6 +471,20 @@ fn a_hand_edited_manifest_is_drift_and_the_deploy_restores_it() {
     // An edit by hand is drift: the refresh compares plain files with what the plan renders.
     let original = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, original.replace("retries: 3", "retries: 9")).unwrap();
+    // `plan` lists the files the deploy writes.
+    let plan = repo.xtask(&["plan", ENV]);
+    plan.assert_code(0);
+    assert!(
+        plan.stdout.contains("drifted: file apps/opus/releases/oob-status.yaml differs from the plan"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .ends_with("files bundle/flux-example/ would get:\n  ~ apps/opus/releases/oob-status.yaml\n"),
+        "{}",
+        plan.stdout
+    );
     let run = deploy(&repo);
     assert!(run.stderr.contains("differs from the plan"), "{}", run.stderr);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), original);

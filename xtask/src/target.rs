@@ -9,6 +9,7 @@ use platform::drivers::flux::FluxDriver;
 use platform::exec::Observer;
 use platform::exec::observe::observe;
 use platform::journal::StepRecord;
+use platform::plan::diff::ChangeKind;
 use platform::plan::observed::{Observation, Refresh};
 use platform::plan::{Action, Plan, TargetSpec};
 
@@ -89,4 +90,35 @@ async fn observer(repo: &Repo, plan: &Plan, inputs: &Inputs) -> Result<Box<dyn O
         return Ok(Box::new(driver));
     }
     crate::kube_target::observer(repo, inputs).await
+}
+
+/// For a flux target, the files the deploy would write (the text of `plan` ends with them):
+/// those of the steps to create, update or repair, and the Kustomizations and kustomize files
+/// the plan changes; empty for other targets and when nothing would be written.
+pub fn flux_file_changes(
+    repo: &Repo,
+    plan: &Plan,
+    previous: &BTreeMap<String, platform::plan::diff::Snapshot>,
+    observation: &Observation,
+) -> String {
+    let TargetSpec::Flux { path, .. } = &plan.target else { return String::new() };
+    let running: std::collections::BTreeSet<String> =
+        platform::plan::diff::classify(plan, previous, observation)
+            .into_iter()
+            .filter(|(_, (kind, _))| {
+                matches!(kind, ChangeKind::Create | ChangeKind::Update | ChangeKind::Drifted)
+            })
+            .map(|(id, _)| id)
+            .collect();
+    match platform::drivers::flux::file_changes(&repo.root.join(path), plan, &running) {
+        Ok(changes) if changes.is_empty() => String::new(),
+        Ok(changes) => {
+            let mut out = format!("files {path}/ would get:\n");
+            for change in changes {
+                out.push_str(&format!("  {} {}\n", if change.created { "+" } else { "~" }, change.path));
+            }
+            out
+        }
+        Err(error) => format!("note: the files of {path}/ cannot be listed: {}\n", error.message),
+    }
 }

@@ -625,3 +625,41 @@ impl FluxDriver {
         Ok(None)
     }
 }
+
+/// A file a deploy of the tree would write, for `plan`: `created` when it does not exist yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    pub path: String,
+    pub created: bool,
+}
+
+/// The files of the tree at `tree` that a deploy would write: those of the steps in `running`
+/// (the steps to create, update or repair) and the kustomize files and Flux Kustomizations
+/// the whole plan changes. Read-only.
+pub fn file_changes(
+    tree: &Path,
+    plan: &Plan,
+    running: &BTreeSet<String>,
+) -> Result<Vec<FileChange>, StepError> {
+    let settings = FluxSettings::of(plan).ok_or_else(|| StepError::new("not a flux plan"))?;
+    let layout = layout::layout(plan, &settings).map_err(|e| StepError::new(e.to_string()))?;
+    let mut changes: BTreeMap<String, bool> = BTreeMap::new();
+    for step in plan.steps().filter(|s| running.contains(&s.id)) {
+        for relative in layout::files_of(step, &settings) {
+            let created = !tree.join(&relative).exists();
+            changes.insert(relative, created);
+        }
+    }
+    for (relative, text) in aggregate_files(plan, &layout, &settings) {
+        match std::fs::read(tree.join(&relative)) {
+            Ok(bytes) if bytes == text.as_bytes() => {}
+            Ok(_) => {
+                changes.insert(relative, false);
+            }
+            Err(_) => {
+                changes.insert(relative, true);
+            }
+        }
+    }
+    Ok(changes.into_iter().map(|(path, created)| FileChange { path, created }).collect())
+}
