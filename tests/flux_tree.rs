@@ -519,7 +519,9 @@ fn the_database_jobs_scripts_provision_roles_that_log_in_with_the_planned_passwo
         let Action::ProvisionDatabase { role, database, password, .. } = &step.action else { continue };
         let secret = decrypt(&repo, &format!("databases/{}.enc.yaml", database.replace('_', "-")));
         let script = scripts.path().join(format!("{database}.sql"));
-        std::fs::write(&script, secret["stringData"]["provision.sql"].as_str().unwrap()).unwrap();
+        let text = secret["stringData"]["provision.sql"].as_str().unwrap();
+        assert!(text.contains("server_version_num')::int < 140000"), "{database}: no version check");
+        std::fs::write(&script, text).unwrap();
         let as_admin = [
             ("PGUSER", pg::ADMIN_USER),
             ("PGPASSWORD", pg::ADMIN_PASSWORD),

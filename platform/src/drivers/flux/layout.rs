@@ -180,6 +180,9 @@ pub struct Layout {
     pub groups: BTreeMap<Group, GroupLayout>,
     /// Release step id -> the releases (name, namespace) it depends on, sorted.
     pub release_dependencies: BTreeMap<String, Vec<(String, String)>>,
+    /// The oldest PostgreSQL major version the plan accepts (its database preflight's), which
+    /// each database Job checks first.
+    pub min_server_version: Option<u32>,
 }
 
 /// Why a plan cannot be laid out as a Flux tree.
@@ -230,6 +233,9 @@ pub fn layout(plan: &Plan, settings: &FluxSettings) -> Result<Layout, GroupCycle
             && let Some((release, _)) = releases.iter().find(|(_, ns)| ns == namespace)
         {
             readiness.insert((release.clone(), namespace.clone()), *timeout_seconds);
+        }
+        if let Action::DatabasePreflight { min_server_version, .. } = &step.action {
+            out.min_server_version = Some(*min_server_version);
         }
         if let Some(group) = group_of(step, settings) {
             let entry = out.groups.entry(group.clone()).or_default();

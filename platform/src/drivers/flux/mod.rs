@@ -169,7 +169,9 @@ impl FluxDriver {
                 // script (the tree is deterministic), new inputs a new salt.
                 let salt = Sha256::digest(format!("opus-deploy flux scram salt\0{}", step.fingerprint));
                 let verifier = scram_verifier_with_salt(&password, &salt[..16], 4096);
-                let mut sql = provisioning_sql(&role, &database_id, &verifier);
+                // The Job checks the server's version first, as the deploy's preflight would.
+                let mut sql = layout.min_server_version.map(version_check).unwrap_or_default();
+                sql.push_str(&provisioning_sql(&role, &database_id, &verifier));
                 sql.push_str(&format!("ALTER ROLE {role} CONNECTION LIMIT {connection_limit};\n"));
                 let manifest = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": objects::script_secret_name(database), "namespace": self.settings.namespace}, "type": "Opaque", "stringData": {objects::SCRIPT_KEY: sql}});
                 let yaml = SecretString::new(to_yaml(&manifest));
@@ -185,9 +187,7 @@ impl FluxDriver {
                 }});
                 let yaml = SecretString::new(to_yaml(&manifest));
                 self.write_encrypted(&files[0], &yaml, secret_rule(), admin_password.secrets())?;
-                note = Some(
-                    "the database Jobs check nothing before they run: the server version is not checked",
-                );
+                note = Some("each database Job checks the server version before it provisions");
             }
             Action::WaitReady { .. } => {
                 note = Some("Flux waits for the release (its Kustomization's health check)")
@@ -330,6 +330,17 @@ where
     tokio::task::spawn_blocking(move || handle.block_on(make()))
         .await
         .map_err(|e| StepError::new(format!("the database step did not finish: {e}")))
+}
+
+/// The first statement of a database Job's script: the server is `minimum` or newer.
+fn version_check(minimum: u32) -> String {
+    format!(
+        "-- PostgreSQL {minimum} or newer, as the platform needs.\n\
+         DO $$ BEGIN IF current_setting('server_version_num')::int < {} THEN \
+         RAISE EXCEPTION 'PostgreSQL % is older than {minimum}, which the platform needs', current_setting('server_version'); \
+         END IF; END $$;\n",
+        minimum * 10_000
+    )
 }
 
 /// The plain (unencrypted) files of a step, with their text: what the step writes and what
