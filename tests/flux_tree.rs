@@ -419,7 +419,7 @@ fn every_secret_is_encrypted_for_the_recipients_and_decrypts_to_what_the_plan_ho
                 n_checked += 1;
             }
             Action::DatabasePreflight { admin_password, .. } => {
-                let secret = decrypt(&repo, "databases/opus-database-admin.enc.yaml");
+                let secret = decrypt(&repo, "databases/database-admin.enc.yaml");
                 assert_eq!(secret["stringData"]["PGPASSWORD"], admin_password.expose_tree().unwrap());
                 n_checked += 1;
             }
@@ -511,7 +511,7 @@ fn the_database_jobs_scripts_provision_roles_that_log_in_with_the_planned_passwo
     let repo = Repo::shipped();
     deploy(&repo);
     let plan = compile(&repo);
-    let admin = decrypt(&repo, "databases/opus-database-admin.enc.yaml");
+    let admin = decrypt(&repo, "databases/database-admin.enc.yaml");
     assert_eq!(admin["stringData"]["PGUSER"], pg::ADMIN_USER);
     let scripts = tempfile::tempdir().unwrap();
     let mut n_databases = 0;

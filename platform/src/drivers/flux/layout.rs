@@ -117,8 +117,27 @@ fn component_name(step: &Step) -> &str {
     step.component.as_deref().and_then(|c| c.rsplit('/').next()).unwrap_or("objects")
 }
 
-/// The database Jobs' admin connection Secret (in the Flux namespace).
-pub const ADMIN_SECRET: &str = "opus-database-admin";
+/// The file of the database Jobs' admin connection Secret.
+pub const ADMIN_FILE: &str = "database-admin.enc.yaml";
+
+/// A DNS-1123 name of at most 63 characters: a longer one is cut and keeps a digest of the
+/// whole, so two long names stay apart.
+pub fn bounded_name(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if name.len() <= 63 {
+        return name.to_owned();
+    }
+    let digest = hex::encode(&Sha256::digest(name.as_bytes())[..5]);
+    format!("{}-{digest}", name[..52].trim_end_matches('-'))
+}
+
+impl FluxSettings {
+    /// The database Jobs' admin connection Secret (in the Flux namespace, which several
+    /// environments of one cluster may share: hence the environment's name).
+    pub fn admin_secret(&self) -> String {
+        bounded_name(&format!("{}-database-admin", self.environment))
+    }
+}
 
 /// The DNS-1123 form of a PostgreSQL identifier (`api_consent` -> `api-consent`).
 pub fn dns_name(text: &str) -> String {
@@ -158,7 +177,7 @@ pub fn files_of(step: &Step, settings: &FluxSettings) -> Vec<String> {
             let name = dns_name(database);
             vec![format!("{folder}/{name}.job.yaml"), format!("{folder}/{name}.enc.yaml")]
         }
-        Action::DatabasePreflight { .. } => vec![format!("{folder}/{ADMIN_SECRET}.enc.yaml")],
+        Action::DatabasePreflight { .. } => vec![format!("{folder}/{ADMIN_FILE}")],
         Action::WaitReady { .. } | Action::Preflight { .. } | Action::StoreKey { .. } => Vec::new(),
     }
 }

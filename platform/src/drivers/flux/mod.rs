@@ -173,7 +173,7 @@ impl FluxDriver {
                 let mut sql = layout.min_server_version.map(version_check).unwrap_or_default();
                 sql.push_str(&provisioning_sql(&role, &database_id, &verifier));
                 sql.push_str(&format!("ALTER ROLE {role} CONNECTION LIMIT {connection_limit};\n"));
-                let manifest = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": objects::script_secret_name(database), "namespace": self.settings.namespace}, "type": "Opaque", "stringData": {objects::SCRIPT_KEY: sql}});
+                let manifest = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": objects::script_secret_name(database, &self.settings), "namespace": self.settings.namespace}, "type": "Opaque", "stringData": {objects::SCRIPT_KEY: sql}});
                 let yaml = SecretString::new(to_yaml(&manifest));
                 self.write_encrypted(&files[1], &yaml, secret_rule(), std::iter::once(&password))?;
             }
@@ -181,7 +181,7 @@ impl FluxDriver {
                 if self.settings.jobs =>
             {
                 let clear = admin_password.expose_tree().ok_or_else(not_decrypted)?;
-                let manifest = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": layout::ADMIN_SECRET, "namespace": self.settings.namespace}, "type": "Opaque", "stringData": {
+                let manifest = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": self.settings.admin_secret(), "namespace": self.settings.namespace}, "type": "Opaque", "stringData": {
                     "PGHOST": host, "PGPORT": port.to_string(), "PGUSER": admin_user, "PGPASSWORD": clear,
                     "PGDATABASE": "postgres", "PGSSLMODE": self.settings.sslmode,
                 }});
@@ -403,9 +403,9 @@ pub fn aggregate_files(plan: &Plan, layout: &Layout, settings: &FluxSettings) ->
     let mut out = BTreeMap::new();
     for (group, group_layout) in &layout.groups {
         let folder = group.folder();
-        // A group's own folder only: after-releases/ is a Kustomization of its own.
-        let own: Vec<String> = group_layout.files.clone();
-        out.insert(format!("{folder}/kustomization.yaml"), to_yaml(&objects::kustomize_file(&folder, &own)));
+        // A group's own files only: after-releases/ is a Kustomization of its own.
+        let kustomize = objects::kustomize_file(&folder, &group_layout.files);
+        out.insert(format!("{folder}/kustomization.yaml"), to_yaml(&kustomize));
     }
     let mut charts: Vec<&crate::plan::ChartSpec> = plan
         .steps()

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
-use super::layout::{ADMIN_SECRET, FluxSettings, Group, GroupLayout, Layout, dns_name};
+use super::layout::{FluxSettings, Group, GroupLayout, Layout, bounded_name, dns_name};
 use crate::plan::ChartSpec;
 
 /// How often Flux reconciles what it applied (and retries what failed).
@@ -232,18 +232,18 @@ pub fn entry_objects(
     out
 }
 
-/// A database Job's name: its database and a digest of the Job's inputs (the provisioning
-/// step's fingerprint and the image), since a Job's template cannot change.
+/// A database Job's name: the environment, its database and a digest of the Job's inputs
+/// (the provisioning step's fingerprint and the image), since a Job's template cannot change.
 pub fn job_name(database: &str, fingerprint: &str, settings: &FluxSettings) -> String {
     let digest = Sha256::digest(format!("{fingerprint}\0{}", settings.psql_image).as_bytes());
-    let base = dns_name(database);
-    let base = &base[..base.len().min(40)];
-    format!("opus-db-{}-{}", base.trim_end_matches('-'), &hex::encode(digest)[..10])
+    let base = bounded_name(&format!("{}-db-{}", settings.environment, dns_name(database)));
+    let base = &base[..base.len().min(52)];
+    format!("{}-{}", base.trim_end_matches('-'), &hex::encode(digest)[..10])
 }
 
 /// The Secret holding a database's provisioning script.
-pub fn script_secret_name(database: &str) -> String {
-    format!("opus-db-{}", dns_name(database))
+pub fn script_secret_name(database: &str, settings: &FluxSettings) -> String {
+    bounded_name(&format!("{}-db-{}", settings.environment, dns_name(database)))
 }
 
 /// The key of the script in its Secret.
@@ -270,13 +270,80 @@ pub fn database_job(database: &str, fingerprint: &str, settings: &FluxSettings) 
                         "name": "psql",
                         "image": settings.psql_image,
                         "command": ["psql", "--no-psqlrc", "--set", "ON_ERROR_STOP=1", "--file", format!("/provision/{SCRIPT_KEY}")],
-                        "envFrom": [{"secretRef": {"name": ADMIN_SECRET}}],
+                        "envFrom": [{"secretRef": {"name": settings.admin_secret()}}],
                         "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
                         "volumeMounts": [{"name": "provision", "mountPath": "/provision", "readOnly": true}],
                     }],
-                    "volumes": [{"name": "provision", "secret": {"secretName": script_secret_name(database)}}],
+                    "volumes": [{"name": "provision", "secret": {"secretName": script_secret_name(database, settings)}}],
                 },
             },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(environment: &str) -> FluxSettings {
+        FluxSettings {
+            environment: environment.into(),
+            path: "clusters/x".into(),
+            namespace: "flux-system".into(),
+            git_repository: "flux-system".into(),
+            jobs: true,
+            decryption_secret: "sops-age".into(),
+            psql_image: "postgres:16".into(),
+            sslmode: "require".into(),
+        }
+    }
+
+    #[test]
+    fn job_names_are_dns_labels_that_change_with_their_inputs() {
+        let short = settings("prod");
+        let name = job_name("api_consent", "3:aa", &short);
+        assert!(name.starts_with("prod-db-api-consent-"), "{name}");
+        assert_ne!(name, job_name("api_consent", "3:ab", &short));
+        let long = settings(&"e".repeat(60));
+        for name in [job_name(&"d".repeat(63), "3:aa", &long), script_secret_name(&"d".repeat(63), &long)] {
+            assert!(name.len() <= 63, "{name}");
+            assert!(!name.ends_with('-') && !name.contains("--"), "{name}");
+        }
+        assert_ne!(
+            script_secret_name(&format!("{}a", "d".repeat(62)), &long),
+            script_secret_name(&format!("{}b", "d".repeat(62)), &long)
+        );
+    }
+
+    #[test]
+    fn charts_come_from_their_own_sources() {
+        let s = settings("prod");
+        let chart = |reference: &str, repository: Option<&str>| ChartSpec {
+            reference: reference.into(),
+            repository: repository.map(str::to_owned),
+            version: "1.0.0".into(),
+        };
+        assert_eq!(
+            chart_source(&chart("oci://registry.example/charts/oob-consent", None), &s),
+            ChartSource::HelmRepository {
+                name: "prod-registry-example-charts".into(),
+                url: "oci://registry.example/charts".into(),
+                oci: true,
+                chart: "oob-consent".into(),
+            }
+        );
+        assert_eq!(
+            chart_source(&chart("dapr", Some("https://dapr.github.io/helm-charts")), &s),
+            ChartSource::HelmRepository {
+                name: "prod-dapr-github-io-helm-charts".into(),
+                url: "https://dapr.github.io/helm-charts".into(),
+                oci: false,
+                chart: "dapr".into(),
+            }
+        );
+        assert_eq!(
+            chart_source(&chart("charts/opus-gateway-routes", None), &s),
+            ChartSource::Git { path: "./charts/opus-gateway-routes".into() }
+        );
+    }
 }
