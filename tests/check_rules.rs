@@ -659,7 +659,7 @@ fn unknown_environment_suggests_the_closest_name() {
         LoadError::UnknownEnvironment { name, suggestion, known } => {
             assert_eq!(name, "prdo");
             assert_eq!(suggestion.as_deref(), Some("prod"));
-            assert_eq!(known, &["example", "prod", "staging"]);
+            assert_eq!(known, &["example", "flux-example", "prod", "staging"]);
         }
         other => panic!("expected UnknownEnvironment, got {other:?}"),
     }

@@ -192,7 +192,7 @@ fn tool_state_notes_and_the_key_file_are_allowed() {
     let checked = check(&repo, "example");
     assert!(checked.report.diagnostics.is_empty(), "{}", checked.rendered);
     let (names, problems) = survey_environments(&FsTree::new(repo.root())).unwrap();
-    assert_eq!(names, ["example", "prod", "staging"]);
+    assert_eq!(names, ["example", "flux-example", "prod", "staging"]);
     assert!(problems.is_empty(), "{problems:?}");
 }
 
@@ -214,7 +214,7 @@ fn directory_in_environments_without_env_toml_is_an_error() {
         .unwrap();
     repo.write("environments/notes.txt", "");
     let (names, problems) = survey_environments(&FsTree::new(repo.root())).unwrap();
-    assert_eq!(names, ["example", "staging"]);
+    assert_eq!(names, ["example", "flux-example", "staging"]);
     let rendered = render_plain(&problems, &SourceMap::new());
     insta::assert_snapshot!(rendered);
     let run = repo.xtask(&["check"]);

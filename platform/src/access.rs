@@ -5,7 +5,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::load::environment::ENVIRONMENTS_DIR;
-use crate::model::{EnvFile, Target};
+use crate::model::EnvFile;
 use crate::secrets::{Identities, IdentitySources, SecretsError, load_identities};
 use crate::sensitive::SecretString;
 
@@ -29,7 +29,7 @@ pub enum AccessError {
 /// The identities for an environment.
 pub fn identities_for(root: &Path, env: &EnvFile) -> Result<Identities, AccessError> {
     let mut identities = load_identities(&IdentitySources::from_env())?;
-    if let Target::Directory { key_store: Some(key_store), .. } = &env.target {
+    if let Some(key_store) = env.target.key_store() {
         let path = root.join(key_store);
         if let Ok(text) = std::fs::read_to_string(&path) {
             identities.add_key_text(&path.display().to_string(), &SecretString::new(text))?;

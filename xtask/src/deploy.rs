@@ -145,7 +145,7 @@ async fn deploy_or_exit(repo: &Repo, cmd: &DeployCmd) -> Result<Outcome, Outcome
     let report = deployment.run(&selection, driver, progress, options, &observation).await.map_err(fail)?;
     // A directory target's files are named in the bundle; a cluster's items are named as they are.
     let place = match &plan.target {
-        TargetSpec::Directory { path, .. } => format!("{path}/"),
+        TargetSpec::Directory { path, .. } | TargetSpec::Flux { path, .. } => format!("{path}/"),
         TargetSpec::Kube { .. } => String::new(),
     };
     for cleanup in &report.cleanup {
@@ -178,6 +178,14 @@ async fn driver_for(
         crate::target::directory_driver(repo, plan, inputs).or_exit(Outcome::CouldNotStart)?
     {
         return Ok((Arc::new(driver), None));
+    }
+    match crate::target::flux_driver(repo, plan, inputs, true) {
+        Ok(Some(driver)) => return Ok((Arc::new(driver), None)),
+        Ok(None) => {}
+        Err(error) => {
+            ui::error(&error);
+            return Err(Outcome::CouldNotStart);
+        }
     }
     let (driver, requests) = crate::kube_target::driver(repo, plan, inputs, prune_databases).await?;
     Ok((driver, Some(requests)))

@@ -24,11 +24,12 @@ pub struct OpenedStore {
 /// Opens the key store of `environment`.
 pub async fn open_store(repo: &Repo, environment: &str, env_file: &EnvFile) -> Result<OpenedStore, Outcome> {
     match &env_file.target {
-        Target::Directory { key_store: Some(key_store), .. } => Ok(OpenedStore {
+        Target::Directory { key_store: Some(key_store), .. }
+        | Target::Flux { key_store: Some(key_store), .. } => Ok(OpenedStore {
             store: Box::new(FileKeyStore::new(repo.root.join(key_store))),
             cluster: format!("directory ({key_store})"),
         }),
-        Target::Directory { key_store: None, .. } => {
+        Target::Directory { key_store: None, .. } | Target::Flux { key_store: None, .. } => {
             ui::error(&format!(
                 "environment `{environment}` has no key store: set `key_store` in the [target] table of environments/{environment}/env.toml"
             ));
@@ -214,12 +215,7 @@ async fn new_key(repo: &Repo, environment: &str) -> Result<Outcome, Outcome> {
         ui::error(&e);
         Outcome::CouldNotStart
     })?;
-    let store = match &target {
-        Target::Directory { key_store: Some(key_store), .. } => {
-            Some(FileKeyStore::new(repo.root.join(key_store)))
-        }
-        _ => None,
-    };
+    let store = target.key_store().map(|key_store| FileKeyStore::new(repo.root.join(key_store)));
     let report =
         keys::new_key(&repo.root, environment, &key_file, store.as_ref().map(|s| s as &dyn KeyStore))
             .await

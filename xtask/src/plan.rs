@@ -67,7 +67,10 @@ fn plan(repo: &Repo, cmd: &PlanCmd) -> Result<bool, Outcome> {
     let observation =
         crate::runtime::block_on(crate::target::observation(repo, &plan, &inputs, &latest, cmd.no_refresh));
     let out = match cmd.format {
-        PlanFormat::Text => render::text(&plan, &previous, &observation),
+        PlanFormat::Text => {
+            render::text(&plan, &previous, &observation)
+                + &crate::target::flux_file_changes(repo, &plan, &previous, &observation)
+        }
         PlanFormat::Json => {
             let document = PlanDocument::with_changes(&plan, &previous, &observation);
             serde_json::to_string_pretty(&document).expect("serializable") + "\n"

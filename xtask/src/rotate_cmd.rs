@@ -44,12 +44,7 @@ async fn rotate_or_exit(repo: &Repo, cmd: &RotateKeysCmd) -> Result<Outcome, Out
     let _lock = session::lock(&place, environment).await.or_exit(Outcome::CouldNotStart)?;
     if cmd.commit {
         let env_toml = std::path::Path::new("environments").join(environment).join("env.toml");
-        let key_store = match &env_file.target {
-            platform::model::Target::Directory { key_store: Some(path), .. } => {
-                Some(std::path::PathBuf::from(path))
-            }
-            _ => None,
-        };
+        let key_store = env_file.target.key_store().map(std::path::PathBuf::from);
         // A resumed rotation has already edited env.toml itself.
         let resuming = keys::rotation_journal_path(&repo.root, environment).exists();
         let env_toml = if resuming { None } else { Some(env_toml) };

@@ -23,7 +23,7 @@ fn env_context(env: &Environment) -> Value {
         "name": env.name,
         "protected": env.env.protected,
         "core": env.env.core,
-        "target": match &env.env.target { Target::Directory { .. } => "directory", Target::Kube { .. } => "kube" },
+        "target": match &env.env.target { Target::Directory { .. } => "directory", Target::Kube { .. } => "kube", Target::Flux { .. } => "flux" },
         "database": {
             "host": env.env.database.host,
             "port": env.env.database.port,

@@ -121,7 +121,7 @@ pub fn compile(
         Target::Kube { max_kubernetes_version, storage_class, .. } => {
             (Some(max_kubernetes_version.clone()), storage_class.clone())
         }
-        Target::Directory { .. } => (None, None),
+        Target::Directory { .. } | Target::Flux { .. } => (None, None),
     };
     builder.push(
         preflight_id.clone(),
@@ -368,6 +368,26 @@ fn target_spec(env: &Environment) -> TargetSpec {
         }
         Target::Kube { context, kubeconfig, .. } => {
             TargetSpec::Kube { context: context.clone(), kubeconfig: kubeconfig.clone() }
+        }
+        Target::Flux {
+            path, namespace, git_repository, databases, decryption_secret, psql_image, ..
+        } => {
+            let mut recipients = env.env.secrets.age_recipients.clone();
+            recipients.sort();
+            recipients.dedup();
+            TargetSpec::Flux {
+                path: path.clone(),
+                recipients,
+                namespace: namespace.clone(),
+                git_repository: git_repository.clone(),
+                databases: databases.as_str().to_owned(),
+                decryption_secret: decryption_secret.clone(),
+                psql_image: psql_image.clone(),
+                sslmode: serde_json::to_value(env.env.database.sslmode)
+                    .ok()
+                    .and_then(|mode| mode.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            }
         }
     }
 }

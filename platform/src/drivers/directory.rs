@@ -218,7 +218,7 @@ impl DirectoryDriver {
     }
 }
 
-fn not_decrypted() -> StepError {
+pub(crate) fn not_decrypted() -> StepError {
     StepError::new("the plan was compiled without keys: its secrets are not decrypted")
 }
 
@@ -415,12 +415,12 @@ fn stale_in(inventory: &BTreeSet<String>, plan: &Plan) -> Vec<String> {
 }
 
 /// `releases/opus/x/values.yaml`, not `/etc/passwd`, `../x` or `a/./b`.
-fn is_plain_relative(path: &str) -> bool {
+pub(crate) fn is_plain_relative(path: &str) -> bool {
     !path.is_empty() && Path::new(path).components().all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// Removes the folders between `path` and `bundle` that removing `path` left empty.
-fn remove_empty_parents(bundle: &Path, path: &Path) {
+pub(crate) fn remove_empty_parents(bundle: &Path, path: &Path) {
     let mut parent = path.parent();
     while let Some(dir) = parent.filter(|dir| *dir != bundle && dir.starts_with(bundle)) {
         // Fails, as it should, while the folder still holds other files.
@@ -432,7 +432,7 @@ fn remove_empty_parents(bundle: &Path, path: &Path) {
 }
 
 /// The hex SHA-256 of a file's bytes.
-fn file_digest(path: &Path) -> std::io::Result<String> {
+pub(crate) fn file_digest(path: &Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path)?;
     Ok(hex::encode(Sha256::digest(&bytes)))
@@ -498,7 +498,7 @@ fn split_values(values: &Values) -> Result<(Json, Option<crate::sensitive::Secre
     Ok((plain, Some(crate::sensitive::SecretString::new(to_yaml(&secret)))))
 }
 
-fn remove_path(tree: &mut Json, path: &str) {
+pub(crate) fn remove_path(tree: &mut Json, path: &str) {
     let parts: Vec<&str> = path.split('.').collect();
     let mut node = tree;
     for part in &parts[..parts.len() - 1] {
@@ -513,7 +513,7 @@ fn remove_path(tree: &mut Json, path: &str) {
 }
 
 /// Keeps only the leaves at `paths` (maps only; a list holding a secret is kept whole).
-fn retain_paths(tree: &mut Json, paths: &[String], prefix: &str) {
+pub(crate) fn retain_paths(tree: &mut Json, paths: &[String], prefix: &str) {
     if let Some(map) = tree.as_object_mut() {
         let keys: Vec<String> = map.keys().cloned().collect();
         for key in keys {
@@ -532,12 +532,12 @@ fn retain_paths(tree: &mut Json, paths: &[String], prefix: &str) {
     }
 }
 
-fn to_yaml(value: &Json) -> String {
+pub(crate) fn to_yaml(value: &Json) -> String {
     serde_yaml_ng::to_string(value).expect("JSON is YAML")
 }
 
 /// Removes the temporary files of interrupted atomic writes under `bundle`.
-fn remove_interrupted_writes(bundle: &Path) -> Result<(), StepError> {
+pub(crate) fn remove_interrupted_writes(bundle: &Path) -> Result<(), StepError> {
     let mut stack = vec![bundle.to_owned()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };

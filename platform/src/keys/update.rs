@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::{KeysError, secrets_files};
 use crate::load::environment::ENVIRONMENTS_DIR;
-use crate::model::{EnvFile, Target};
+use crate::model::EnvFile;
 use crate::secrets::batch::{BatchFile, BatchTimings, remove_leftover, write_batch};
 use crate::secrets::ops::OpenedDocument;
 use crate::secrets::rekey::{Rewrap, rewrap_document};
@@ -76,7 +76,7 @@ pub struct UpdateReport {
 /// The encrypted files of a directory target's bundle (`*.enc.yaml`), relative to `root`,
 /// sorted; none for other targets or a bundle not written yet.
 pub fn bundle_secrets_files(root: &Path, env: &EnvFile) -> Result<Vec<PathBuf>, KeysError> {
-    let Target::Directory { path, .. } = &env.target else {
+    let Some(path) = env.target.bundle_path() else {
         return Ok(Vec::new());
     };
     let mut found = Vec::new();

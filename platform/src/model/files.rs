@@ -115,6 +115,35 @@ pub enum Target {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key_store: Option<String>,
     },
+    /// Write a tree Flux reconciles (a `GitRepository` in the cluster points at it): one
+    /// Flux `Kustomization` per namespace, one `HelmRelease` per release, plain manifests, and
+    /// Secrets SOPS-encrypted for the environment's recipients, decrypted by Flux itself.
+    Flux {
+        /// The tree's folder, relative to the repository root.
+        path: String,
+        /// The environment's local key store: an age key file, relative to the repository
+        /// root, used as an identity besides sops' usual places (and by `keys save`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_store: Option<String>,
+        /// The namespace of the Flux objects (Kustomizations, sources, database Jobs).
+        #[serde(default = "default_flux_system")]
+        namespace: String,
+        /// The `GitRepository` (in `namespace`) that holds this configuration: the source of
+        /// the Kustomizations and of local charts.
+        #[serde(default = "default_flux_system")]
+        git_repository: String,
+        /// Who provisions databases: `external` (this deploy, from the operator's machine or
+        /// CI: the admin password never enters the cluster) or `job` (a Kubernetes Job per
+        /// database in the tree).
+        #[serde(default)]
+        databases: FluxDatabases,
+        /// The Secret (in `namespace`) holding the age key Flux decrypts the tree with.
+        #[serde(default = "default_decryption_secret")]
+        decryption_secret: String,
+        /// The image the database Jobs run `psql` in (`databases = "job"`).
+        #[serde(default = "default_psql_image")]
+        psql_image: String,
+    },
     /// A real cluster, from a kubeconfig context.
     Kube {
         /// The kubeconfig context to use.
@@ -129,6 +158,56 @@ pub enum Target {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         storage_class: Option<String>,
     },
+}
+
+impl Target {
+    /// The local key store file of a `directory` or `flux` environment, if it names one.
+    pub fn key_store(&self) -> Option<&str> {
+        match self {
+            Target::Directory { key_store, .. } | Target::Flux { key_store, .. } => key_store.as_deref(),
+            Target::Kube { .. } => None,
+        }
+    }
+
+    /// The folder a `directory` or `flux` target writes, relative to the repository root.
+    pub fn bundle_path(&self) -> Option<&str> {
+        match self {
+            Target::Directory { path, .. } | Target::Flux { path, .. } => Some(path),
+            Target::Kube { .. } => None,
+        }
+    }
+}
+
+/// Who provisions a `flux` environment's databases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FluxDatabases {
+    /// `cargo xtask deploy` provisions them, as the `kube` target does.
+    #[default]
+    External,
+    /// A Kubernetes Job per database, in the tree.
+    Job,
+}
+
+impl FluxDatabases {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FluxDatabases::External => "external",
+            FluxDatabases::Job => "job",
+        }
+    }
+}
+
+fn default_flux_system() -> String {
+    "flux-system".to_owned()
+}
+
+fn default_decryption_secret() -> String {
+    "sops-age".to_owned()
+}
+
+fn default_psql_image() -> String {
+    "postgres:16".to_owned()
 }
 
 fn default_max_kubernetes() -> String {

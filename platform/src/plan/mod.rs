@@ -178,6 +178,20 @@ pub enum TargetSpec {
         #[serde(skip_serializing_if = "Option::is_none")]
         kubeconfig: Option<String>,
     },
+    /// A tree Flux reconciles. Every field is part of every step's fingerprint (the recipients
+    /// too: a database Job's Secret is encrypted as well).
+    Flux {
+        path: String,
+        recipients: Vec<String>,
+        namespace: String,
+        git_repository: String,
+        /// `external` or `job`.
+        databases: String,
+        decryption_secret: String,
+        psql_image: String,
+        /// libpq's `sslmode` for the database Jobs (env.toml's `database.sslmode`).
+        sslmode: String,
+    },
 }
 
 /// A compiled environment.
