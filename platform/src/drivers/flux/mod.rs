@@ -57,6 +57,11 @@ pub struct FluxDriver {
 struct RunState {
     lineage: Option<String>,
     layout: Option<Arc<Layout>>,
+    /// The index's record of the last deploy that changed the tree, kept when the index is
+    /// rewritten.
+    last_change: Option<Json>,
+    /// What `note_change` was given for this deploy.
+    noted_change: Option<Json>,
 }
 
 impl FluxDriver {
@@ -265,6 +270,7 @@ impl FluxDriver {
         lineage: Option<&str>,
     ) -> Result<(), StepError> {
         remove_interrupted_writes(&self.tree)?;
+        let last_change = self.run.lock().expect("not poisoned").last_change.clone();
         let index = BundleIndex {
             environment: &plan.environment,
             target: &plan.target,
@@ -279,6 +285,7 @@ impl FluxDriver {
                 .collect(),
             lineage,
             inventory,
+            last_change: last_change.as_ref(),
         };
         self.write("index.json", &(serde_json::to_string_pretty(&index).expect("JSON") + "\n"))
     }
@@ -506,6 +513,13 @@ impl Driver for FluxDriver {
             for (relative, text) in self.aggregate_files(whole, &layout) {
                 self.write(&relative, &text)?;
             }
+            let index = self.read_index()?;
+            {
+                let mut run = self.run.lock().expect("not poisoned");
+                let noted = run.noted_change.take();
+                run.last_change =
+                    noted.or_else(|| index.as_ref().and_then(|index| index.get("last_change")).cloned());
+            }
             let mut inventory = self.inventory()?;
             inventory.extend(self.expected_files(whole, &layout));
             self.write_index(whole, inventory.into_iter().collect(), Some(lineage))?;
@@ -518,6 +532,12 @@ impl Driver for FluxDriver {
 
     fn observer(&self) -> Option<&dyn Observer> {
         Some(self)
+    }
+
+    /// Keeps who changed the tree in the index `prepare` writes.
+    fn note_change(&self, record: &crate::change_record::ChangeRecord) {
+        self.run.lock().expect("not poisoned").noted_change =
+            Some(serde_json::to_value(record).expect("a change record serializes"));
     }
 
     /// Removes what the inventory lists and the plan's tree no longer holds, and the folders
