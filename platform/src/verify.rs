@@ -72,6 +72,7 @@ pub fn verify(
     check_identity(env, &mut out);
     check_directory(env, &mut out);
     check_journal(env, &mut out);
+    check_flux_key_store(env, &mut out);
     check_recipients(env, &mut out);
     for component in env.components() {
         check_component(env, catalog, component, &mut out);
@@ -119,6 +120,31 @@ fn check_journal(env: &Environment, out: &mut Vec<Diagnostic>) {
         .also_at(env.env_node.span_at(&["target", "kind"]), "a cluster target")
         .help(
             "add `[journal]` with `backend = \"postgres\"` (the journal and the deploy lock in the environment's PostgreSQL, shared by every operator); `backend = \"file\"` keeps them in each operator's working tree, so two operators can deploy at once",
+        ),
+    );
+}
+
+/// A `flux` target keeps its age key either in the cluster's decryption Secret (`context`) or
+/// in a local key store file (`key_store`), never both: with two stores, a rotation would
+/// update one and leave the other holding a retired key.
+fn check_flux_key_store(env: &Environment, out: &mut Vec<Diagnostic>) {
+    let Target::Flux { context: Some(_), key_store: Some(_), decryption_secret, namespace, .. } =
+        &env.env.target
+    else {
+        return;
+    };
+    out.push(
+        Diagnostic::error(format!(
+            "the flux target of `{}` names two key stores: the cluster's decryption Secret and a key store file",
+            env.name
+        ))
+        .at(
+            env.env_node.key_span_at(&["target", "context"]),
+            format!("the key is kept in the Secret {namespace}/{decryption_secret} of this cluster"),
+        )
+        .also_at(env.env_node.key_span_at(&["target", "key_store"]), "and in this file")
+        .help(
+            "remove `key_store` to keep the key in the cluster (`cargo xtask keys restore` puts a backed-up key there), or remove `context` to keep the decryption Secret by hand",
         ),
     );
 }

@@ -1,6 +1,7 @@
 //! The whole key rotation of the shipped `example` environment (a copy in a temporary git
 //! repository) against a file key store and an in-memory key store: every file re-encrypted for
-//! the new key only, content unchanged, the old key retired, refusals before anything changes.
+//! the new key only, content unchanged, the old key retired (or kept, for a flux target's
+//! decryption Secret), refusals before anything changes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,7 @@ fn options(root: &Path, local_key_file: PathBuf) -> RotationOptions {
         environment: "example".to_owned(),
         local_key_file,
         batch_size: platform::keys::rotation::BATCH_SIZE,
+        keep_previous_key: false,
     }
 }
 
@@ -224,6 +226,44 @@ async fn an_interrupted_rotation_is_completed_by_the_rerun_with_the_same_key() {
     assert_eq!(new.len(), 1, "the rerun did not generate another key");
     assert_eq!(decrypted_tree(root, &new), before);
     assert!(!journal.exists());
+}
+
+/// A flux target's decryption Secret: the rotation ends with both keys in the store (Flux
+/// still reads the committed tree), the next rotation is refused naming `keys retire`, and
+/// once the previous key is retired it proceeds.
+#[tokio::test]
+async fn a_rotation_that_keeps_the_previous_key_leaves_both_and_the_next_one_waits_for_retire() {
+    let repo = example_repo();
+    let root = repo.path();
+    let old = Identities::from_key_text("demo", &key_text(&root.join(DEMO_KEY))).unwrap();
+    let before = decrypted_tree(root, &old);
+    let local_key_file = root.join("home/keys.txt");
+    let store = memory_store_with(&old, false);
+    let keep = RotationOptions { keep_previous_key: true, ..options(root, local_key_file.clone()) };
+
+    let mut events = Vec::new();
+    let report = rotate_keys(&store, &old, &keep, &mut |e| events.push(e.clone())).await.unwrap();
+    let stored = store.keys.lock().unwrap().clone().unwrap();
+    assert_eq!(stored.current.recipient, report.new_recipient);
+    assert_eq!(stored.previous.as_ref().map(|p| p.recipient.clone()), Some(old.recipients()[0].clone()));
+    assert!(events.contains(&platform::keys::RotationEvent::PreviousKept { store: "memory".to_owned() }));
+    assert!(!events.iter().any(|e| matches!(e, platform::keys::RotationEvent::Retired { .. })));
+    assert!(!rotation_journal_path(root, "example").exists(), "the rotation itself is complete");
+    let new = Identities::from_key_text("local", &key_text(&local_key_file)).unwrap();
+    assert_eq!(decrypted_tree(root, &new), before);
+
+    git(root, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "rotated"]);
+    let error = rotate_keys(&store, &new, &keep, &mut |_| {}).await.unwrap_err();
+    assert!(matches!(error, KeysError::PreviousKeyKept { .. }), "{error}");
+    assert!(error.to_string().contains("cargo xtask keys retire example"), "{error}");
+    assert!(error.to_string().contains(&old.recipients()[0]), "{error}");
+    assert_eq!(store.keys.lock().unwrap().clone().unwrap(), stored, "the refused rotation changed nothing");
+
+    store.retire_previous().await.unwrap();
+    let second = rotate_keys(&store, &new, &keep, &mut |_| {}).await.unwrap();
+    let stored = store.keys.lock().unwrap().clone().unwrap();
+    assert_eq!(stored.current.recipient, second.new_recipient);
+    assert_eq!(stored.previous.map(|p| p.recipient), Some(report.new_recipient));
 }
 
 #[tokio::test]

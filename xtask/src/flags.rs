@@ -401,15 +401,17 @@ pub struct CoreListCmd {}
 /// Create, save, back up or restore an environment's age key.
 ///
 /// Creates a new environment's first key, copies the key from the key store (the cluster's
-/// Secret, or a `directory` environment's local key store file) into your local key file,
-/// prints it as JSON for a backup, or restores it from that backup. The local key file is
-/// `SOPS_AGE_KEY_FILE`, else `~/.config/sops/age/keys.txt`.
+/// Secret, a `flux` environment's decryption Secret when its target names a `context`, or a
+/// local key store file) into your local key file, prints it as JSON for a backup, restores
+/// it from that backup, or retires the previous key a `flux` rotation kept. The local key file
+/// is `SOPS_AGE_KEY_FILE`, else `~/.config/sops/age/keys.txt`.
 ///
 /// Examples:
 ///   cargo xtask keys new sandbox
 ///   cargo xtask keys save staging
 ///   cargo xtask keys get prod > /secure/backup/prod-age-key.json
 ///   cargo xtask keys restore prod < /secure/backup/prod-age-key.json
+///   cargo xtask keys retire prod-flux
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct KeysCmd {
@@ -420,11 +422,13 @@ pub struct KeysCmd {
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
     /// Create a new environment's first key pair: the private key goes into your local key
-    /// file (created 0600) and, for a `directory` target with a `key_store`, into that file;
-    /// the public key becomes `age_recipients` in env.toml (the only line changed). Refuses an
-    /// environment that already has recipients (`rotate-keys` replaces a key; add a recipient
-    /// to `age_recipients` and run `secrets updatekeys` to add one). A `kube` target's deploy
-    /// stores the key in the cluster. Back the key up afterwards with `keys get`.
+    /// file (created 0600) and into the key store: a `key_store` file, or a `flux` target's
+    /// decryption Secret in its cluster (`context`); the public key becomes `age_recipients`
+    /// in env.toml (the only line changed). Refuses an environment that already has
+    /// recipients (`rotate-keys` replaces a key; add a recipient to `age_recipients` and run
+    /// `secrets updatekeys` to add one) and a key store that already holds a key. A `kube`
+    /// target's deploy stores the key in the cluster. Back the key up afterwards with `keys
+    /// get`.
     ///
     /// Examples:
     ///   cargo xtask keys new staging
@@ -461,6 +465,25 @@ pub enum KeysAction {
         #[arg(long)]
         force: bool,
     },
+    /// Remove the previous key that `rotate-keys` kept in a `flux` target's decryption Secret,
+    /// once Flux no longer needs it. Refuses while a rotation is unfinished, while a file of
+    /// the environment or its tree is still encrypted for the previous key, while the tree has
+    /// uncommitted changes, and until every Kustomization of the tree is Ready at a revision
+    /// that contains the last commit of the tree (`git fetch` first if that revision is not
+    /// in your clone).
+    ///
+    /// Examples:
+    ///   cargo xtask keys retire prod-flux
+    ///   cargo xtask keys retire prod-flux --force   # skip the tree and cluster checks
+    #[command(verbatim_doc_comment)]
+    Retire {
+        /// The environment.
+        environment: String,
+        /// Retire without checking the tree and its Kustomizations (Flux then cannot decrypt
+        /// what is still encrypted for the previous key).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Rotate an environment's age key, crash-safe and resumable.
@@ -468,7 +491,8 @@ pub enum KeysAction {
 /// Generates a new identity, store it in the key store (the
 /// previous key is kept until the end) and in your local key file, re-encrypt every secrets
 /// file of the environment for it, update `age_recipients` in env.toml, verify every file,
-/// then retire the old key. Takes the environment's deploy lock. Crash-safe: an interrupted
+/// then retire the old key (a `flux` target's decryption Secret keeps it, for Flux to decrypt
+/// the committed tree, until `keys retire`; the next `deploy` re-encrypts the tree). Takes the environment's deploy lock. Crash-safe: an interrupted
 /// rotation is completed by running the command again. Refuses to start when a secrets file
 /// cannot be decrypted or has uncommitted changes. Back up the new key afterwards
 /// (`cargo xtask keys get ENV`).
@@ -566,7 +590,8 @@ impl KeysAction {
             KeysAction::Save { environment }
             | KeysAction::Get { environment, .. }
             | KeysAction::New { environment }
-            | KeysAction::Restore { environment } => environment,
+            | KeysAction::Restore { environment }
+            | KeysAction::Retire { environment, .. } => environment,
         }
     }
 }

@@ -1,12 +1,12 @@
-//! `cargo xtask keys save|get`, and opening an environment's key store (shared with
-//! `rotate-keys`): the cluster's Secret for a `kube` target, the local key store file for a
-//! `directory` target.
+//! `cargo xtask keys new|save|get|restore|retire`, and opening an environment's key store
+//! (shared with `rotate-keys`): the cluster's Secret for a `kube` target, the decryption
+//! Secret of a `flux` target that names its cluster's `context`, else the local key store file.
 
 use std::io::IsTerminal;
 
 use platform::drivers::cluster::{ClusterOptions, client};
 use platform::drivers::kube::KeyStoreLocation;
-use platform::keys::{self, FileKeyStore, KeyStore, KubeKeyStore, local_key_file};
+use platform::keys::{self, FileKeyStore, KeyStore, KeysError, KubeKeyStore, RetireOptions, local_key_file};
 use platform::model::{EnvFile, Target};
 use platform::plan::Action;
 use platform::secrets::{AppendOutcome, IdentitySources};
@@ -24,14 +24,33 @@ pub struct OpenedStore {
 /// Opens the key store of `environment`.
 pub async fn open_store(repo: &Repo, environment: &str, env_file: &EnvFile) -> Result<OpenedStore, Outcome> {
     match &env_file.target {
+        // The decryption Secret Flux reads: it imports every `.agekey` entry, and the key
+        // store's `current.agekey` and, during a rotation, `previous.agekey` are two.
+        Target::Flux { context: Some(_), key_store: Some(_), .. } => {
+            ui::error(&format!(
+                "environment `{environment}` names two key stores (`context` and `key_store` in its [target] table); `cargo xtask check {environment}` shows where"
+            ));
+            Err(Outcome::CouldNotStart)
+        }
+        Target::Flux { context: Some(context), kubeconfig, namespace, decryption_secret, .. } => {
+            let location = KeyStoreLocation { namespace: namespace.clone(), name: decryption_secret.clone() };
+            let store = kube_store(repo, context, kubeconfig.as_deref(), location).await?;
+            Ok(OpenedStore { store: Box::new(store), cluster: context.clone() })
+        }
         Target::Directory { key_store: Some(key_store), .. }
         | Target::Flux { key_store: Some(key_store), .. } => Ok(OpenedStore {
             store: Box::new(FileKeyStore::new(repo.root.join(key_store))),
             cluster: format!("directory ({key_store})"),
         }),
-        Target::Directory { key_store: None, .. } | Target::Flux { key_store: None, .. } => {
+        Target::Directory { key_store: None, .. } => {
             ui::error(&format!(
                 "environment `{environment}` has no key store: set `key_store` in the [target] table of environments/{environment}/env.toml"
+            ));
+            Err(Outcome::CouldNotStart)
+        }
+        Target::Flux { key_store: None, context: None, .. } => {
+            ui::error(&format!(
+                "environment `{environment}` has no key store: set `context` in the [target] table of environments/{environment}/env.toml to keep the key in the cluster's decryption Secret, or `key_store` for a local file"
             ));
             Err(Outcome::CouldNotStart)
         }
@@ -48,17 +67,26 @@ pub async fn open_store(repo: &Repo, environment: &str, env_file: &EnvFile) -> R
                     _ => None,
                 })
                 .unwrap_or_default();
-            let options = ClusterOptions {
-                kubeconfig: kubeconfig.as_ref().map(|k| repo.root.join(k)),
-                context: context.clone(),
-            };
-            let client = client(&options).await.map_err(|e| {
-                ui::error(&e);
-                Outcome::CouldNotStart
-            })?;
-            Ok(OpenedStore { store: Box::new(KubeKeyStore { client, location }), cluster: context.clone() })
+            let store = kube_store(repo, context, kubeconfig.as_deref(), location).await?;
+            Ok(OpenedStore { store: Box::new(store), cluster: context.clone() })
         }
     }
+}
+
+/// The key store Secret at `location` in the cluster of `context`.
+async fn kube_store(
+    repo: &Repo,
+    context: &str,
+    kubeconfig: Option<&str>,
+    location: KeyStoreLocation,
+) -> Result<KubeKeyStore, Outcome> {
+    let options =
+        ClusterOptions { kubeconfig: kubeconfig.map(|k| repo.root.join(k)), context: context.to_owned() };
+    let client = client(&options).await.map_err(|e| {
+        ui::error(&e);
+        Outcome::CouldNotStart
+    })?;
+    Ok(KubeKeyStore { client, location })
 }
 
 /// Whether the private key may be printed: never to a terminal unless forced.
@@ -98,6 +126,9 @@ async fn run_async(repo: &Repo, cmd: &KeysCmd) -> Outcome {
             return Outcome::CouldNotStart;
         }
     };
+    if let KeysAction::Retire { force, .. } = &cmd.action {
+        return retire(repo, environment, &env_file, *force).await.unwrap_or_else(|outcome| outcome);
+    }
     let opened = match open_store(repo, environment, &env_file).await {
         Ok(opened) => opened,
         Err(outcome) => return outcome,
@@ -177,7 +208,7 @@ async fn run_async(repo: &Repo, cmd: &KeysCmd) -> Outcome {
                 }
             }
         }
-        KeysAction::New { .. } => unreachable!("handled above"),
+        KeysAction::New { .. } | KeysAction::Retire { .. } => unreachable!("handled above"),
         KeysAction::Get { .. } => {
             match keys::backup_document(opened.store.as_ref(), environment, &opened.cluster).await {
                 Ok(document) => {
@@ -191,6 +222,48 @@ async fn run_async(repo: &Repo, cmd: &KeysCmd) -> Outcome {
             }
         }
     }
+}
+
+/// `keys retire`: the previous key a rotation kept in a `flux` target's decryption Secret.
+async fn retire(repo: &Repo, environment: &str, env_file: &EnvFile, force: bool) -> Result<Outcome, Outcome> {
+    let Target::Flux {
+        context: Some(context),
+        kubeconfig,
+        namespace,
+        decryption_secret,
+        key_store: None,
+        ..
+    } = &env_file.target
+    else {
+        ui::error(&format!(
+            "`keys retire` removes the previous key that `rotate-keys` keeps in a flux target's decryption Secret; `{environment}` has no such Secret (`rotate-keys` retires its previous key itself)"
+        ));
+        return Err(Outcome::CouldNotStart);
+    };
+    let location = KeyStoreLocation { namespace: namespace.clone(), name: decryption_secret.clone() };
+    let store = kube_store(repo, context, kubeconfig.as_deref(), location).await?;
+    let options = RetireOptions { root: &repo.root, environment, env: env_file, force };
+    let report = keys::retire_kept_key(&store, Some(&store.client), &options).await.map_err(|e| {
+        ui::error_chain(&e);
+        match e {
+            // The write of the Secret failed; every other error refused before it.
+            KeysError::Kube { .. } => Outcome::Failed,
+            _ => Outcome::CouldNotStart,
+        }
+    })?;
+    for applied in &report.applied {
+        ui::status(
+            "Applied",
+            &format!("Kustomization {}/{} at {}", applied.namespace, applied.name, applied.revision),
+        );
+    }
+    match &report.retired {
+        Some(recipient) => {
+            ui::status("Retired", &format!("the previous key {recipient} from {}", store.describe()))
+        }
+        None => ui::status("Unchanged", &format!("{} keeps no previous key", store.describe())),
+    }
+    Ok(Outcome::Success)
 }
 
 async fn new_key(repo: &Repo, environment: &str) -> Result<Outcome, Outcome> {
@@ -215,18 +288,38 @@ async fn new_key(repo: &Repo, environment: &str) -> Result<Outcome, Outcome> {
         ui::error(&e);
         Outcome::CouldNotStart
     })?;
-    let store = target.key_store().map(|key_store| FileKeyStore::new(repo.root.join(key_store)));
-    let report =
-        keys::new_key(&repo.root, environment, &key_file, store.as_ref().map(|s| s as &dyn KeyStore))
-            .await
-            .map_err(|e| {
-            ui::error_chain(&e);
-            Outcome::CouldNotStart
-        })?;
+    // A kube target's first deploy stores the key; a flux target with a cluster has no step
+    // that writes to it, so the key goes into the decryption Secret now.
+    let store: Option<Box<dyn KeyStore>> = match &target {
+        Target::Flux {
+            context: Some(context),
+            key_store: None,
+            kubeconfig,
+            namespace,
+            decryption_secret,
+            ..
+        } => {
+            let location = KeyStoreLocation { namespace: namespace.clone(), name: decryption_secret.clone() };
+            Some(Box::new(kube_store(repo, context, kubeconfig.as_deref(), location).await?))
+        }
+        Target::Flux { context: Some(_), key_store: Some(_), .. } => {
+            ui::error(&format!(
+                "environment `{environment}` names two key stores (`context` and `key_store` in its [target] table); keep one"
+            ));
+            return Err(Outcome::CouldNotStart);
+        }
+        _ => target
+            .key_store()
+            .map(|key_store| Box::new(FileKeyStore::new(repo.root.join(key_store))) as Box<dyn KeyStore>),
+    };
+    let report = keys::new_key(&repo.root, environment, &key_file, store.as_deref()).await.map_err(|e| {
+        ui::error_chain(&e);
+        Outcome::CouldNotStart
+    })?;
     ui::status("Generated", &format!("key {} for `{environment}`", report.recipient));
     ui::status("Saved", &format!("its private key in {} (mode 0600)", report.key_file.display()));
     if let Some(store) = &report.key_store {
-        ui::status("Stored", &format!("it in the key store {}", store.display()));
+        ui::status("Stored", &format!("it in the key store {store}"));
     }
     ui::status("Updated", &format!("age_recipients in {}", report.env_toml.display()));
     if matches!(target, Target::Kube { .. }) {

@@ -4,6 +4,7 @@
 
 use platform::access::identities_for;
 use platform::keys::{self, KeysError, RotationEvent, RotationOptions, git, local_key_file};
+use platform::model::Target;
 use platform::secrets::IdentitySources;
 use platform::session;
 
@@ -57,6 +58,7 @@ async fn rotate_or_exit(repo: &Repo, cmd: &RotateKeysCmd) -> Result<Outcome, Out
         local_key_file: local_key_file.clone(),
         // The crash tests ask for small batches (`OPUS_FAILPOINT=batch-size:<n>`).
         batch_size: platform::failpoint::batch_size(keys::rotation::BATCH_SIZE),
+        keep_previous_key: keeps_previous_key(&env_file.target),
     };
     let started = std::time::Instant::now();
     let report = match keys::rotate_keys(opened.store.as_ref(), &identities, &options, &mut show).await {
@@ -64,9 +66,9 @@ async fn rotate_or_exit(repo: &Repo, cmd: &RotateKeysCmd) -> Result<Outcome, Out
         Err(e) => {
             ui::error_chain(&e);
             return Err(match e {
-                KeysError::Undecryptable { .. } | KeysError::UncommittedSecrets { .. } => {
-                    Outcome::CouldNotStart
-                }
+                KeysError::Undecryptable { .. }
+                | KeysError::UncommittedSecrets { .. }
+                | KeysError::PreviousKeyKept { .. } => Outcome::CouldNotStart,
                 _ => Outcome::Failed,
             });
         }
@@ -102,7 +104,24 @@ async fn rotate_or_exit(repo: &Repo, cmd: &RotateKeysCmd) -> Result<Outcome, Out
     eprintln!(
         "note: back up the new key now, outside the repository: (umask 077; cargo xtask keys get {environment} > ~/opus-{environment}-age-key.json), then move it somewhere safe"
     );
+    if let Target::Flux { path, .. } = &env_file.target {
+        eprintln!(
+            "note: the tree {path}/ is still encrypted for the old key: `cargo xtask deploy {environment}` re-encrypts it; commit and push it"
+        );
+        if keeps_previous_key(&env_file.target) {
+            eprintln!(
+                "note: {} keeps the old key beside the new one, so Flux decrypts both trees; once Flux has applied the new tree, `cargo xtask keys retire {environment}` removes it",
+                opened.store.describe()
+            );
+        }
+    }
     Ok(Outcome::Success)
+}
+
+/// A flux target whose key store is the cluster's decryption Secret keeps the previous key
+/// there: Flux decrypts the committed tree with it until the re-encrypted tree is applied.
+fn keeps_previous_key(target: &Target) -> bool {
+    matches!(target, Target::Flux { context: Some(_), .. })
 }
 
 /// Creates an empty key file (mode 0600, its folder 0700) when there is none.
@@ -133,6 +152,9 @@ fn show(event: &RotationEvent) {
             ui::status("Verified", &format!("{files} files decrypt with the new key only"))
         }
         RotationEvent::Retired { store } => ui::status("Retired", &format!("the previous key from {store}")),
+        RotationEvent::PreviousKept { store } => {
+            ui::status("Kept", &format!("the previous key in {store}, for Flux (until `keys retire`)"))
+        }
     }
 }
 

@@ -2,8 +2,9 @@
 //! restore`, reading what `keys get` printed).
 //!
 //! `keys new` makes the private key durable before the public key is written anywhere: the
-//! local key file first (and a `directory` target's key store file), then env.toml, so a crash
-//! in between leaves at most an unused key in the key file and a rerun starts over.
+//! local key file first (and the key store: a key store file, or a `flux` target's decryption
+//! Secret), then env.toml, so a crash in between leaves at most an unused key in the key file
+//! (and the store) and a rerun starts over.
 
 use std::path::{Path, PathBuf};
 
@@ -24,8 +25,9 @@ use crate::sensitive::SecretString;
 pub struct NewKeyReport {
     pub recipient: String,
     pub key_file: PathBuf,
-    /// A `directory` target's key store file that got the key too (relative to the root).
-    pub key_store: Option<PathBuf>,
+    /// The key store that got the key too: a key store file (relative to the root), or the
+    /// decryption Secret of a `flux` target's cluster.
+    pub key_store: Option<String>,
     /// env.toml, relative to the root.
     pub env_toml: PathBuf,
 }
@@ -67,6 +69,15 @@ pub async fn new_key(
             files: existing.iter().map(|p| p.display().to_string()).collect(),
         });
     }
+    if let Some(store) = key_store
+        && let Some(held) = store.read().await?
+    {
+        return Err(KeysError::StoreNotEmpty {
+            environment: environment.to_owned(),
+            store: store.describe(),
+            held: held.current.recipient,
+        });
+    }
     let generated = generate_identity();
     let recipient = generated.recipient.to_string();
     append_identity_to_key_file(local_key_file, &generated.key_file_entry())?;
@@ -84,7 +95,10 @@ pub async fn new_key(
     Ok(NewKeyReport {
         recipient,
         key_file: local_key_file.to_owned(),
-        key_store: key_store.and_then(|store| store.file()).map(|file| relative(root, file)),
+        key_store: key_store.map(|store| match store.file() {
+            Some(file) => relative(root, file).display().to_string(),
+            None => store.describe(),
+        }),
         env_toml: relative(root, &path),
     })
 }

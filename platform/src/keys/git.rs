@@ -1,6 +1,7 @@
-//! The git side of a key rotation: refusing to start over uncommitted secrets files, and
+//! The git side of a key rotation: refusing to start over uncommitted secrets files,
 //! committing exactly the rotated files (an explicit list of paths, never a glob, checked
-//! against `git diff --cached --name-only` before the commit).
+//! against `git diff --cached --name-only` before the commit), and the commit checks of `keys
+//! retire` (a flux tree committed, and contained in the revision Flux applied).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,14 +31,9 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, KeysError> {
 /// Secrets files of the environment folder (`environments/ENV`, relative to `root`) that
 /// `git status --porcelain` reports as changed, staged or untracked.
 pub fn uncommitted_secrets_files(root: &Path, environment_dir: &Path) -> Result<Vec<String>, KeysError> {
-    let dir = environment_dir.to_string_lossy();
-    let status = git(root, &["status", "--porcelain", "--untracked-files=all", "--", &dir])?;
-    Ok(status
-        .lines()
-        .filter_map(|line| line.get(3..))
-        .map(|path| path.rsplit(" -> ").next().unwrap_or(path).trim_matches('"').to_owned())
-        .filter(|path| path.ends_with(SECRETS_FILE_NAME))
-        .collect())
+    let mut paths = uncommitted_paths(root, environment_dir)?;
+    paths.retain(|path| path.ends_with(SECRETS_FILE_NAME));
+    Ok(paths)
 }
 
 /// Whether git ignores `path` (relative to `root`): such a file is not committed.
@@ -108,4 +104,57 @@ pub fn check_commit_preconditions(
         }
     }
     Ok(())
+}
+
+/// Paths under `dir` (relative to `root`) that `git status --porcelain` reports as changed,
+/// staged or untracked.
+pub fn uncommitted_paths(root: &Path, dir: &Path) -> Result<Vec<String>, KeysError> {
+    let dir = dir.to_string_lossy();
+    let status = git(root, &["status", "--porcelain", "--untracked-files=all", "--", &dir])?;
+    Ok(status
+        .lines()
+        .filter_map(|line| line.get(3..))
+        .map(|path| path.rsplit(" -> ").next().unwrap_or(path).trim_matches('"').to_owned())
+        .collect())
+}
+
+/// The last commit that changed anything under `dir` (relative to `root`), if any did.
+pub fn last_commit_of(root: &Path, dir: &Path) -> Result<Option<String>, KeysError> {
+    let dir = dir.to_string_lossy();
+    let commit = git(root, &["log", "-1", "--format=%H", "--", &dir])?.trim().to_owned();
+    Ok(Some(commit).filter(|c| !c.is_empty()))
+}
+
+/// Whether `descendant` contains `ancestor` (`git merge-base --is-ancestor`): `None` when
+/// `descendant` is not a commit of this clone.
+pub fn contains_commit(root: &Path, descendant: &str, ancestor: &str) -> Result<Option<bool>, KeysError> {
+    let known = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["cat-file", "-e", &format!("{descendant}^{{commit}}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| KeysError::Git {
+            command: "cat-file -e".to_owned(),
+            dir: root.to_owned(),
+            detail: format!("could not run git: {e}"),
+        })?;
+    if !known.success() {
+        return Ok(None);
+    }
+    let args = ["merge-base", "--is-ancestor", ancestor, descendant];
+    let status = Command::new("git").arg("-C").arg(root).args(args).status().map_err(|e| KeysError::Git {
+        command: args.join(" "),
+        dir: root.to_owned(),
+        detail: format!("could not run git: {e}"),
+    })?;
+    match status.code() {
+        Some(0) => Ok(Some(true)),
+        Some(1) => Ok(Some(false)),
+        _ => Err(KeysError::Git {
+            command: args.join(" "),
+            dir: root.to_owned(),
+            detail: format!("exited with {status}"),
+        }),
+    }
 }

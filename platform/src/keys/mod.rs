@@ -1,11 +1,14 @@
 //! An environment's age keys: the key store that keeps its private key ([`store`]: a Secret in
-//! the cluster for the `kube` target, the local key store file for the `directory` target,
-//! both behind the [`KeyStore`] trait), saving that key into the operator's local key file
-//! (`keys save`), a backup document (`keys get`), and the crash-safe, resumable key rotation
-//! ([`rotation`]) with its git checks and commit ([`git`]).
+//! the cluster for the `kube` target and for a `flux` target's decryption Secret, a local key
+//! store file otherwise, both behind the [`KeyStore`] trait), saving that key into the
+//! operator's local key file (`keys save`), a backup document (`keys get`), the crash-safe,
+//! resumable key rotation ([`rotation`]) with its git checks and commit ([`git`]), and retiring
+//! the previous key a `flux` rotation kept once Flux applied the re-encrypted tree
+//! ([`retire`]).
 
 pub mod bootstrap;
 pub mod git;
+pub mod retire;
 pub mod rotation;
 pub mod store;
 pub mod update;
@@ -22,6 +25,7 @@ use crate::secrets::{
 use crate::sensitive::SecretString;
 
 pub use bootstrap::{NewKeyReport, RestoreReport, new_key, restore_key};
+pub use retire::{RetireOptions, RetireReport, retire_kept_key};
 pub use rotation::{
     RotationEvent, RotationOptions, RotationReport, rotate_keys, rotation_journal_path,
     update_recipients_text,
@@ -51,6 +55,17 @@ pub enum KeysError {
         "key store {store} already holds a previous key from an unfinished rotation; rerun `cargo xtask rotate-keys` to finish it"
     )]
     RotationInProgress { store: String },
+    #[error(
+        "key store {store} still holds the previous key {previous} of the last rotation, for Flux to decrypt the tree until the re-encrypted one is applied; deploy `{environment}`, commit and push the tree, then `cargo xtask keys retire {environment}` before rotating again"
+    )]
+    PreviousKeyKept { environment: String, store: String, previous: String },
+    #[error(
+        "cannot retire the previous key {previous} of `{environment}` yet, Flux may still need it: {}",
+        reasons.join("; ")
+    )]
+    RetireBlocked { environment: String, previous: String, reasons: Vec<String> },
+    #[error("{object}: {detail}")]
+    Flux { object: String, detail: String },
     #[error("key store {store} holds no key; deploy the environment first (it stores the key)")]
     EmptyStore { store: String },
     #[error("cannot find the local key file: set SOPS_AGE_KEY_FILE or HOME")]
@@ -105,6 +120,10 @@ pub enum KeysError {
         files.join(", ")
     )]
     SecretsWithoutRecipients { environment: String, files: Vec<String> },
+    #[error(
+        "key store {store} already holds a key ({held}) that env.toml of `{environment}` does not list; `cargo xtask keys restore {environment} < backup.json` lists a backed-up key again, or remove the store's key to start over"
+    )]
+    StoreNotEmpty { environment: String, store: String, held: String },
     #[error("the backup read from stdin is unusable: {reason}")]
     Backup { reason: String },
     #[error(

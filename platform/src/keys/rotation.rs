@@ -57,6 +57,10 @@ pub struct RotationOptions {
     pub local_key_file: PathBuf,
     /// Files re-encrypted per batch (one journal record and two file-system flushes each).
     pub batch_size: usize,
+    /// Keep the previous key in the store at the end (a `flux` target's decryption Secret:
+    /// Flux must still decrypt the committed tree until the re-encrypted one is reconciled);
+    /// `keys retire` removes it later.
+    pub keep_previous_key: bool,
 }
 
 /// What happened, for the caller to show as progress.
@@ -85,6 +89,10 @@ pub enum RotationEvent {
         files: usize,
     },
     Retired {
+        store: String,
+    },
+    /// The previous key stays in the store ([`RotationOptions::keep_previous_key`]).
+    PreviousKept {
         store: String,
     },
 }
@@ -308,8 +316,17 @@ pub async fn rotate_keys(
                     files: undecryptable,
                 });
             }
-            if store.read().await?.is_some_and(|keys| keys.previous.is_some()) {
-                return Err(KeysError::RotationInProgress { store: store.describe() });
+            if let Some(previous) = store.read().await?.and_then(|keys| keys.previous) {
+                // No journal: the rotation finished and kept the previous key on purpose.
+                return Err(if options.keep_previous_key {
+                    KeysError::PreviousKeyKept {
+                        environment: environment.clone(),
+                        store: store.describe(),
+                        previous: previous.recipient,
+                    }
+                } else {
+                    KeysError::RotationInProgress { store: store.describe() }
+                });
             }
             let generated = generate_identity();
             let journal = Journal {
@@ -441,8 +458,12 @@ pub async fn rotate_keys(
         crate::failpoint::kill_if_armed("kill-at:", "verified");
     }
 
-    store.retire_previous().await?;
-    progress(&RotationEvent::Retired { store: store.describe() });
+    if options.keep_previous_key {
+        progress(&RotationEvent::PreviousKept { store: store.describe() });
+    } else {
+        store.retire_previous().await?;
+        progress(&RotationEvent::Retired { store: store.describe() });
+    }
     crate::failpoint::kill_if_armed("kill-at:", "retired");
     std::fs::remove_file(&journal_path).map_err(|e| KeysError::Journal {
         path: journal_path.clone(),

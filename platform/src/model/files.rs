@@ -143,6 +143,15 @@ pub enum Target {
         /// The image the database Jobs run `psql` in (`databases = "job"`).
         #[serde(default = "default_psql_image")]
         psql_image: String,
+        /// The kubeconfig context of the cluster Flux runs in. With it, the `keys` commands
+        /// keep the environment's age key in the decryption Secret itself (`keys new` stores
+        /// it there, `rotate-keys` keeps the previous key beside the new one until `keys
+        /// retire`); without it, that Secret is kept by hand. Not with `key_store`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<String>,
+        /// The kubeconfig file for `context` (default: `$KUBECONFIG`, then `~/.kube/config`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kubeconfig: Option<String>,
     },
     /// A real cluster, from a kubeconfig context.
     Kube {
