@@ -315,6 +315,26 @@ fn shipped_prod_shares_its_journal() {
     check(&repo, "prod").assert_clean();
 }
 
+// A flux target keeps its key in one store: the cluster's decryption Secret or a file.
+#[test]
+fn flux_target_with_a_cluster_context_and_a_key_store_file_is_refused() {
+    let env = "environments/flux-example/env.toml";
+    let repo = Repo::shipped();
+    repo.replace(env, "databases = \"job\"\n", "databases = \"job\"\ncontext = \"acme-flux\"\n");
+    let checked = check(&repo, "flux-example");
+    let d = checked.assert_error(
+        &repo.location_of(env, "context = \"acme-flux\""),
+        "the flux target of `flux-example` names two key stores: the cluster's decryption Secret and a key store file",
+    );
+    assert!(help(d).contains("remove `key_store`"), "{}", checked.rendered);
+    assert!(checked.rendered.contains("flux-system/sops-age"), "{}", checked.rendered);
+    checked.assert_count(1);
+
+    // Either one alone passes.
+    repo.replace(env, "key_store = \"environments/flux-example/demo.agekey\"\n", "");
+    check(&repo, "flux-example").assert_clean();
+}
+
 // --- 4. Secrets files hold what their owner reads, encrypted, untampered ----------------
 
 /// Writes a key into a copy's secrets file with the library (which, like sops, accepts any
