@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod directory;
 pub mod flux;
+pub mod folder;
 pub mod helm;
 pub mod kube;
 pub mod postgres;

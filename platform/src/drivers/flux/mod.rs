@@ -23,18 +23,15 @@ use futures::future::BoxFuture;
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
-use crate::drivers::directory::{
-    BundleIndex, IndexedStep, file_digest, is_plain_relative, not_decrypted, remove_empty_parents,
-    remove_interrupted_writes, remove_path, retain_paths, to_yaml,
+use crate::drivers::folder::{
+    self, file_digest, inventory_of, not_decrypted, remove_empty_parents, remove_path, retain_paths, to_yaml,
 };
 use crate::drivers::postgres::{self, Provisioning, provisioning_sql, scram_verifier_with_salt};
 use crate::exec::{Cleanup, Driver, Found, Observer, PhaseReporter, StepError, StepOutput, StepRecord};
 use crate::plan::observed::Removal;
 use crate::plan::{Action, Plan, Step};
 use crate::postgres::{AdminOptions, Identifier, PostgresError};
-use crate::secrets::{
-    AtomicWriteOptions, EncryptionRule, Recipient, SecretTree, encrypt_document, write_atomic,
-};
+use crate::secrets::{EncryptionRule, Recipient, SecretTree, encrypt_document};
 use crate::sensitive::SecretString;
 use crate::values::Values;
 
@@ -86,16 +83,7 @@ impl FluxDriver {
 
     /// Writes `text` unless the file already holds it (a no-op deploy writes nothing).
     fn write(&self, relative: &str, text: &str) -> Result<(), StepError> {
-        let path = self.tree.join(relative);
-        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
-            return Ok(());
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StepError::new(format!("cannot create {}: {e}", parent.display())))?;
-        }
-        write_atomic(&path, text.as_bytes(), &AtomicWriteOptions { mode: Some(0o644) })
-            .map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))
+        folder::write_file(&self.tree, relative, text)
     }
 
     /// Encrypts a manifest (YAML text with secrets) for the recipients; refuses to write it
@@ -269,51 +257,17 @@ impl FluxDriver {
         inventory: Vec<String>,
         lineage: Option<&str>,
     ) -> Result<(), StepError> {
-        remove_interrupted_writes(&self.tree)?;
         let last_change = self.run.lock().expect("not poisoned").last_change.clone();
-        let index = BundleIndex {
-            environment: &plan.environment,
-            target: &plan.target,
-            steps: plan
-                .steps()
-                .map(|step| IndexedStep {
-                    id: &step.id,
-                    fingerprint: &step.fingerprint,
-                    depends_on: &step.depends_on,
-                    files: layout::files_of(step, &self.settings),
-                })
-                .collect(),
-            lineage,
-            inventory,
-            last_change: last_change.as_ref(),
-        };
-        self.write("index.json", &(serde_json::to_string_pretty(&index).expect("JSON") + "\n"))
+        let files_of = |step: &Step| layout::files_of(step, &self.settings);
+        folder::write_index(&self.tree, plan, files_of, inventory, lineage, last_change.as_ref())
     }
 
     fn read_index(&self) -> Result<Option<Json>, StepError> {
-        let path = self.tree.join("index.json");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StepError::new(format!("cannot read {}: {e}", path.display()))),
-        };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| StepError::new(format!("{} is not the tree's index: {e}", path.display())))
+        folder::read_index(&self.tree, "tree")
     }
 
     fn inventory(&self) -> Result<BTreeSet<String>, StepError> {
-        Ok(self
-            .read_index()?
-            .as_ref()
-            .and_then(|index| index.get("inventory"))
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Json::as_str)
-            .filter(|p| is_plain_relative(p))
-            .map(str::to_owned)
-            .collect())
+        Ok(self.read_index()?.as_ref().map(inventory_of).unwrap_or_default())
     }
 
     /// Every file the plan's tree holds.
