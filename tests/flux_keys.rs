@@ -53,14 +53,7 @@ impl FluxRepo {
         let repo = Repo::shipped();
         let home = tempfile::tempdir().unwrap();
         let kubeconfig = home.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\ncurrent-context: {CONTEXT}\nclusters:\n- name: fake\n  cluster: {{ server: \"{}\" }}\ncontexts:\n- name: {CONTEXT}\n  context: {{ cluster: fake, user: anonymous }}\nusers:\n- name: anonymous\n  user: {{}}\n",
-                server.url()
-            ),
-        )
-        .unwrap();
+        server.write_kubeconfig(&kubeconfig, CONTEXT);
         let env_toml = format!("environments/{ENV}/env.toml");
         repo.replace(&env_toml, "path = \"bundle/flux-example\"", &format!("path = \"{TREE}\""));
         repo.replace(

@@ -60,14 +60,7 @@ impl KubeRepo {
         copy_dir(&repo_root().join("charts"), &dir.path().join("charts"));
 
         let kubeconfig = home.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\ncurrent-context: {CONTEXT}\nclusters:\n- name: fake\n  cluster: {{ server: \"{}\" }}\ncontexts:\n- name: {CONTEXT}\n  context: {{ cluster: fake, user: anonymous }}\nusers:\n- name: anonymous\n  user: {{}}\n",
-                server.url()
-            ),
-        )
-        .expect("write the kubeconfig");
+        server.write_kubeconfig(&kubeconfig, CONTEXT);
 
         let identity = platform::secrets::identity::generate_identity();
         let key_file = home.path().join("keys.txt");

@@ -122,6 +122,18 @@ impl FakeKube {
         format!("http://{}", self.address)
     }
 
+    /// Writes a kubeconfig whose `context` reaches this server as an anonymous user.
+    pub fn write_kubeconfig(&self, path: &std::path::Path, context: &str) {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: {context}\nclusters:\n- name: fake\n  cluster: {{ server: \"{}\" }}\ncontexts:\n- name: {context}\n  context: {{ cluster: fake, user: anonymous }}\nusers:\n- name: anonymous\n  user: {{}}\n",
+                self.url()
+            ),
+        )
+        .expect("write the kubeconfig");
+    }
+
     /// Stores an object at its REST path, with the next resourceVersion.
     pub fn insert(&self, path: &str, mut object: Value) {
         let mut state = self.lock();
