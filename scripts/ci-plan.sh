@@ -5,7 +5,7 @@
 # CI has no cluster and no keys: the plans compare revisions, not the live state, and say so.
 #
 # An environment is touched when a file under environments/<env>/ changed; a change to
-# environments/client.toml touches every environment; a change under catalog/, components/,
+# environments/client.toml touches every environment; a change under catalog/, components/, engine/,
 # platform/, xtask/ or charts/ touches every environment on `core = "example"` (this checkout).
 #
 # Usage: scripts/ci-plan.sh [BASE]        (default: origin/main)
@@ -36,7 +36,7 @@ while IFS= read -r path; do
         environments/*/*)
             env="${path#environments/}"; env="${env%%/*}"
             [[ -f "environments/$env/env.toml" ]] && touched[$env]=1 ;;
-        catalog/* | components/* | platform/* | xtask/* | charts/*)
+        catalog/* | components/* | engine/* | platform/* | xtask/* | charts/*)
             for env in "${all_envs[@]}"; do on_this_core "$env" && touched[$env]=1; done ;;
     esac
 done <<<"$changed"

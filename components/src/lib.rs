@@ -67,7 +67,7 @@ macro_rules! objects_template {
 #[cfg(test)]
 mod tests {
     use catalog::Kind;
-    use platform::model::names::{is_dns_label, is_pg_identifier};
+    use engine::model::names::{is_dns_label, is_pg_identifier};
 
     use super::catalog;
 

@@ -1,35 +1,16 @@
-//! `check`: load an environment and verify it (its files, its secrets files' structure),
-//! collecting every diagnostic. Needs neither
-//! secrets nor a network, so it runs in a pull request's CI without keys.
+//! `check` with age identities: the engine core's [`engine::check`], its report holding the
+//! [`Identities`] the secrets were decrypted with (the commands that go on reuse them).
+
+pub use engine::check::{Checked, Failure};
 
 use crate::catalog::Catalog;
-use crate::diagnostic::Diagnostic;
-use crate::load::environment::{LoadError, load_environment};
-use crate::load::secret_inputs::{SecretInputs, load_secret_inputs};
+use crate::load::environment::LoadError;
 use crate::load::tree::SourceTree;
-use crate::model::{EnvFile, Environment};
+use crate::model::EnvFile;
 use crate::secrets::Identities;
-use crate::source::SourceMap;
-use crate::verify::{Dependencies, verify};
 
-/// An environment that passed every check, with its resolved dependencies.
-#[derive(Debug, Clone)]
-pub struct Checked {
-    pub environment: Environment,
-    pub dependencies: Dependencies,
-}
-
-/// What `check` found.
-#[derive(Debug)]
-pub struct CheckReport {
-    pub checked: Option<Checked>,
-    /// The environment's secrets files, read once (and decrypted when identities were given).
-    pub secrets: Option<SecretInputs>,
-    /// The identities the secrets were decrypted with.
-    pub identities: Option<Identities>,
-    pub sources: SourceMap,
-    pub diagnostics: Vec<Diagnostic>,
-}
+/// What `check` found (see [`engine::check::CheckReport`]).
+pub type CheckReport = engine::check::CheckReport<Identities>;
 
 /// Loads and verifies environment `name`, without keys.
 pub fn check_environment(
@@ -37,65 +18,27 @@ pub fn check_environment(
     catalog: &Catalog,
     name: &str,
 ) -> Result<CheckReport, LoadError> {
-    check_environment_with(tree, catalog, name, None)
+    engine::check::check_environment(tree, catalog, name)
 }
 
-/// Loads and verifies environment `name`; its secrets files are decrypted with `identities`
-/// when given (their structure is checked either way).
+/// Loads and verifies environment `name`, decrypting its secrets files with `identities` when
+/// given.
 pub fn check_environment_with(
     tree: &dyn SourceTree,
     catalog: &Catalog,
     name: &str,
     identities: Option<&Identities>,
 ) -> Result<CheckReport, LoadError> {
-    check_finding_keys(tree, catalog, name, |_| Ok::<_, std::convert::Infallible>(identities.cloned()))
-        .map_err(|failure| match failure {
-            Failure::Load(e) => e,
-            Failure::Keys(never) => match never {},
-        })
+    engine::check::check_environment_with(tree, catalog, name, identities)
 }
 
-/// Why an environment could not be checked or compiled at all (its problems aside): the
-/// environment cannot be loaded, or its keys cannot be found.
-#[derive(Debug)]
-pub enum Failure<E> {
-    Load(LoadError),
-    Keys(E),
-}
-
-/// Loads and verifies environment `name`, asking `keys` for the identities once its env.toml
-/// is loaded (the key store it names, the recipients it lists), so env.toml is read once;
-/// `keys` is not asked when env.toml cannot be loaded.
+/// Loads and verifies environment `name`, asking `keys` for the identities once its env.toml is
+/// loaded (see [`engine::check::check_finding_keys`]).
 pub fn check_finding_keys<E>(
     tree: &dyn SourceTree,
     catalog: &Catalog,
     name: &str,
     keys: impl FnOnce(&EnvFile) -> Result<Option<Identities>, E>,
 ) -> Result<CheckReport, Failure<E>> {
-    let loaded = load_environment(tree, catalog, name).map_err(Failure::Load)?;
-    let mut sources = loaded.sources;
-    let mut diagnostics = loaded.diagnostics;
-    // With problems in some files, the checks that need only the others still run, on what
-    // could be loaded, so one run reports every independent problem; it never passes.
-    let Some(environment) = loaded.environment.or(loaded.partial) else {
-        return Ok(CheckReport { checked: None, secrets: None, identities: None, sources, diagnostics });
-    };
-    let identities = keys(&environment.env).map_err(Failure::Keys)?;
-    let identities = identities.as_ref();
-    let (dependencies, problems) = verify(&environment, catalog, tree, &mut sources);
-    diagnostics.extend(problems);
-    // The secrets files' structure needs no keys: well-formed, right recipients, keys present.
-    let (secrets, secret_problems) =
-        load_secret_inputs(&environment, catalog, tree, identities, &mut sources);
-    diagnostics.extend(secret_problems);
-    if !diagnostics.is_empty() {
-        return Ok(CheckReport { checked: None, secrets: None, identities: None, sources, diagnostics });
-    }
-    Ok(CheckReport {
-        checked: Some(Checked { environment, dependencies }),
-        secrets: Some(secrets),
-        identities: identities.cloned(),
-        sources,
-        diagnostics,
-    })
+    engine::check::check_finding_keys(tree, catalog, name, keys)
 }

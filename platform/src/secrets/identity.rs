@@ -367,6 +367,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_core_accepts_exactly_the_recipients_age_accepts() {
+        use age::secrecy::ExposeSecret;
+        let identity = age::x25519::Identity::generate();
+        let valid = identity.to_public().to_string();
+        let encoded = |hrp: &str, bytes: &[u8]| {
+            bech32::encode::<bech32::Bech32>(bech32::Hrp::parse(hrp).unwrap(), bytes).unwrap()
+        };
+        let mut flipped = valid.clone();
+        let last = flipped.pop().unwrap();
+        flipped.push(if last == 'q' { 'p' } else { 'q' });
+        let samples = [
+            valid.clone(),
+            valid.to_uppercase(),
+            format!("{}{}", &valid[..6], valid[6..].to_uppercase()),
+            flipped,
+            format!(" {valid}"),
+            format!("{valid}\n"),
+            encoded("age", &[7u8; 32]),
+            encoded("age", &[7u8; 31]),
+            encoded("age", &[7u8; 33]),
+            encoded("agf", &[7u8; 32]),
+            encoded("age1yubikey", &[7u8; 32]),
+            identity.to_string().expose_secret().to_owned(),
+            String::new(),
+            "age1".to_owned(),
+            "age1se8qy7jt56dxh5scssszwuuk302jn5740pd06m9egdsykt52fa9slgsawg".to_owned(),
+        ];
+        let mut accepted = 0;
+        for sample in &samples {
+            let by_age = sample.parse::<age::x25519::Recipient>().map(|_| ());
+            assert_eq!(crate::secrets::check_age_recipient(sample), by_age, "{sample:?}");
+            accepted += usize::from(by_age.is_ok());
+        }
+        assert!(accepted >= 3 && accepted < samples.len(), "the samples cover both answers");
+    }
+
+    #[test]
     fn sources_follow_sops_lookup_order_and_xdg() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
             move |name: &str| {

@@ -18,39 +18,39 @@ use crate::load::tree::SourceTree;
 use crate::model::{ComponentInstance, Environment, Target};
 use crate::node::{Node, Value};
 use crate::plan::{Action, ChartSpec, Plan, Step, TargetSpec};
-use crate::secrets::Identities;
+use crate::secrets::SecretsSource;
 use crate::source::{SourceMap, Span};
 use crate::template::{Renderer, TemplateError, TemplateErrorKind, has_template_syntax};
 use crate::values::{SecretTable, Values, deep_merge, finish_tree};
 
 /// The outcome of compiling an environment.
 #[derive(Debug)]
-pub struct Compiled {
+pub struct Compiled<K> {
     pub plan: Option<Plan>,
     pub sources: SourceMap,
     pub diagnostics: Vec<Diagnostic>,
     /// What the plan was compiled from, when it was: the commands that go on (journal
     /// placement, drivers) take these values instead of reading the files again.
-    pub inputs: Option<Inputs>,
+    pub inputs: Option<Inputs<K>>,
 }
 
 /// The loaded inputs of a compiled environment.
 #[derive(Debug)]
-pub struct Inputs {
+pub struct Inputs<K> {
     /// The environment as loaded, with its env.toml ([`Environment::env`]).
     pub environment: Environment,
     /// Its secrets files, decrypted when `identities` are given.
     pub secrets: SecretInputs,
-    pub identities: Option<Identities>,
+    pub identities: Option<K>,
 }
 
 /// Checks, reads secrets (decrypting them with `identities` when given) and compiles.
-pub fn compile_environment(
+pub fn compile_environment<K: SecretsSource + Clone>(
     tree: &dyn SourceTree,
     catalog: &Catalog,
     name: &str,
-    identities: Option<&Identities>,
-) -> Result<Compiled, LoadError> {
+    identities: Option<&K>,
+) -> Result<Compiled<K>, LoadError> {
     compile_finding_keys(tree, catalog, name, |_| Ok::<_, std::convert::Infallible>(identities.cloned()))
         .map_err(|failure| match failure {
             Failure::Load(e) => e,
@@ -60,12 +60,12 @@ pub fn compile_environment(
 
 /// Checks and compiles, asking `keys` for the identities once env.toml is loaded (see
 /// [`check_finding_keys`]): every input file is read once.
-pub fn compile_finding_keys<E>(
+pub fn compile_finding_keys<K: SecretsSource + Clone, E>(
     tree: &dyn SourceTree,
     catalog: &Catalog,
     name: &str,
-    keys: impl FnOnce(&crate::model::EnvFile) -> Result<Option<Identities>, E>,
-) -> Result<Compiled, Failure<E>> {
+    keys: impl FnOnce(&crate::model::EnvFile) -> Result<Option<K>, E>,
+) -> Result<Compiled<K>, Failure<E>> {
     let report = check_finding_keys(tree, catalog, name, keys)?;
     let mut sources = report.sources;
     let (Some(checked), Some(secrets)) = (report.checked, report.secrets) else {

@@ -12,8 +12,10 @@ use crate::load::environment::{ENVIRONMENTS_DIR, start_span};
 use crate::load::schema_check::suggest;
 use crate::load::tree::SourceTree;
 use crate::model::Environment;
-use crate::secrets::ops::KeepEncrypted;
-use crate::secrets::{FileSummary, Identities, SecretTree, SecretsError, inspect_document};
+use crate::secrets::KeepEncrypted;
+use crate::secrets::{
+    FileSummary, SecretTree, SecretsError, SecretsSource, check_age_recipient, inspect_document,
+};
 use crate::source::{FileId, SourceMap, Span};
 use crate::values::{DigestKey, SecretEntry, SecretTable};
 
@@ -93,7 +95,7 @@ pub const SECRETS_FILE: &str = "secrets.enc.yaml";
 /// The identities when one of them is a key of `recipients` (the environment's): only then
 /// can every secrets file of the environment be decrypted and its MAC verified. Keys of other
 /// environments (a CI holding staging's key checks prod too) do not count.
-pub fn identities_for_recipients(identities: Identities, recipients: &[String]) -> Option<Identities> {
+pub fn identities_for_recipients<K: SecretsSource>(identities: K, recipients: &[String]) -> Option<K> {
     let mine = identities.recipients();
     recipients.iter().any(|r| mine.contains(r)).then_some(identities)
 }
@@ -178,7 +180,7 @@ pub fn load_secret_inputs(
     env: &Environment,
     catalog: &Catalog,
     tree: &dyn SourceTree,
-    identities: Option<&Identities>,
+    identities: Option<&dyn SecretsSource>,
     sources: &mut SourceMap,
 ) -> (SecretInputs, Vec<Diagnostic>) {
     let mut out = Vec::new();
@@ -247,7 +249,7 @@ fn read_secret_file(
     tree: &dyn SourceTree,
     path: &str,
     expected_recipients: &[String],
-    identities: Option<&Identities>,
+    identities: Option<&dyn SecretsSource>,
     sources: &mut SourceMap,
     out: &mut Vec<Diagnostic>,
 ) -> Option<SecretFile> {
@@ -275,7 +277,7 @@ fn read_secret_file(
     found.sort();
     // An invalid recipient in env.toml is reported there; comparing against it would only
     // repeat that one mistake for every file.
-    let all_valid = expected_recipients.iter().all(|r| r.parse::<age::x25519::Recipient>().is_ok());
+    let all_valid = expected_recipients.iter().all(|r| check_age_recipient(r).is_ok());
     let wrong_recipients = all_valid && found != expected_recipients;
     if wrong_recipients {
         let span = find_span(&text, "age:").map_or(whole, |r| Span::new(file_id, r));
@@ -292,7 +294,7 @@ fn read_secret_file(
     }
     let ciphertexts = leaf_ciphertexts(&text);
     let decrypted = match identities {
-        Some(ids) => match crate::secrets::decrypt_document(Path::new(path), &text, ids) {
+        Some(ids) => match ids.decrypt_document(Path::new(path), &text) {
             Ok(tree) => Some(tree),
             // Encrypted for other recipients: reported above, and that is why.
             Err(SecretsError::NoIdentity { .. } | SecretsError::WrongIdentity { .. }) if wrong_recipients => {

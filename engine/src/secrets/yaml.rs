@@ -32,7 +32,7 @@ pub fn check_yaml_limits(path: &Path, text: &str) -> Result<(), SecretsError> {
         .map_err(|(line, column, reason)| refuse(format!("line {line}, column {column}: {reason}")))
 }
 
-pub(crate) fn too_large(path: &Path, len: u64) -> SecretsError {
+pub fn too_large(path: &Path, len: u64) -> SecretsError {
     SecretsError::UnsupportedValue {
         path: path.to_owned(),
         reason: format!(
@@ -250,7 +250,7 @@ fn char_column(line: &[u8], at: usize) -> usize {
 /// gives its byte offset) and a duplicate key (the message names the key, found again here).
 /// An unterminated quote or flow collection is reported where it opened, not at the end of the
 /// text where the parser noticed it.
-pub(crate) fn yaml_error_location(error: &serde_yaml_ng::Error, text: &str) -> (usize, usize) {
+pub fn yaml_error_location(error: &serde_yaml_ng::Error, text: &str) -> (usize, usize) {
     let message = error.to_string();
     if let Some(offset) = number_after(&message, " at position ") {
         return offset_location(text, offset);
@@ -353,7 +353,7 @@ fn block_key(rest: &str) -> Option<String> {
 }
 
 /// Writes a YAML value in sops' layout (yaml.v3 with a four-space indent).
-pub(crate) fn emit_yaml(value: &Value) -> String {
+pub fn emit_yaml(value: &Value) -> String {
     let mut out = String::new();
     match value {
         Value::Mapping(mapping) if !mapping.is_empty() => emit_mapping(&mut out, mapping, 0, false),
@@ -424,7 +424,7 @@ fn emit_sequence(out: &mut String, items: &[Value], indent: usize, first_inline:
 
 /// A scalar (or empty collection) as YAML; block literals end with a newline, everything
 /// else does not. `block_indent` is the indentation of a literal block's lines.
-pub(crate) fn emit_scalar(value: &Value, block_indent: usize) -> String {
+pub fn emit_scalar(value: &Value, block_indent: usize) -> String {
     match value {
         Value::Null => "null".to_owned(),
         Value::Bool(b) => b.to_string(),

@@ -136,7 +136,7 @@ impl EncryptionRule {
     }
 
     /// Compiles the rule into a matcher (`sops.Tree.shouldBeEncrypted`).
-    pub(crate) fn matcher(&self, path: &Path) -> Result<RuleMatcher, SecretsError> {
+    pub fn matcher(&self, path: &Path) -> Result<RuleMatcher, SecretsError> {
         let regex = |pattern: &str| {
             regex::Regex::new(pattern).map_err(|_| SecretsError::NotSops {
                 path: path.to_owned(),
@@ -154,7 +154,7 @@ impl EncryptionRule {
 
 /// A compiled [`EncryptionRule`].
 #[derive(Debug, Clone)]
-pub(crate) enum RuleMatcher {
+pub enum RuleMatcher {
     UnencryptedSuffix(String),
     EncryptedSuffix(String),
     UnencryptedRegex(regex::Regex),
@@ -164,7 +164,7 @@ pub(crate) enum RuleMatcher {
 impl RuleMatcher {
     /// Whether the value at this key path is encrypted: a rule matches when any component of
     /// the path matches it, as in sops.
-    pub(crate) fn should_encrypt(&self, key_path: &[String]) -> bool {
+    pub fn should_encrypt(&self, key_path: &[String]) -> bool {
         match self {
             RuleMatcher::UnencryptedSuffix(suffix) => {
                 !key_path.iter().any(|key| key.ends_with(suffix.as_str()))
@@ -276,11 +276,7 @@ pub fn inspect_document(path: &Path, text: &str) -> Result<FileSummary, SecretsE
 
 /// Visits every non-null leaf in document order with its key path (list items keep their
 /// list's path, as in sops). Keys must be strings.
-pub(crate) fn walk_leaves<F>(
-    value: &Value,
-    key_path: &mut Vec<String>,
-    visit: &mut F,
-) -> Result<(), SecretsError>
+pub fn walk_leaves<F>(value: &Value, key_path: &mut Vec<String>, visit: &mut F) -> Result<(), SecretsError>
 where
     F: FnMut(&[String], &Value) -> Result<(), SecretsError>,
 {
@@ -305,7 +301,7 @@ where
 }
 
 /// A key as text; non-string keys are rejected when parsing, so this is only a fallback.
-pub(crate) fn key_string(key: &Value) -> String {
+pub fn key_string(key: &Value) -> String {
     match key {
         Value::String(text) => text.clone(),
         other => emit_scalar(other, 0),

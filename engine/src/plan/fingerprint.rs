@@ -9,7 +9,7 @@
 //! equal to its legacy fingerprint has, by that format's definition, unchanged inputs: the
 //! executor re-records it in the current format without running it (a *format migration*),
 //! after the driver confirms that what the step left on the target still holds
-//! ([`crate::exec::Driver::still_applied`]).
+//! (`Driver::still_applied` in `platform::exec`).
 //!
 //! Format 2 added, over format 1: the `directory` target's recipients for steps that encrypt (a
 //! rotation re-encrypts the bundle), the CRDs a Preflight finds installed by the plan itself,

@@ -31,7 +31,7 @@ impl ValueKind {
         }
     }
 
-    pub(crate) fn from_sops_name(name: &str) -> Option<ValueKind> {
+    pub fn from_sops_name(name: &str) -> Option<ValueKind> {
         match name {
             "str" => Some(ValueKind::Str),
             // sops 3.8+ may write int64 for large integers; both decode to an integer.
@@ -75,7 +75,7 @@ impl SecretValue {
 
     /// The bytes sops feeds to the MAC for this value (`sops.ToBytes`): booleans are
     /// `True`/`False`, the Python version's spelling.
-    pub(crate) fn mac_bytes(&self) -> &[u8] {
+    pub fn mac_bytes(&self) -> &[u8] {
         match (self.kind, self.text.expose()) {
             (ValueKind::Bool, "true") => b"True",
             (ValueKind::Bool, _) => b"False",
@@ -84,7 +84,7 @@ impl SecretValue {
     }
 
     /// Builds a value from decrypted bytes and the sops type, normalizing the text.
-    pub(crate) fn from_decrypted(kind: ValueKind, text: String) -> Result<SecretValue, String> {
+    pub fn from_decrypted(kind: ValueKind, text: String) -> Result<SecretValue, String> {
         let secret = SecretString::new(text);
         match kind {
             ValueKind::Str => Ok(SecretValue::string(secret)),
@@ -105,7 +105,7 @@ impl SecretValue {
         }
     }
 
-    pub(crate) fn to_yaml(&self) -> Value {
+    pub fn to_yaml(&self) -> Value {
         match self.kind {
             ValueKind::Str => Value::String(self.text.expose().to_owned()),
             ValueKind::Int => Value::Number(self.text.expose().parse::<i64>().unwrap_or(0).into()),
@@ -162,7 +162,7 @@ impl SecretTree {
 
     /// Sets the leaf at a dotted key path, creating intermediate maps. A component that
     /// exists and is not a map (a list or a value) is an error: we never replace structure.
-    pub(crate) fn set(&mut self, components: &[&str], value: SecretValue) -> Result<(), String> {
+    pub fn set(&mut self, components: &[&str], value: SecretValue) -> Result<(), String> {
         let Some((first, rest)) = components.split_first() else {
             return Err("the key path is empty".to_owned());
         };
@@ -226,7 +226,7 @@ impl SecretTree {
         SecretString::new(emit_yaml(&self.to_yaml_value()))
     }
 
-    pub(crate) fn to_yaml_value(&self) -> Value {
+    pub fn to_yaml_value(&self) -> Value {
         match self {
             SecretTree::Map(entries) => Value::Mapping(
                 entries
@@ -265,7 +265,7 @@ fn collect_paths(tree: &SecretTree, prefix: &mut Vec<String>, out: &mut Vec<Stri
 }
 
 /// Converts a parsed plaintext YAML value. Keys must be strings, as in sops.
-pub(crate) fn from_plain_yaml(path: &Path, value: Value) -> Result<SecretTree, SecretsError> {
+pub fn from_plain_yaml(path: &Path, value: Value) -> Result<SecretTree, SecretsError> {
     Ok(match value {
         Value::Null => SecretTree::Null,
         Value::Bool(b) => SecretTree::Value(SecretValue::bool(b)),
@@ -296,7 +296,7 @@ pub(crate) fn from_plain_yaml(path: &Path, value: Value) -> Result<SecretTree, S
     })
 }
 
-pub(crate) fn number_value(path: &Path, number: &serde_yaml_ng::Number) -> Result<SecretValue, SecretsError> {
+pub fn number_value(path: &Path, number: &serde_yaml_ng::Number) -> Result<SecretValue, SecretsError> {
     if let Some(int) = number.as_i64() {
         Ok(SecretValue::int(int))
     } else if number.is_f64() {
@@ -311,7 +311,7 @@ pub(crate) fn number_value(path: &Path, number: &serde_yaml_ng::Number) -> Resul
 
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)`: the shortest decimal that round-trips, never
 /// an exponent. Rust's `Display` for `f64` has the same contract for finite values.
-pub(crate) fn format_go_float(value: f64) -> String {
+pub fn format_go_float(value: f64) -> String {
     if value.is_nan() {
         "NaN".to_owned()
     } else if value.is_infinite() {

@@ -254,7 +254,7 @@ fn check_directory(env: &Environment, out: &mut Vec<Diagnostic>) {
 
 fn check_recipients(env: &Environment, out: &mut Vec<Diagnostic>) {
     for (idx, recipient) in env.env.secrets.age_recipients.iter().enumerate() {
-        if recipient.parse::<age::x25519::Recipient>().is_err() {
+        if crate::secrets::check_age_recipient(recipient).is_err() {
             let span = match env.env_node.entry_at(&["secrets", "age_recipients"]).map(|e| &e.node.value) {
                 Some(crate::node::Value::Array(items)) if idx < items.len() => items[idx].span,
                 _ => env.env_node.span_at(&["secrets", "age_recipients"]),
