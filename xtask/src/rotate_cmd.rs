@@ -76,7 +76,7 @@ async fn rotate_or_exit(repo: &Repo, cmd: &RotateKeysCmd) -> Result<Outcome, Out
     ui::status(
         "Rotated",
         &format!(
-            "`{environment}`: {} secrets files now encrypted for {} (was {}) in {:.2} s ({:.2} s of it making the files durable); the new key is in {} and {}",
+            "`{environment}`: {} secrets files now encrypted for {} (was {}) in {:.2} s ({:.2} s making the files durable, while the next batch was re-encrypted); the new key is in {} and {}",
             report.files.len(),
             report.new_recipient,
             report.old_recipients.join(", "),

@@ -366,13 +366,15 @@ pub async fn rotate_keys(
     let pending: Vec<usize> = (0..total).filter(|index| !journal.files[*index].reencrypted).collect();
     let mut verified_here = std::collections::HashMap::new();
     let mut timings = BatchTimings::default();
-    for (batch_index, chunk) in pending.chunks(options.batch_size.max(1)).enumerate() {
-        // Decrypt, re-encrypt and verify in memory, on every core; then write the batch with
-        // two flushes.
+    // Decrypt, re-encrypt and verify batch n+1 in memory, on every core, while batch n is made
+    // durable (two flushes, mostly waiting for the disk) on a thread of its own; a batch is
+    // journaled only once its write returned, so the crash guarantees are a single batch's.
+    let paths: Vec<PathBuf> = journal.files.iter().map(|file| file.path.clone()).collect();
+    let prepare = |chunk: &[usize], preopened: &mut std::collections::HashMap<PathBuf, Preopened>| {
         let relatives: Vec<(PathBuf, Option<Preopened>)> = chunk
             .iter()
             .map(|index| {
-                let relative = journal.files[*index].path.clone();
+                let relative = paths[*index].clone();
                 let opened = preopened.remove(&relative);
                 (relative, opened)
             })
@@ -395,27 +397,54 @@ pub async fn rotate_keys(
                 checks.verify_new_text(relative, &path, &new_text, opened.tree())?;
                 Ok(BatchFile { path, contents: new_text.into_bytes() })
             });
-        let mut batch = Vec::with_capacity(chunk.len());
-        for ((relative, _), file) in relatives.iter().zip(prepared) {
-            let file = file?;
-            verified_here.insert(relative.clone(), Sha256::digest(&file.contents));
-            batch.push(file);
+        relatives
+            .into_iter()
+            .zip(prepared)
+            .map(|((relative, _), file)| file.map(|file| (relative, file)))
+            .collect::<Result<Vec<(PathBuf, BatchFile)>, KeysError>>()
+    };
+    let chunks: Vec<&[usize]> = pending.chunks(options.batch_size.max(1)).collect();
+    std::thread::scope(|scope| -> Result<(), KeysError> {
+        type Writing<'s> =
+            std::thread::ScopedJoinHandle<'s, Result<BatchTimings, crate::secrets::AtomicWriteError>>;
+        let mut in_flight: Option<(Writing<'_>, &[usize])> = None;
+        let mut finish = |writing: Writing<'_>, chunk: &[usize]| -> Result<(), KeysError> {
+            let written = writing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            timings.add(written.map_err(SecretsError::from)?);
+            for &index in chunk {
+                journal.files[index].reencrypted = true;
+            }
+            let journaled = std::time::Instant::now();
+            write_journal(&journal_path, &journal)?;
+            timings.durability += journaled.elapsed();
+            progress(&RotationEvent::Reencrypted {
+                done: journal.files.iter().filter(|f| f.reencrypted).count(),
+                total,
+            });
+            Ok(())
+        };
+        for (batch_index, chunk) in chunks.iter().enumerate() {
+            let prepared = prepare(chunk, &mut preopened);
+            // The batch before this one is durable and journaled before this one is written
+            // (and before an error here returns).
+            if let Some((writing, done)) = in_flight.take() {
+                finish(writing, done)?;
+            }
+            let mut batch = Vec::with_capacity(chunk.len());
+            for (relative, file) in prepared? {
+                verified_here.insert(relative, Sha256::digest(&file.contents));
+                batch.push(file);
+            }
+            let writing = scope.spawn(move || {
+                write_batch(&batch, &mut |point| crate::failpoint::kill_in_batch(batch_index + 1, point))
+            });
+            in_flight = Some((writing, chunk));
         }
-        timings.add(
-            write_batch(&batch, &mut |point| crate::failpoint::kill_in_batch(batch_index + 1, point))
-                .map_err(SecretsError::from)?,
-        );
-        for &index in chunk {
-            journal.files[index].reencrypted = true;
+        if let Some((writing, done)) = in_flight.take() {
+            finish(writing, done)?;
         }
-        let journaled = std::time::Instant::now();
-        write_journal(&journal_path, &journal)?;
-        timings.durability += journaled.elapsed();
-        progress(&RotationEvent::Reencrypted {
-            done: journal.files.iter().filter(|f| f.reencrypted).count(),
-            total,
-        });
-    }
+        Ok(())
+    })?;
     if journal.phase < Phase::FilesReencrypted {
         journal.phase = Phase::FilesReencrypted;
         write_journal(&journal_path, &journal)?;
