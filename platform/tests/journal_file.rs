@@ -272,3 +272,32 @@ async fn a_journal_of_a_newer_format_is_refused_naming_both_formats() {
     );
     assert!(message.contains("newer"), "says a newer build wrote it: {message}");
 }
+
+#[tokio::test]
+async fn a_record_of_a_newer_fingerprint_format_is_refused_naming_both_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let mut journal = Journal::open_file(&path, "prod").await.unwrap();
+    let current = platform::plan::FINGERPRINT_FORMAT;
+    journal.append(&record("release/a", &format!("{current}:aa"), StepOutcome::Succeeded)).await.unwrap();
+    journal.append(&record("@deploy", "", StepOutcome::Succeeded)).await.unwrap();
+    assert_eq!(journal.latest().await.unwrap().len(), 2, "the current format and no fingerprint are read");
+    journal
+        .append(&record("release/b", &format!("{}:bb", current + 1), StepOutcome::Succeeded))
+        .await
+        .unwrap();
+
+    let reopened = Journal::open_file(&path, "prod").await.unwrap();
+    let error = reopened.latest().await.unwrap_err();
+    assert!(
+        matches!(&error, JournalError::NewerFingerprint { step, found, .. } if step == "release/b" && *found == current + 1),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("fingerprint format {}", current + 1))
+            && message.contains(&format!("fingerprint format {current} at most"))
+            && message.contains("newer"),
+        "{message}"
+    );
+}

@@ -123,6 +123,11 @@ pub enum JournalError {
         "journal {location} has format {found}, written by a newer opus-deploy; this build reads format {JOURNAL_FORMAT} at most (deploy with the newer core, or raise `core` in env.toml)"
     )]
     UnsupportedFormat { location: JournalLocation, found: u32 },
+    #[error(
+        "journal {location} records step `{step}` with fingerprint format {found}, written by a newer opus-deploy; this build computes fingerprint format {} at most and would take every such step for changed (deploy with the newer core, or raise `core` in env.toml)",
+        crate::plan::FINGERPRINT_FORMAT
+    )]
+    NewerFingerprint { location: JournalLocation, step: String, found: u32 },
     #[error("could not write journal {path}")]
     Create {
         path: PathBuf,
@@ -245,11 +250,23 @@ impl Journal {
         }
     }
 
-    /// The last record of every step, by step id.
+    /// The last record of every step, by step id. A record whose fingerprint is of a newer
+    /// format than this build computes is refused: this build would take its step for changed
+    /// and run it again (a release upgraded for nothing), so it names the newer format instead.
     pub async fn latest(&self) -> Result<BTreeMap<String, StepRecord>, JournalError> {
-        match self {
-            Journal::File(journal) => Ok(journal.latest().clone()),
-            Journal::Postgres(journal) => journal.latest().await,
+        let latest = match self {
+            Journal::File(journal) => journal.latest().clone(),
+            Journal::Postgres(journal) => journal.latest().await?,
+        };
+        let newer = latest.values().find_map(|record| {
+            let found = crate::plan::fingerprint_format(&record.fingerprint);
+            (found > crate::plan::FINGERPRINT_FORMAT).then(|| (record.step_id.clone(), found))
+        });
+        match newer {
+            Some((step, found)) => {
+                Err(JournalError::NewerFingerprint { location: self.location(), step, found })
+            }
+            None => Ok(latest),
         }
     }
 
