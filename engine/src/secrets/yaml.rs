@@ -467,6 +467,9 @@ fn emit_string(text: &str, block_indent: usize, allow_block: bool) -> String {
 /// serde_yaml_ng and by Go's yaml.v3 (so anything that could resolve to another type, a
 /// number, a date, a YAML 1.1 boolean, is quoted).
 fn is_plain_safe(text: &str) -> bool {
+    if is_plain_word(text) {
+        return true;
+    }
     let Some(first) = text.chars().next() else {
         return false;
     };
@@ -480,11 +483,31 @@ fn is_plain_safe(text: &str) -> bool {
     {
         return false;
     }
-    let lower = text.to_ascii_lowercase();
-    if ["null", "true", "false", "yes", "no", "on", "off", "y", "n", "nan", "inf"].contains(&lower.as_str()) {
+    if is_keyword(text) {
         return false;
     }
     matches!(serde_yaml_ng::from_str::<Value>(text), Ok(Value::String(back)) if back == text)
+}
+
+/// A null, a boolean (YAML 1.1's too) or a special float, in any case.
+fn is_keyword(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    ["null", "true", "false", "yes", "no", "on", "off", "y", "n", "nan", "inf"].contains(&lower.as_str())
+}
+
+/// A string of ASCII letters, digits and `_-./,:=+[]` that starts with a letter, has no
+/// space, does not end with `:` and is no keyword reads back as itself
+/// with every YAML 1.1 and 1.2 resolver: numbers, dates, special floats and `<<`/`=` start
+/// with a digit, a sign, a dot or a symbol, and in block context `:` is an indicator only
+/// before a space. Keys, recipients and sops' `ENC[...]` values are all of this kind, so
+/// they skip the parser's round trip (a fresh libyaml parser per string, the larger part of
+/// writing a secrets file). A test checks this against serde_yaml_ng for every such string
+/// of up to four characters.
+fn is_plain_word(text: &str) -> bool {
+    text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !text.ends_with(':')
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./,:=+[]".contains(&b))
+        && !is_keyword(text)
 }
 
 fn is_literal_block_safe(text: &str) -> bool {
@@ -553,6 +576,42 @@ mod tests {
     fn location(text: &str) -> (usize, usize) {
         let error = serde_yaml_ng::from_str::<Value>(text).unwrap_err();
         yaml_error_location(&error, text)
+    }
+
+    #[test]
+    fn a_plain_word_reads_back_as_the_same_string() {
+        // Every string of up to four characters over the fast path's alphabet (and a sample
+        // of longer ones): whenever the fast path calls it plain-safe, the parser agrees.
+        let alphabet: Vec<char> = "aZeEnNoOyYtTfFx0159_-./,:=+[]".chars().collect();
+        let mut words: Vec<String> = alphabet.iter().map(|c| c.to_string()).collect();
+        for _ in 1..4 {
+            let longer: Vec<String> =
+                words.iter().flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}"))).collect();
+            words.extend(longer.into_iter().filter(|w| w.len() <= 4));
+            words.sort();
+            words.dedup();
+        }
+        words.extend(
+            ["ENC[AES256_GCM,data:x/Y+=,iv:AB==,tag:Q==,type:str]", "age1abc", "e1", "E10", "n0", "inf0"]
+                .map(str::to_owned),
+        );
+        let mut fast = 0;
+        for word in &words {
+            if super::is_plain_word(word) {
+                fast += 1;
+                let back = serde_yaml_ng::from_str::<Value>(word);
+                assert!(
+                    matches!(&back, Ok(Value::String(text)) if text == word),
+                    "{word:?} reads back as {back:?}"
+                );
+                let in_mapping = serde_yaml_ng::from_str::<Value>(&format!("{word}: {word}\n"));
+                let expected = Value::Mapping(
+                    [(Value::from(word.as_str()), Value::from(word.as_str()))].into_iter().collect(),
+                );
+                assert_eq!(in_mapping.ok(), Some(expected), "{word:?} as a key and a value");
+            }
+        }
+        assert!(fast > 10_000, "the fast path was taken for {fast} strings");
     }
 
     #[test]

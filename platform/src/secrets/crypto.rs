@@ -353,23 +353,19 @@ pub(crate) fn unwrap_data_key(
             locations: identities.locations().to_vec(),
         });
     }
-    // Try the stanzas whose recipient we hold a key for first, then every stanza (a
-    // recipient string might be spelled differently from the key that decrypts it).
+    // First each stanza whose recipient we hold a key for, with that key alone (one X25519
+    // exchange per file, however many keys the key file holds); then every stanza with every
+    // key (a recipient string might be spelled differently from the key that decrypts it).
     let held = identities.recipients();
-    let mut ordered: Vec<&AgeStanza> = stanzas.iter().filter(|s| held.contains(&s.recipient)).collect();
-    ordered.extend(stanzas.iter().filter(|s| !held.contains(&s.recipient)));
-    for stanza in ordered {
-        let reader = age::armor::ArmoredReader::new(stanza.enc.as_bytes());
-        let Ok(decryptor) = age::Decryptor::new(reader) else {
+    let by_recipient = stanzas.iter().filter_map(|stanza| {
+        identities.identity_for(&stanza.recipient).map(|identity| (stanza, vec![identity]))
+    });
+    let all: Vec<&dyn age::Identity> = identities.age_identities().collect();
+    let every = stanzas.iter().map(|stanza| (stanza, all.clone()));
+    for (stanza, candidates) in by_recipient.chain(every) {
+        let Some(bytes) = unwrap_stanza(stanza, &candidates) else {
             continue;
         };
-        let Ok(mut stream) = decryptor.decrypt(identities.age_identities()) else {
-            continue;
-        };
-        let mut bytes = Zeroizing::new(Vec::new());
-        if stream.read_to_end(&mut bytes).is_err() {
-            continue;
-        }
         if bytes.len() != DATA_KEY_LEN {
             return Err(SecretsError::MalformedDataKey {
                 path: path.to_owned(),
@@ -381,6 +377,19 @@ pub(crate) fn unwrap_data_key(
         return Ok(DataKey(key));
     }
     Err(SecretsError::WrongIdentity { path: path.to_owned(), recipients: recipients(), available: held })
+}
+
+/// The payload of one stanza's age file, if one of `candidates` opens it.
+fn unwrap_stanza(stanza: &AgeStanza, candidates: &[&dyn age::Identity]) -> Option<Zeroizing<Vec<u8>>> {
+    // Take the armor off first and parse the binary header from a slice: age's parser for a
+    // plain `Read` re-parses the header from its start after every byte it asks for.
+    let mut binary = Vec::with_capacity(stanza.enc.len());
+    age::armor::ArmoredReader::new(stanza.enc.as_bytes()).read_to_end(&mut binary).ok()?;
+    let decryptor = age::Decryptor::new_buffered(binary.as_slice()).ok()?;
+    let mut stream = decryptor.decrypt(candidates.iter().copied()).ok()?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    stream.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// `n` random bytes from the operating system, as lowercase hex: for generated passwords,
@@ -405,6 +414,28 @@ mod tests {
         assert_eq!(plain.as_slice(), b"canary-33d1");
         assert!(decrypt_value(&key, &encrypted, "db:user:").is_none());
         assert!(decrypt_value(&DataKey::generate(), &encrypted, "db:password:").is_none());
+    }
+
+    #[test]
+    fn the_data_key_unwraps_with_the_matching_key_among_many_and_despite_a_wrong_label() {
+        use crate::secrets::identity::generate_identity;
+        let (a, b, c) = (generate_identity(), generate_identity(), generate_identity());
+        let key = DataKey::generate();
+        let stanzas = wrap_data_key(&key, std::slice::from_ref(&b.recipient));
+        let path = Path::new("environments/x/secrets.enc.yaml");
+        let mut identities = Identities::new();
+        for generated in [&a, &b, &c] {
+            identities.add_key_text("a key file", &generated.secret_key).unwrap();
+        }
+        assert_eq!(*unwrap_data_key(path, &stanzas, &identities).unwrap().0, *key.0);
+
+        // A stanza labelled for a key we hold but made for another one we also hold.
+        let mislabelled = vec![AgeStanza { recipient: a.recipient.to_string(), enc: stanzas[0].enc.clone() }];
+        assert_eq!(*unwrap_data_key(path, &mislabelled, &identities).unwrap().0, *key.0);
+
+        let without_b = Identities::from_key_text("a key file", &a.secret_key).unwrap();
+        let error = unwrap_data_key(path, &stanzas, &without_b).unwrap_err();
+        assert!(matches!(error, SecretsError::WrongIdentity { .. }), "{error:?}");
     }
 
     #[test]

@@ -109,7 +109,8 @@ pub fn parse_recipients<S: AsRef<str>>(texts: &[S]) -> Result<Vec<Recipient>, Se
 /// messages). Its `Debug` shows only public keys.
 #[derive(Clone, Default)]
 pub struct Identities {
-    keys: Vec<age::x25519::Identity>,
+    /// Each identity with its public key, computed once (a scalar multiplication each time).
+    keys: Vec<(age::x25519::Identity, String)>,
     locations: Vec<String>,
 }
 
@@ -127,7 +128,11 @@ impl Identities {
     }
 
     pub fn add_key_text(&mut self, location: &str, text: &SecretString) -> Result<(), SecretsError> {
-        self.keys.extend(parse_key_text(location, text)?);
+        let parsed = parse_key_text(location, text)?;
+        self.keys.extend(parsed.into_iter().map(|key| {
+            let recipient = key.to_public().to_string();
+            (key, recipient)
+        }));
         self.note_location(location);
         Ok(())
     }
@@ -152,13 +157,18 @@ impl Identities {
         use age::secrecy::ExposeSecret;
         self.keys
             .iter()
-            .find(|key| key.to_public().to_string() == recipient)
-            .map(|key| SecretString::new(key.to_string().expose_secret().to_owned()))
+            .find(|(_, public)| public == recipient)
+            .map(|(key, _)| SecretString::new(key.to_string().expose_secret().to_owned()))
     }
 
     /// The public keys of the identities, in load order.
     pub fn recipients(&self) -> Vec<String> {
-        self.keys.iter().map(|key| key.to_public().to_string()).collect()
+        self.keys.iter().map(|(_, public)| public.clone()).collect()
+    }
+
+    /// The identity whose public key is `recipient`, if held.
+    pub(crate) fn identity_for(&self, recipient: &str) -> Option<&dyn age::Identity> {
+        self.keys.iter().find(|(_, public)| public == recipient).map(|(key, _)| key as &dyn age::Identity)
     }
 
     /// The places identities were looked for.
@@ -167,7 +177,7 @@ impl Identities {
     }
 
     pub(crate) fn age_identities(&self) -> impl Iterator<Item = &dyn age::Identity> {
-        self.keys.iter().map(|key| key as &dyn age::Identity)
+        self.keys.iter().map(|(key, _)| key as &dyn age::Identity)
     }
 }
 
