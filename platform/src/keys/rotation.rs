@@ -287,20 +287,27 @@ pub async fn rotate_keys(
             let env = parse_env(&env_path, &read_env_text(&env_path)?)?;
             let files = secrets_files(root, environment)?;
             let environment_dir = Path::new(ENVIRONMENTS_DIR).join(environment);
-            let uncommitted = git::uncommitted_secrets_files(root, &environment_dir)?;
+            // `git status` runs while the files are opened (it mostly waits on its own process);
+            // uncommitted files still refuse the rotation before anything is written.
+            let (uncommitted, opened) = std::thread::scope(|scope| {
+                let status = scope.spawn(|| git::uncommitted_secrets_files(root, &environment_dir));
+                let opened = crate::parallel::map(&files, |relative| {
+                    let path = root.join(relative);
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|source| SecretsError::Read { path: path.clone(), source })?;
+                    let opened = OpenedDocument::open(&path, &text, identities)?;
+                    Ok::<_, SecretsError>((Sha256::digest(text.as_bytes()).to_vec(), opened))
+                });
+                (status.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), opened)
+            });
+            let uncommitted = uncommitted?;
             if !uncommitted.is_empty() {
                 return Err(KeysError::UncommittedSecrets {
                     environment: environment.clone(),
                     files: uncommitted,
                 });
             }
-            let opened = crate::parallel::map(&files, |relative| {
-                let path = root.join(relative);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| SecretsError::Read { path: path.clone(), source })?;
-                let opened = OpenedDocument::open(&path, &text, identities)?;
-                Ok::<_, SecretsError>((Sha256::digest(text.as_bytes()).to_vec(), opened))
-            });
+            preopened.reserve(files.len());
             let mut undecryptable = Vec::new();
             for (relative, result) in files.iter().zip(opened) {
                 match result {
