@@ -1,14 +1,31 @@
 //! Mapping a slice on every core, results in the slice's order: for CPU-bound work on many
-//! independent files (decrypting and re-encrypting secrets files during a rotation).
+//! independent files (decrypting and re-encrypting secrets files during a rotation), and, with
+//! more workers, for file-system work that mostly waits (writing and renaming them).
 
 /// `items.iter().map(f).collect()`, on one worker per available core. Workers take the next
 /// few items as they finish the last ones, so a worker slowed down (by another thread of the
 /// process on its core, or by costlier items) leaves the rest to the others instead of ending
 /// last with half of the slice.
 pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    map_on(cores(), items, f)
+}
+
+/// [`map`] for work that mostly waits in the kernel (creating, renaming and freeing files,
+/// which wait on the file system's journal): more workers than cores, so that a worker
+/// waiting leaves its core to another.
+pub fn map_waiting<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const WAITING_WORKERS: usize = 8;
+    map_on(cores().max(WAITING_WORKERS), items, f)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn map_on<T: Sync, R: Send>(workers: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     const TAKE: usize = 8;
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(items.len().div_ceil(TAKE));
+    let threads = workers.min(items.len().div_ceil(TAKE));
     if threads <= 1 {
         return items.iter().map(f).collect();
     }
@@ -48,6 +65,7 @@ mod tests {
         assert_eq!(super::map(&[] as &[u32], |n| *n), Vec::<u32>::new());
         let few: Vec<u32> = (0..11).collect();
         assert_eq!(super::map(&few, |n| n + 1), (1..12).collect::<Vec<_>>());
+        assert_eq!(super::map_waiting(&items, |n| n * 3), items.iter().map(|n| n * 3).collect::<Vec<_>>());
     }
 
     #[test]

@@ -443,7 +443,7 @@ pub async fn rotate_keys(
                 batch.push(file);
             }
             let writing = scope.spawn(move || {
-                write_batch(&batch, &mut |point| crate::failpoint::kill_in_batch(batch_index + 1, point))
+                write_batch(&batch, &|point| crate::failpoint::kill_in_batch(batch_index + 1, point))
             });
             in_flight = Some((writing, chunk));
         }

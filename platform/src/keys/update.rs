@@ -165,7 +165,7 @@ pub fn update_keys(
     let mut done = 0;
     for (index, chunk) in pending.chunks(options.batch_size.max(1)).enumerate() {
         let batch: Vec<BatchFile> = chunk.iter().map(|(file, _)| file.clone()).collect();
-        let timings = write_batch(&batch, &mut |point| crate::failpoint::kill_in_batch(index + 1, point))
+        let timings = write_batch(&batch, &|point| crate::failpoint::kill_in_batch(index + 1, point))
             .map_err(SecretsError::from)?;
         report.timings.add(timings);
         for (file, kind) in chunk {

@@ -34,7 +34,8 @@ pub enum BatchPoint {
     Written(usize),
     /// Every temporary file is durable; no target has changed yet.
     Flushed,
-    /// The `n`th target (1-based) has its new content.
+    /// `n` targets (counted from 1, in the order their renames finished, which need not be
+    /// the order of the files) have their new content.
     Renamed(usize),
     /// Every rename is durable.
     Done,
@@ -69,20 +70,22 @@ pub fn remove_leftover(target: &Path) -> bool {
 }
 
 /// Replaces every file of `files` (see the module documentation). `at` sees each point as it
-/// is reached. On an error the targets renamed so far hold their new content and the others
-/// their old one; the temporary files not yet renamed are removed.
+/// is reached (the renames' on the threads doing them). On an error the targets renamed so far
+/// hold their new content and the others their old one; the temporary files not yet renamed
+/// are removed.
 pub fn write_batch(
     files: &[BatchFile],
-    at: &mut dyn FnMut(BatchPoint),
+    at: &(dyn Fn(BatchPoint) + Sync),
 ) -> Result<BatchTimings, AtomicWriteError> {
     let mut timings = BatchTimings::default();
     let started = Instant::now();
     let mut written: Vec<PathBuf> = Vec::with_capacity(files.len());
     let result = (|| {
-        // The temporary files are written on every core (creating files is mostly kernel
-        // work, and files in different folders do not contend); each one's file system is
-        // noted to be flushed with syncfs.
-        let outcomes = crate::parallel::map(files, write_temporary);
+        // The temporary files are written, and later renamed, by more workers than cores:
+        // creating a file, and freeing the one a rename replaces, is kernel work that mostly
+        // waits on the file system's journal, and files in different folders do not contend.
+        // Each one's file system is noted to be flushed with syncfs.
+        let outcomes = crate::parallel::map_waiting(files, write_temporary);
         let mut file_systems: BTreeMap<u64, std::fs::File> = BTreeMap::new();
         let mut failure = None;
         for (index, outcome) in outcomes.into_iter().enumerate() {
@@ -120,14 +123,25 @@ pub fn write_batch(
         let durable = Instant::now();
         flush(&file_systems, files)?;
         at(BatchPoint::Flushed);
-        for (index, file) in files.iter().enumerate() {
-            std::fs::rename(&written[index], &file.path).map_err(|source| AtomicWriteError {
-                path: file.path.clone(),
-                step: "rename over the target",
-                source,
-            })?;
-            at(BatchPoint::Renamed(index + 1));
-        }
+        // After a failed rename no other one starts; the ones under way finish.
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let renamed = std::sync::atomic::AtomicUsize::new(0);
+        let indices: Vec<usize> = (0..files.len()).collect();
+        let renames = crate::parallel::map_waiting(&indices, |&index| {
+            use std::sync::atomic::Ordering::Relaxed;
+            if failed.load(Relaxed) {
+                return Ok(());
+            }
+            let file = &files[index];
+            let result = std::fs::rename(&written[index], &file.path);
+            if let Err(source) = result {
+                failed.store(true, Relaxed);
+                return Err(AtomicWriteError { path: file.path.clone(), step: "rename over the target", source });
+            }
+            at(BatchPoint::Renamed(renamed.fetch_add(1, Relaxed) + 1));
+            Ok(())
+        });
+        renames.into_iter().collect::<Result<(), AtomicWriteError>>()?;
         written.clear();
         flush(&file_systems, files)?;
         timings.durability = durable.elapsed();
@@ -193,15 +207,21 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(&a, "old a").unwrap();
         std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let mut points = Vec::new();
+        let points = std::sync::Mutex::new(Vec::new());
         write_batch(
             &[
                 BatchFile { path: a.clone(), contents: b"new a".to_vec() },
                 BatchFile { path: b.clone(), contents: b"new b".to_vec() },
             ],
-            &mut |point| points.push(point),
+            &|point| points.lock().unwrap().push(point),
         )
         .unwrap();
+        let mut points = points.into_inner().unwrap();
+        // The renames run on several threads: their points may arrive in either order.
+        points[3..5].sort_by_key(|point| match point {
+            BatchPoint::Renamed(n) => *n,
+            _ => usize::MAX,
+        });
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
         assert_eq!(std::fs::read_to_string(&b).unwrap(), "new b");
         assert_eq!(std::fs::metadata(&a).unwrap().permissions().mode() & 0o777, 0o640);
@@ -236,11 +256,15 @@ mod tests {
             BatchFile { path: b.clone(), contents: b"new b".to_vec() },
             BatchFile { path: c.clone(), contents: b"new c".to_vec() },
         ];
-        let error = write_batch(&files, &mut |_| {}).unwrap_err();
+        let error = write_batch(&files, &|_| {}).unwrap_err();
         assert_eq!(error.step, "rename over the target");
         assert_eq!(error.path, b);
-        assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
-        assert_eq!(std::fs::read_to_string(&c).unwrap(), "old c");
+        // The renames run on several threads: each other target is old or new, never a mix.
+        for (target, name) in [(&a, "a"), (&c, "c")] {
+            let text = std::fs::read_to_string(target).unwrap();
+            assert!(text == format!("old {name}") || text == format!("new {name}"), "{name}: {text}");
+        }
+        assert!(b.join("inside").exists(), "the directory in b's place was touched");
         for file in &files {
             assert!(!batch_temp_path(&file.path).exists(), "{}", file.path.display());
         }
@@ -251,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
         std::fs::write(batch_temp_path(&a), "left by a killed batch, longer than the new content").unwrap();
-        write_batch(&[BatchFile { path: a.clone(), contents: b"new".to_vec() }], &mut |_| {}).unwrap();
+        write_batch(&[BatchFile { path: a.clone(), contents: b"new".to_vec() }], &|_| {}).unwrap();
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "new");
         std::fs::write(batch_temp_path(&a), "again").unwrap();
         assert!(remove_leftover(&a));
