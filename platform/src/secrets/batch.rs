@@ -136,7 +136,11 @@ pub fn write_batch(
             let result = std::fs::rename(&written[index], &file.path);
             if let Err(source) = result {
                 failed.store(true, Relaxed);
-                return Err(AtomicWriteError { path: file.path.clone(), step: "rename over the target", source });
+                return Err(AtomicWriteError {
+                    path: file.path.clone(),
+                    step: "rename over the target",
+                    source,
+                });
             }
             at(BatchPoint::Renamed(renamed.fetch_add(1, Relaxed) + 1));
             Ok(())
@@ -216,12 +220,8 @@ mod tests {
             &|point| points.lock().unwrap().push(point),
         )
         .unwrap();
-        let mut points = points.into_inner().unwrap();
-        // The renames run on several threads: their points may arrive in either order.
-        points[3..5].sort_by_key(|point| match point {
-            BatchPoint::Renamed(n) => *n,
-            _ => usize::MAX,
-        });
+        // Fewer files than a worker takes at once: one worker renames them, in order.
+        let points = points.into_inner().unwrap();
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
         assert_eq!(std::fs::read_to_string(&b).unwrap(), "new b");
         assert_eq!(std::fs::metadata(&a).unwrap().permissions().mode() & 0o777, 0o640);
@@ -259,13 +259,37 @@ mod tests {
         let error = write_batch(&files, &|_| {}).unwrap_err();
         assert_eq!(error.step, "rename over the target");
         assert_eq!(error.path, b);
-        // The renames run on several threads: each other target is old or new, never a mix.
-        for (target, name) in [(&a, "a"), (&c, "c")] {
-            let text = std::fs::read_to_string(target).unwrap();
-            assert!(text == format!("old {name}") || text == format!("new {name}"), "{name}: {text}");
-        }
+        // Fewer files than a worker takes at once: renamed in order, and none after b.
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
+        assert_eq!(std::fs::read_to_string(&c).unwrap(), "old c");
         assert!(b.join("inside").exists(), "the directory in b's place was touched");
         for file in &files {
+            assert!(!batch_temp_path(&file.path).exists(), "{}", file.path.display());
+        }
+    }
+
+    #[test]
+    fn many_files_are_renamed_by_several_workers_each_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<BatchFile> = (0..64)
+            .map(|n| {
+                let path = dir.path().join(format!("f{n}"));
+                std::fs::write(&path, format!("old {n}")).unwrap();
+                BatchFile { path, contents: format!("new {n}").into_bytes() }
+            })
+            .collect();
+        let renamed = std::sync::Mutex::new(Vec::new());
+        write_batch(&files, &|point| {
+            if let BatchPoint::Renamed(n) = point {
+                renamed.lock().unwrap().push(n);
+            }
+        })
+        .unwrap();
+        let mut renamed = renamed.into_inner().unwrap();
+        renamed.sort_unstable();
+        assert_eq!(renamed, (1..=64).collect::<Vec<_>>());
+        for (n, file) in files.iter().enumerate() {
+            assert_eq!(std::fs::read_to_string(&file.path).unwrap(), format!("new {n}"));
             assert!(!batch_temp_path(&file.path).exists(), "{}", file.path.display());
         }
     }
